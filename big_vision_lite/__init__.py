@@ -1,0 +1,1 @@
+"""big_vision_lite: PaliGemma in JAX/Flax, in the style of big_vision."""

@@ -1,0 +1,75 @@
+"""Parses the `arg` of `get_config(arg)`: "res=448,batch_size=8,freeze_vit".
+
+Config files are run as `--config transfers/vqa.py:res=448,freeze_vit`. The part after
+the colon reaches `get_config(arg)` as a string; `parse_arg(arg, **defaults)` turns it
+into an `ml_collections.ConfigDict` whose value types follow the defaults:
+
+  c = parse_arg(arg, res=224, variant="tiny", freeze_vit=False, lr=1e-5)
+
+- `key=value` sets a key; the value is converted to the default's type (int, float,
+  str, bool). Booleans are strict: `true/false/yes/no/1/0` (any case), or the bare
+  flag `freeze_vit` meaning True.
+- An unknown key raises, listing the valid keys (with a close match when there is one).
+- A default of `None` accepts any string (or `None`/`none`).
+"""
+import difflib
+
+import ml_collections
+
+_TRUE = ("true", "yes", "1", "on")
+_FALSE = ("false", "no", "0", "off")
+
+
+def _to_bool(key, value):
+  v = value.strip().lower()
+  if v in _TRUE:
+    return True
+  if v in _FALSE:
+    return False
+  raise ValueError(f"Config arg {key}={value!r} is not a boolean; "
+                   f"use one of {_TRUE + _FALSE} or the bare flag '{key}'.")
+
+
+def _convert(key, value, default):
+  if isinstance(default, bool):
+    return _to_bool(key, value)
+  if default is None:
+    return None if value.strip().lower() == "none" else value
+  try:
+    return type(default)(value)
+  except ValueError as e:
+    raise ValueError(f"Config arg {key}={value!r} is not a valid "
+                     f"{type(default).__name__} (default {default!r}).") from e
+
+
+def parse_arg(arg, lazy=False, **defaults):
+  """Returns a ConfigDict of `defaults` overridden by the `key=value,flag` string `arg`.
+
+  Args:
+    arg: None, "" or a string like "res=448,batch_size=8,freeze_vit".
+    lazy: if True, unknown keys are kept as strings instead of raising.
+    **defaults: the valid keys, with their default values (which fix their types).
+  """
+  out = dict(defaults)
+  for item in (arg or "").split(","):
+    item = item.strip()
+    if not item:
+      continue
+    key, eq, value = item.partition("=")
+    key = key.strip()
+    if key not in defaults:
+      if lazy:
+        out[key] = value if eq else True
+        continue
+      close = difflib.get_close_matches(key, list(defaults), n=1)
+      hint = f" Did you mean '{close[0]}'?" if close else ""
+      raise ValueError(f"Unknown config arg '{key}' in {arg!r}.{hint} "
+                       f"Valid keys: {sorted(defaults)}")
+    if not eq:
+      if not isinstance(defaults[key], bool):
+        raise ValueError(f"Config arg '{key}' needs a value ({key}=...); only "
+                         f"boolean args can be bare flags. Default: {defaults[key]!r}")
+      out[key] = True
+    else:
+      out[key] = _convert(key, value, defaults[key])
+  return ml_collections.ConfigDict(out, type_safe=False)

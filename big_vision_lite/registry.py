@@ -1,0 +1,84 @@
+"""The `Registry` class and the parser for named-call strings like `fsdp(axis='data')`.
+
+One Registry instance exists per kind (pp ops, sharding tactics); it is filled only by
+decorators at import time. Strings are parsed with `ast`, arguments with
+`ast.literal_eval`, never `eval`.
+"""
+import ast
+import difflib
+import inspect
+
+
+def parse_call(spec):
+  """Parses "name", "name(1, k='v')" or "name(...)" into (name, args, kwargs).
+
+  Args:
+    spec: the string; arguments must be Python literals.
+
+  Raises:
+    ValueError: when the string is not a single name or call with literal arguments.
+  """
+  try:
+    node = ast.parse(spec.strip(), mode="eval").body
+  except SyntaxError as e:
+    raise ValueError(f"Cannot parse {spec!r}: {e.msg}. Expected 'name' or "
+                     "'name(arg, key=value)' with literal arguments.") from e
+  if isinstance(node, ast.Name):
+    return node.id, (), {}
+  if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+    raise ValueError(f"Cannot parse {spec!r}: expected 'name' or "
+                     "'name(arg, key=value)' with literal arguments.")
+  try:
+    args = tuple(ast.literal_eval(a) for a in node.args)
+    kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+  except ValueError as e:
+    raise ValueError(f"Arguments of {spec!r} must be Python literals "
+                     "(numbers, strings, tuples, lists, dicts, None, True/False).") from e
+  return node.func.id, args, kwargs
+
+
+class Registry:
+  """A named collection of factories, filled by the `register` decorator."""
+
+  def __init__(self, kind):
+    self.kind = kind
+    self._items = {}
+
+  def register(self, name):
+    def decorator(fn):
+      if name in self._items:
+        raise KeyError(f"{self.kind} '{name}' is registered twice "
+                       f"({self._items[name].__module__} and {fn.__module__}).")
+      self._items[name] = fn
+      return fn
+    return decorator
+
+  def names(self):
+    return sorted(self._items)
+
+  def __contains__(self, name):
+    return name in self._items
+
+  def get(self, name):
+    """Returns the factory called `name`; an unknown name raises KeyError with hints."""
+    if name not in self._items:
+      close = difflib.get_close_matches(name, self._items, n=1)
+      hint = f" Did you mean '{close[0]}'?" if close else ""
+      raise KeyError(f"Unknown {self.kind} '{name}'.{hint} Known: {self.names()}")
+    return self._items[name]
+
+  def call(self, spec):
+    """Parses `spec` ("name(args)"), checks the arguments and returns factory(*a, **kw).
+
+    The arguments are bound with `inspect.signature` first so that a bad argument fails
+    here (when a config is loaded), naming the {kind} and its signature.
+    """
+    name, args, kwargs = parse_call(spec)
+    factory = self.get(name)
+    sig = inspect.signature(factory)
+    try:
+      sig.bind(*args, **kwargs)
+    except TypeError as e:
+      raise TypeError(f"Bad arguments for {self.kind} '{name}' in {spec!r}: {e}. "
+                      f"Signature: {name}{sig}") from e
+    return factory(*args, **kwargs)
