@@ -156,6 +156,47 @@ def convert_state_dict(state):
   return {"codebook": codebook, "encoder": encoder, "decoder": decoder, "config": config}
 
 
+def random_state_dict(seed=0, enc_widths=(16, 32, 64, 128), embed_dim=512, dec_width=128,
+                      up_widths=(128, 64, 32, 16), num_codes=128):
+  """A randomly initialised state dict in the `vae-oid.npz` layout (tests, smoke runs).
+
+  The defaults are the released sizes; pass small widths for fast tests.
+
+  Returns:
+    dict from torch names to float32 numpy arrays; save with `np.savez(path, **d)`.
+  """
+  rng = np.random.default_rng(seed)
+  state = {}
+
+  def add(name, cout, cin, k, transpose=False):
+    scale = (2.0 / (cin * k * k)) ** 0.5
+    shape = (cin, cout, k, k) if transpose else (cout, cin, k, k)
+    state[name + ".weight"] = (rng.normal(size=shape) * scale).astype(np.float32)
+    state[name + ".bias"] = (rng.normal(size=(cout,)) * 0.1).astype(np.float32)
+
+  def add_res(prefix, w):
+    for j, k in zip(_RES_CONVS, (3, 3, 1)):
+      add(f"{prefix}.{j}", w, w, k)
+
+  cin = 1
+  for name, w in zip(_ENC_DOWN, enc_widths):
+    add(name, w, cin, 4)
+    cin = w
+  for r in _ENC_RES:
+    add_res(r, cin)
+  add(_ENC_OUT, embed_dim, cin, 1)
+  add(_DEC_IN, dec_width, embed_dim, 1)
+  for r in _DEC_RES:
+    add_res(r, dec_width)
+  cin = dec_width
+  for name, w in zip(_DEC_UP, up_widths):
+    add(name, w, cin, 4, transpose=True)
+    cin = w
+  add(_DEC_OUT, 1, cin, 1)
+  state[_CODEBOOK] = rng.normal(size=(num_codes, embed_dim)).astype(np.float32)
+  return state
+
+
 def load_vqvae(path):
   """Loads `vae-oid.npz` (or a file in its layout) from a local path.
 

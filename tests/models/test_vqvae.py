@@ -117,3 +117,14 @@ def test_errors(ckpt, tmp_path):
   np.savez(bad, **{"encoder.0.weight": np.zeros((4, 1, 4, 4), np.float32)})
   with pytest.raises(KeyError, match="missing"):
     vqvae.load_vqvae(bad)
+
+
+def test_random_state_dict_has_released_layout():
+  state = vqvae.random_state_dict()
+  model = _TorchVQVAE(widths=(16, 32, 64, 128), embed_dim=512, dec_width=128,
+                      up=(128, 64, 32, 16))
+  want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+  assert {k: v.shape for k, v in state.items()} == want
+  params = vqvae.convert_state_dict(state)
+  codes = vqvae.encode_masks(params, _masks(2))
+  assert vqvae.decode_codes(params, codes).shape == (2, 64, 64)
