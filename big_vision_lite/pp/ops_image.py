@@ -1,0 +1,184 @@
+"""Image pp ops: decode, resize, central_crop, value_range, random_resize, jpeg.
+
+Images are `uint8[H, W, 3]` after `decode`; `resize` keeps the dtype (clip + cast, as the
+reference pipeline), `value_range` gives `float32[H, W, 3]`.
+"""
+import tensorflow as tf
+
+from big_vision_lite.pp import builder
+from big_vision_lite.pp.builder import PP_OPS
+
+RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "area", "lanczos3", "lanczos5",
+                  "gaussian", "mitchellcubic")
+
+
+def _size2(op, size):
+  """int or (h, w) -> (h, w) of positive ints."""
+  if isinstance(size, int) and not isinstance(size, bool):
+    size = (size, size)
+  if (not isinstance(size, (tuple, list)) or len(size) != 2
+      or not all(isinstance(s, int) and s > 0 for s in size)):
+    raise ValueError(f"pp op '{op}': size={size!r} must be a positive int or (height, "
+                     "width) of positive ints.")
+  return tuple(size)
+
+
+def _image(data, op, key):
+  if key not in data:
+    raise KeyError(f"pp op '{op}' needs key {key!r}, the example has {sorted(data)}.")
+  return data[key]
+
+
+def decode_image(raw, channels=3):
+  """Decodes encoded bytes (JPEG exactly, with the accurate integer DCT; PNG/GIF/BMP).
+
+  Args:
+    raw: tf.string scalar.
+    channels: output channels; greyscale is repeated and alpha dropped for 3.
+
+  Returns:
+    uint8[H, W, channels].
+  """
+  def jpeg():
+    return tf.io.decode_jpeg(raw, channels=channels, dct_method="INTEGER_ACCURATE")
+
+  def other():
+    return tf.io.decode_image(raw, channels=channels, expand_animations=False)
+
+  image = tf.cond(tf.io.is_jpeg(raw), jpeg, other)
+  image.set_shape([None, None, channels])
+  return image
+
+
+@PP_OPS.register("decode")
+def get_decode(key="image", channels=3):
+  """Decodes `data[key]` (encoded bytes) to uint8[H, W, channels]; decoded images pass."""
+  builder.check_choice("decode", "channels", channels, (1, 3))
+
+  def _decode(data):
+    data = dict(data)
+    image = _image(data, "decode", key)
+    if image.dtype == tf.string:
+      image = decode_image(image, channels)
+    elif image.shape.rank == 3 and image.shape[-1] == 1 and channels == 3:
+      image = tf.image.grayscale_to_rgb(image)
+    data[key] = image
+    return data
+  return _decode
+
+
+def resize_image(image, size, method="bilinear", antialias=True):
+  """Resizes image [H, W, C] to size (h, w), keeping the dtype (clipped, cast)."""
+  dtype = image.dtype
+  out = tf.image.resize(image, size, method=method, antialias=antialias)
+  if dtype.is_integer:
+    out = tf.clip_by_value(out, dtype.min, dtype.max)
+  return tf.cast(out, dtype)
+
+
+@PP_OPS.register("resize")
+def get_resize(size, method="bilinear", antialias=True, key="image"):
+  """Resizes `data[key]` [H, W, C] to `size` (int or (h, w)), keeping its dtype.
+
+  Bilinear with antialiasing by default (the reference PaliGemma pipeline).
+  """
+  size = _size2("resize", size)
+  builder.check_choice("resize", "method", method, RESIZE_METHODS)
+
+  def _resize(data):
+    data = dict(data)
+    data[key] = resize_image(_image(data, "resize", key), size, method, antialias)
+    return data
+  return _resize
+
+
+@PP_OPS.register("random_resize")
+def get_random_resize(min_size, max_size, method="bilinear", antialias=True, key="image",
+                      seed=None):
+  """Resizes `data[key]` to a random square side in [min_size, max_size] (inclusive).
+
+  Used as a resolution augmentation before a final `resize`.
+  """
+  _size2("random_resize", min_size)
+  _size2("random_resize", max_size)
+  if not isinstance(min_size, int) or not isinstance(max_size, int) or min_size > max_size:
+    raise ValueError(f"pp op 'random_resize': need ints min_size <= max_size, got "
+                     f"{min_size!r}, {max_size!r}.")
+  builder.check_choice("random_resize", "method", method, RESIZE_METHODS)
+
+  def _random_resize(data):
+    data = dict(data)
+    side = builder.uniform(data, "random_resize", (), min_size, max_size + 1, tf.int32,
+                           seed)
+    data[key] = resize_image(_image(data, "random_resize", key), tf.stack([side, side]),
+                             method, antialias)
+    return data
+  return _random_resize
+
+
+@PP_OPS.register("central_crop")
+def get_central_crop(size, key="image"):
+  """Crops the central (h, w) window of `data[key]` [H, W, C] (H >= h, W >= w)."""
+  h, w = _size2("central_crop", size)
+
+  def _central_crop(data):
+    data = dict(data)
+    image = _image(data, "central_crop", key)
+    shape = tf.shape(image)
+    top, left = (shape[0] - h) // 2, (shape[1] - w) // 2
+    with tf.control_dependencies([tf.debugging.assert_greater_equal(
+        tf.minimum(top, left), 0,
+        message=f"pp op 'central_crop': image smaller than crop {(h, w)}; resize first.")]):
+      data[key] = tf.image.crop_to_bounding_box(image, top, left, h, w)
+    return data
+  return _central_crop
+
+
+@PP_OPS.register("value_range")
+def get_value_range(lo, hi, in_min=0, in_max=255, clip_values=False, key="image"):
+  """Maps `data[key]` linearly from [in_min, in_max] to [lo, hi] as float32.
+
+  `value_range(-1, 1)` turns uint8 pixels into the [-1, 1] the models expect.
+  """
+  if in_max <= in_min or hi <= lo:
+    raise ValueError(f"pp op 'value_range': need in_min < in_max and lo < hi, got "
+                     f"in=({in_min}, {in_max}) out=({lo}, {hi}).")
+
+  def _value_range(data):
+    data = dict(data)
+    x = tf.cast(_image(data, "value_range", key), tf.float32)
+    x = (x - in_min) / (in_max - in_min) * (hi - lo) + lo
+    if clip_values:
+      x = tf.clip_by_value(x, lo, hi)
+    data[key] = x
+    return data
+  return _value_range
+
+
+@PP_OPS.register("jpeg")
+def get_jpeg(quality=95, key="image", seed=None):
+  """Re-encodes uint8 `data[key]` as JPEG at `quality` (int, or (lo, hi) random) and decodes.
+
+  A compression-artefact augmentation; the image stays uint8[H, W, 3].
+  """
+  q = (quality, quality) if isinstance(quality, int) else quality
+  if (not isinstance(q, (tuple, list)) or len(q) != 2
+      or not all(isinstance(v, int) and 1 <= v <= 100 for v in q) or q[0] > q[1]):
+    raise ValueError(f"pp op 'jpeg': quality={quality!r} must be an int in [1, 100] or "
+                     "(lo, hi) with 1 <= lo <= hi <= 100.")
+
+  def _jpeg(data):
+    data = dict(data)
+    image = _image(data, "jpeg", key)
+    if image.dtype != tf.uint8:
+      raise TypeError(f"pp op 'jpeg' needs uint8 {key!r}, got {image.dtype.name}; put it "
+                      "before value_range.")
+    if q[0] == q[1]:
+      enc = tf.io.encode_jpeg(image, quality=q[0])
+    else:
+      qual = builder.uniform(data, "jpeg", (), q[0], q[1] + 1, tf.int32, seed)
+      enc = tf.raw_ops.EncodeJpegVariableQuality(images=image, quality=qual)
+    out = tf.io.decode_jpeg(enc, channels=3, dct_method="INTEGER_ACCURATE")
+    data[key] = tf.ensure_shape(out, image.shape)
+    return data
+  return _jpeg
