@@ -1,0 +1,40 @@
+"""Data sources: `get(name, **kw)` returns an object with `.get_tfdata(...)`.
+
+Names: "jsonl" (see `jsonl.DataSource`), "shapes" (the bundled generated dataset, see
+`shapes.DataSource`), "tfds:<name>" or a bare TFDS name (see `tfds.DataSource`).
+
+Every source has `total_examples` (over all processes), `get_tfdata(ordered=False,
+process_index=0, process_count=1, seed=None)` (a finite stream of example dicts: this
+process's even part of the data), `get_training_tfdata(seed, shuffle_buffer_size,
+process_index=0, process_count=1)` (an infinite shuffled stream) and
+`shard_size(process_index=0, process_count=1)` and `describe_row(index, process_index=0,
+process_count=1)` (names an example for error messages).
+"""
+import inspect
+
+from big_vision_lite.datasets import jsonl
+from big_vision_lite.datasets import shapes
+from big_vision_lite.datasets import tfds as tfds_source
+
+_LOCAL = {"jsonl": jsonl.DataSource, "shapes": shapes.DataSource}
+
+
+def get(name, **kw):
+  """Returns the data source `name` built with the keyword arguments `kw`.
+
+  Raises:
+    TypeError: `kw` does not fit the source's arguments (the message lists them).
+  """
+  if name.startswith("tfds:"):
+    cls, args = tfds_source.DataSource, (name[len("tfds:"):],)
+  elif name in _LOCAL:
+    cls, args = _LOCAL[name], ()
+  else:
+    cls, args = tfds_source.DataSource, (name,)
+  sig = inspect.signature(cls)
+  try:
+    sig.bind(*args, **kw)
+  except TypeError as e:
+    raise TypeError(f"Bad arguments for data source {name!r}: {e}. "
+                    f"Accepted: {name}{sig}") from e
+  return cls(*args, **kw)
