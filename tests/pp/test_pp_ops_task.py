@@ -1,0 +1,87 @@
+"""Tests of box_to_loc, mask_to_seg and flip_lr."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from big_vision_lite import tokenizer as tokenizer_lib
+from big_vision_lite.pp import builder
+from big_vision_lite.pp import ops_task
+
+
+def run(pp, **ex):
+  return builder.get_preprocess_fn(pp)({k: tf.constant(v) for k, v in ex.items()})
+
+
+def test_box_to_loc_bins_match_reference_rounding():
+  rng = np.random.default_rng(0)
+  boxes = rng.uniform(-0.1, 1.1, (200, 4)).astype(np.float32)
+  boxes[0] = [0.5, 0.0, 1.0, 0.25]
+  per_box = ops_task.boxes_to_loc_tf(boxes).numpy()
+  for box, s in zip(boxes, per_box):
+    assert s.decode() == tokenizer_lib.box_to_loc_str(box)
+  assert per_box[0].decode() == "<loc0512><loc0000><loc1023><loc0256>"  # 511.5 -> 512
+
+
+def test_box_to_loc_detection_string():
+  out = run("box_to_loc(labels_key='objects/label')",
+            **{"objects/bbox": [[0.1, 0.2, 0.5, 0.6], [0, 0, 1, 1]],
+               "objects/label": ["cat", "big dog"]})
+  want = tokenizer_lib.boxes_to_loc_str([[0.1, 0.2, 0.5, 0.6], [0, 0, 1, 1]],
+                                        ["cat", "big dog"])
+  assert out["suffix"].numpy().decode() == want
+  out = run("box_to_loc(inkey='box', outkey='s')", box=[0.1, 0.2, 0.5, 0.6])
+  assert out["s"].numpy() == b"<loc0102><loc0205><loc0512><loc0614>"
+  out = run("box_to_loc", **{"objects/bbox": np.zeros([0, 4], np.float32)})
+  assert out["suffix"].numpy() == b""
+
+
+def test_box_to_loc_errors():
+  with pytest.raises(TypeError, match="labels 'l' must be strings"):
+    run("box_to_loc(labels_key='l')", **{"objects/bbox": [[0, 0, 1, 1]], "l": [3]})
+  with pytest.raises(KeyError, match="'box_to_loc' needs key 'objects/bbox'"):
+    run("box_to_loc", x=1)
+
+
+def test_flip_lr_image_and_boxes():
+  img = np.arange(2 * 3 * 1).reshape(2, 3, 1)
+  box = [[0.1, 0.2, 0.5, 0.7]]
+  out = run("flip_lr(boxes_key='b', prob=1.0)", image=img, b=box)
+  np.testing.assert_array_equal(out["image"], img[:, ::-1])
+  np.testing.assert_allclose(out["b"], [[0.1, 0.3, 0.5, 0.8]], atol=1e-6)
+  out = run("flip_lr(boxes_key='b', prob=0)", image=img, b=box)
+  np.testing.assert_array_equal(out["image"], img)
+  np.testing.assert_allclose(out["b"], box)
+  fn = builder.get_preprocess_fn("flip_lr")
+  flips = {bool(fn({"image": tf.constant(img), "_seed": tf.constant([i, 0])})["image"][0, 0, 0]
+                != 0) for i in range(20)}
+  assert flips == {True, False}
+  with pytest.raises(ValueError, match="prob=2 must be a number in"):
+    builder.get_preprocess_fn("flip_lr(prob=2)")
+
+
+def test_crop_masks_64():
+  mask = np.zeros((1, 40, 80), np.uint8)
+  mask[0, 10:30, 20:60] = 255
+  out = ops_task.crop_masks_64(mask, [[0.25, 0.25, 0.75, 0.75]]).numpy()
+  assert out.shape == (1, 64, 64)
+  np.testing.assert_allclose(out, 1.0)
+
+
+def test_mask_to_seg_with_tiny_vqvae(tmp_path):
+  from big_vision_lite.models import vqvae  # pylint: disable=import-outside-toplevel
+  state = vqvae.random_state_dict(enc_widths=(4, 4, 4, 4), embed_dim=8, dec_width=4,
+                                  up_widths=(4, 4, 4, 4))
+  path = str(tmp_path / "vae.npz")
+  np.savez(path, **state)
+  rng = np.random.default_rng(0)
+  masks = (rng.uniform(size=(2, 32, 48, 1)) > 0.5).astype(np.uint8) * 255
+  boxes = np.array([[0.0, 0.0, 0.5, 0.5], [0.25, 0.5, 1.0, 1.0]], np.float32)
+  out = run(f"mask_to_seg({path!r}, labels_key='l')", l=["a", "b"],
+            **{"objects/mask": masks, "objects/bbox": boxes})
+  objs, invalid = tokenizer_lib.parse_segmentations(out["suffix"].numpy().decode())
+  assert not invalid and [o.label for o in objs] == ["a", "b"]
+  want = vqvae.encode_masks(vqvae.load_vqvae(path), ops_task.crop_masks_64(masks, boxes))
+  np.testing.assert_array_equal(np.stack([o.codes for o in objs]), want)
+  np.testing.assert_array_equal(objs[1].bins, tokenizer_lib.coords_to_bins(boxes[1]))
+  with pytest.raises(ValueError, match="vqvae_checkpoint=3 must be"):
+    builder.get_preprocess_fn("mask_to_seg(3)")
