@@ -1,0 +1,81 @@
+"""COCO captioning metrics: CIDEr(-D), BLEU-1..4, ROUGE-L and optionally METEOR.
+
+Predictions and reference captions are PTB-tokenised (`ptb="python"`: our
+re-implementation in `ptb_tokenizer`; `ptb="java"`: pycocoevalcap's Stanford tokenizer)
+and scored corpus-wide with `caption_metrics` over the examples of ALL hosts (CIDEr's
+document frequencies come from the whole evaluated set). Examples with the same image id
+are scored once (the first one's caption and references count).
+"""
+import shutil
+
+from big_vision_lite.evaluators import caption_metrics
+from big_vision_lite.evaluators import common
+from big_vision_lite.evaluators import ptb_tokenizer
+
+
+def java_ptb_tokenize(captions_for_image):
+  """Tokenises {key: [str]} with pycocoevalcap's Java PTBTokenizer."""
+  if shutil.which("java") is None:
+    raise RuntimeError("ptb='java' needs Java on PATH; use ptb='python' instead.")
+  from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer  # pylint: disable=import-outside-toplevel
+  data = {k: [{"caption": c} for c in caps] for k, caps in captions_for_image.items()}
+  return PTBTokenizer().tokenize(data)
+
+
+def score_captions(predictions, references, metrics=("cider", "bleu4", "rouge_l"),
+                   ptb="python"):
+  """Scores captions.
+
+  Args:
+    predictions: {image_id: caption str}.
+    references: {image_id: [caption str, ...]}.
+    metrics: subset of caption_metrics.METRICS.
+    ptb: "python" or "java" tokenisation.
+
+  Returns:
+    dict metric -> float.
+  """
+  if ptb not in ("python", "java"):
+    raise ValueError(f"ptb={ptb!r} is unknown; use 'python' or 'java'.")
+  tok = ptb_tokenizer.tokenize if ptb == "python" else java_ptb_tokenize
+  keys = list(references)
+  gts = tok({i: list(references[k]) for i, k in enumerate(keys)})
+  res = tok({i: [predictions[k]] for i, k in enumerate(keys)})
+  return caption_metrics.compute(gts, res, metrics)
+
+
+class Evaluator:
+  """Captioning; the eval pp must keep `image/id` and `captions` (list of str)."""
+
+  def __init__(self, predict_fn, tokenizer, *, data, pp_fn, batch_size,
+               metrics=("cider", "bleu4", "rouge_l"), ptb="python",
+               id_key="image/id", name="coco_caption", workdir=None):
+    unknown = [m for m in metrics if m not in caption_metrics.METRICS]
+    if unknown or ptb not in ("python", "java"):
+      raise ValueError(f"coco_caption metrics={tuple(metrics)} ptb={ptb!r}: metrics must "
+                       f"be in {caption_metrics.METRICS}, ptb 'python' or 'java'.")
+    self.predict_fn, self.tok = predict_fn, tokenizer
+    self.data, self.pp_fn, self.batch_size = data, pp_fn, batch_size
+    self.metrics, self.ptb, self.id_key = tuple(metrics), ptb, id_key
+    self.name, self.workdir = name, workdir
+
+  def run(self, params):
+    """Evaluates `params`; yields (metric name, value)."""
+    records = []
+    batches = common.eval_batches(self.data, self.pp_fn, self.batch_size)
+    for gt, caption in common.decoded_examples(self.predict_fn, params, self.tok,
+                                               batches, (self.id_key, "captions")):
+      records.append({"image_id": gt.get(self.id_key), "caption": caption,
+                      "refs": gt.get("captions") or []})
+    records = common.gather_json(records)
+    preds, refs = {}, {}
+    for r in records:  # The first example of an image id gives its caption and refs.
+      preds.setdefault(str(r["image_id"]), r["caption"])
+      refs.setdefault(str(r["image_id"]), r["refs"])
+    refs = {k: v for k, v in refs.items() if v}
+    if refs:
+      yield from score_captions(preds, refs, self.metrics, self.ptb).items()
+    yield "num", len(records)
+    common.write_json(self.workdir, self.name,
+                      [{"image_id": r["image_id"], "caption": r["caption"]}
+                       for r in records])

@@ -1,0 +1,183 @@
+"""Builds evaluators from `config.evals` and holds what they share.
+
+Each `config.evals[name]` is a dict:
+
+  type:        module of `big_vision_lite.evaluators` holding an `Evaluator` ("vqav2").
+  pred:        key of `predict_fns` ("decode" or "logits"); default "decode".
+  pred_kw:     keyword arguments bound to that predict fn (max_decode_len=...).
+  data:        dataset config given to `input_pipeline.evaluation`.
+  pp_fn:       eval pp string.
+  batch_size:  global batch size; defaults to `config.input.batch_size`.
+  log_steps | log_percent:  how often to run (exactly one of them).
+  ...          any other key is a keyword argument of that `Evaluator`.
+
+Multi-host: every host evaluates its own share of the data; metrics are computed from
+sufficient statistics summed over hosts (`process_sum`), and per-example records are
+gathered to every host (`gather_json`) so that host 0 alone writes files.
+"""
+import difflib
+import functools
+import importlib
+import json
+import os
+import pkgutil
+
+import jax
+from jax.experimental import multihost_utils
+import numpy as np
+
+# Keys the predict fns need; ground-truth strings never go to the device.
+MODEL_KEYS = ("image", "text", "mask_ar", "mask_input", "mask_loss", "_mask")
+_RESERVED = ("type", "pred", "pred_kw", "log_steps", "log_percent")
+
+
+def _evaluator_module(type_name):
+  """Imports `big_vision_lite.evaluators.<type_name>` and checks it has `Evaluator`."""
+  pkg = importlib.import_module("big_vision_lite.evaluators")
+  known = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__)
+                 if m.name != "common")
+  if type_name not in known:
+    close = difflib.get_close_matches(type_name, known, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise KeyError(f"Unknown evaluator type '{type_name}'.{hint} Known: {known}")
+  module = importlib.import_module(f"big_vision_lite.evaluators.{type_name}")
+  if not hasattr(module, "Evaluator"):
+    raise KeyError(f"Module big_vision_lite.evaluators.{type_name} has no `Evaluator`; "
+                   f"evaluator types with one: {known}")
+  return module
+
+
+def _log_steps(name, cfg, total_steps):
+  has = [k for k in ("log_steps", "log_percent") if cfg.get(k) is not None]
+  if len(has) != 1:
+    raise ValueError(f"evals.{name} sets {has or 'neither'} of log_steps/log_percent; "
+                     "set exactly one (e.g. log_percent=1.0 to run once at the end).")
+  if has[0] == "log_steps":
+    return int(cfg["log_steps"])
+  if total_steps is None:
+    raise ValueError(f"evals.{name}.log_percent={cfg['log_percent']} needs total_steps; "
+                     "pass from_config(..., total_steps=N) or use log_steps.")
+  return max(1, int(round(total_steps * float(cfg["log_percent"]))))
+
+
+def from_config(config, predict_fns, *, tokenizer, write_note=print, workdir=None,
+                total_steps=None):
+  """Builds every evaluator of `config.evals`.
+
+  Args:
+    config: ConfigDict with `evals` (and `input.batch_size` as the default batch size).
+    predict_fns: dict name -> fn(params, batch, **pred_kw).
+    tokenizer: object with `to_str(ids, stop_at_eos=True)` (may be None for perplexity).
+    write_note: callable(str) for progress notes.
+    workdir: where evaluators write `{name}_predictions.json` (None: no files).
+    total_steps: training length, needed only by `log_percent`.
+
+  Returns:
+    list of (name, evaluator, log_steps).
+  """
+  out = []
+  evals = config.get("evals") or {}
+  for name, cfg in evals.items():
+    cfg = dict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg)
+    module = _evaluator_module(cfg.get("type", name))
+    pred = cfg.get("pred", "decode")
+    if pred not in predict_fns:
+      raise KeyError(f"evals.{name}.pred={pred!r} is not a predict fn; "
+                     f"known: {sorted(predict_fns)}.")
+    predict_fn = functools.partial(predict_fns[pred], **(cfg.get("pred_kw") or {}))
+    log_steps = _log_steps(name, cfg, total_steps)
+    kw = {k: v for k, v in cfg.items() if k not in _RESERVED}
+    if kw.get("batch_size") is None:
+      kw["batch_size"] = config.get("input", {}).get("batch_size")
+    write_note(f"Building evaluator {name} ({module.__name__})...")
+    evaluator = module.Evaluator(predict_fn, tokenizer=tokenizer, name=name,
+                                 workdir=workdir, **kw)
+    out.append((name, evaluator, log_steps))
+  return out
+
+
+def eval_batches(data, pp_fn, batch_size):
+  """Yields this host's padded eval batches (dicts of numpy arrays with `_mask`)."""
+  # Imported here: evaluators are importable without tf.data being loaded.
+  from big_vision_lite import input_pipeline  # pylint: disable=import-outside-toplevel
+  return input_pipeline.evaluation(
+      data, pp_fn, batch_size,
+      process_index=jax.process_index(), process_count=jax.process_count())
+
+
+def local_rows(x):
+  """Returns this host's rows of `x` (numpy or a global jax.Array) as numpy."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    shards = {}
+    for s in x.addressable_shards:
+      shards.setdefault(s.index[0].start or 0, np.asarray(s.data))
+    return np.concatenate([shards[k] for k in sorted(shards)], axis=0)
+  return np.asarray(x)
+
+
+def to_py(x):
+  """Turns numpy/bytes ground-truth values into plain Python (str, int, float, list)."""
+  if isinstance(x, bytes):
+    return x.decode("utf-8")
+  if isinstance(x, np.ndarray):
+    return [to_py(v) for v in x.tolist()] if x.ndim else to_py(x.item())
+  if isinstance(x, (list, tuple)):
+    return [to_py(v) for v in x]
+  if isinstance(x, np.generic):
+    return x.item()
+  return x
+
+
+def decoded_examples(predict_fn, params, tokenizer, batches, keep=()):
+  """Runs `predict_fn` over `batches`; yields (ground truth dict, predicted text).
+
+  Args:
+    predict_fn: fn(params, batch) -> dict with `tokens` int32[B, Tdec].
+    params: model params.
+    tokenizer: has `to_str(ids, stop_at_eos=True)`.
+    batches: iterable of dicts of numpy arrays with `_mask` bool[B].
+    keep: ground-truth keys copied (as plain Python values) into the yielded dict.
+  """
+  for batch in batches:
+    model_batch = {k: v for k, v in batch.items() if k in MODEL_KEYS}
+    tokens = local_rows(predict_fn(params, model_batch)["tokens"])
+    for i in np.flatnonzero(np.asarray(batch["_mask"])):
+      gt = {k: to_py(batch[k][i]) for k in keep if k in batch}
+      yield gt, tokenizer.to_str(tokens[i].tolist(), stop_at_eos=True)
+
+
+def process_sum(tree):
+  """Sums a pytree of numbers over all hosts (float64 on host; exact for counts)."""
+  leaves, treedef = jax.tree.flatten(tree)
+  vec = np.asarray(leaves, np.float64).reshape(-1)
+  if jax.process_count() > 1:
+    vec = np.asarray(multihost_utils.process_allgather(vec)).sum(axis=0)
+  return jax.tree.unflatten(treedef, [float(v) for v in vec])
+
+
+def gather_json(records):
+  """Returns the concatenation over hosts (in host order) of JSON-able `records`."""
+  if jax.process_count() == 1:
+    return list(records)
+  data = np.frombuffer(json.dumps(list(records)).encode("utf-8"), np.uint8)
+  lengths = np.asarray(multihost_utils.process_allgather(np.int64(data.size)))
+  padded = np.zeros(int(lengths.max()), np.uint8)
+  padded[:data.size] = data
+  every = np.asarray(multihost_utils.process_allgather(padded))
+  out = []
+  for row, n in zip(every, lengths.reshape(-1)):
+    out.extend(json.loads(bytes(row[:int(n)]).decode("utf-8")))
+  return out
+
+
+def write_json(workdir, name, records):
+  """Host 0 writes `{workdir}/{name}_predictions.json` atomically; returns the path."""
+  if workdir is None or jax.process_index() != 0:
+    return None
+  path = os.path.join(workdir, f"{name}_predictions.json")
+  os.makedirs(workdir, exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(records, f, ensure_ascii=False, indent=1)
+  os.replace(tmp, path)
+  return path

@@ -1,0 +1,68 @@
+"""RSVQA (remote-sensing VQA): accuracy overall and per question type.
+
+Scores as `vqa` does (exact match, or min(1, m/3) and acc_any with several answers).
+Per question type ("comp", "count", "presence", "rural_urban", "area") the accuracy is
+acc_any; `acc_avg` (AA) is the mean over the types present, `acc_avg_nonum` the mean
+over the non-numeric types present (comp, presence, rural_urban: RSVQA-LR has all three,
+RSVQA-HR has no rural_urban).
+"""
+from big_vision_lite.evaluators import common
+from big_vision_lite.evaluators import vqa
+
+QUESTION_TYPES = ("comp", "count", "presence", "rural_urban", "area")
+NON_NUMERIC = ("comp", "presence", "rural_urban")
+
+
+def type_averages(per_type):
+  """Returns {"acc_avg": .., "acc_avg_nonum": ..} from {type: accuracy} (present types)."""
+  out = {}
+  if per_type:
+    out["acc_avg"] = sum(per_type.values()) / len(per_type)
+  nonum = [v for k, v in per_type.items() if k in NON_NUMERIC]
+  if nonum:
+    out["acc_avg_nonum"] = sum(nonum) / len(nonum)
+  return out
+
+
+class Evaluator:
+  """RSVQA; needs `question_id`, `question_type` and `answer` or `answers`."""
+
+  def __init__(self, predict_fn, tokenizer, *, data, pp_fn, batch_size, to_lower=False,
+               name="rsvqa", workdir=None):
+    self.predict_fn, self.tok = predict_fn, tokenizer
+    self.data, self.pp_fn, self.batch_size = data, pp_fn, batch_size
+    self.to_lower, self.name, self.workdir = to_lower, name, workdir
+
+  def run(self, params):
+    """Evaluates `params`; yields (metric name, value)."""
+    post = (lambda s: s.lower()) if self.to_lower else (lambda s: s)
+    stats = {"all": [0.0, 0.0, 0.0]} | {t: [0.0, 0.0, 0.0] for t in QUESTION_TYPES}
+    records = []
+    batches = common.eval_batches(self.data, self.pp_fn, self.batch_size)
+    keep = ("question_id", "question_type", "answer", "answers")
+    for gt, answer in common.decoded_examples(self.predict_fn, params, self.tok,
+                                              batches, keep):
+      answer = post(answer)
+      gts = gt.get("answer", gt.get("answers"))
+      gts = post(gts) if isinstance(gts, str) else [post(a) for a in gts]
+      acc, acc_any = vqa.vqa_scores(answer, gts)
+      qtype = gt.get("question_type")
+      if qtype is not None and qtype not in QUESTION_TYPES:
+        raise ValueError(f"RSVQA question_type {qtype!r} is unknown; expected one of "
+                         f"{QUESTION_TYPES}.")
+      for k in ("all", qtype):
+        if k is not None:
+          stats[k] = [stats[k][0] + acc, stats[k][1] + acc_any, stats[k][2] + 1]
+      records.append({"question_id": gt.get("question_id"), "answer": answer,
+                      "gts": gts})
+    records = common.gather_json(records)
+    stats = common.process_sum(stats)
+    if stats["all"][2]:
+      yield "acc", stats["all"][0] / stats["all"][2]
+      yield "acc_any", stats["all"][1] / stats["all"][2]
+    per_type = {t: stats[t][1] / stats[t][2] for t in QUESTION_TYPES if stats[t][2]}
+    for t, v in per_type.items():
+      yield f"acc_{t}", v
+    yield from type_averages(per_type).items()
+    yield "num", len(records)
+    common.write_json(self.workdir, self.name, records)

@@ -1,0 +1,101 @@
+"""Simple VQA: exact match, min(1, m/3) for several answers, acc_any and ANLS.
+
+Used for OCR-VQA, OK-VQA, A-OKVQA, TextVQA (accuracy), DocVQA / InfoVQA / ST-VQA (ANLS).
+With a single ground truth (`answer`) accuracy is exact match; with several (`answers`)
+it is min(1, #matches / 3) (no leave-one-out averaging, as A-OKVQA's official script) and
+`acc_any` is 1 when any answer matches. ANLS (Biten et al. 2019) is
+1 - NL(gt, pred) when the normalised Levenshtein distance NL is strictly below 0.5, else 0,
+maximised over the ground truths and averaged over questions.
+"""
+from big_vision_lite.evaluators import common
+
+
+def levenshtein(a, b):
+  """Edit distance (insertions, deletions, substitutions of characters) of two strings."""
+  if len(a) < len(b):
+    a, b = b, a
+  prev = list(range(len(b) + 1))
+  for i, ca in enumerate(a, 1):
+    cur = [i]
+    for j, cb in enumerate(b, 1):
+      cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+    prev = cur
+  return prev[-1]
+
+
+def anls(prediction, answers, threshold=0.5):
+  """Average Normalised Levenshtein Similarity of one prediction against its answers.
+
+  Args:
+    prediction: str.
+    answers: list of str (or one str).
+    threshold: similarities with NL >= threshold score 0 (strict cut-off, 0.5 for DocVQA).
+
+  Returns:
+    float in [0, 1]: max over answers of (1 - NL if NL < threshold else 0); an empty
+    answer scores 1 only against an empty prediction.
+  """
+  if isinstance(answers, str):
+    answers = [answers]
+  best = 0.0
+  for gt in answers:
+    if not gt:
+      best = max(best, float(prediction == ""))
+      continue
+    nl = levenshtein(gt, prediction) / max(len(gt), len(prediction))
+    best = max(best, 1.0 - nl if nl < threshold else 0.0)
+  return best
+
+
+def vqa_scores(prediction, answers):
+  """Returns (acc, acc_any) of a prediction against one (str) or several (list) answers."""
+  if isinstance(answers, str):
+    ok = float(prediction == answers)
+    return ok, ok
+  matches = sum(prediction == a for a in answers)
+  return min(1.0, matches / 3.0), min(1.0, float(matches))
+
+
+class Evaluator:
+  """Accuracy, acc_any and ANLS for VQA tasks with `answer` or `answers` ground truth.
+
+  Options: `to_lower` lower-cases prediction and answers before matching (DocVQA's
+  official ANLS lower-cases and collapses whitespace: use `to_lower=True, strip=True`).
+  """
+
+  def __init__(self, predict_fn, tokenizer, *, data, pp_fn, batch_size, to_lower=False,
+               strip=False, anls_threshold=0.5, name="vqa", workdir=None):
+    self.predict_fn, self.tok = predict_fn, tokenizer
+    self.data, self.pp_fn, self.batch_size = data, pp_fn, batch_size
+    self.to_lower, self.strip = to_lower, strip
+    self.anls_threshold, self.name, self.workdir = anls_threshold, name, workdir
+
+  def _post(self, s):
+    s = s.lower() if self.to_lower else s
+    return " ".join(s.split()) if self.strip else s
+
+  def run(self, params):
+    """Evaluates `params`; yields (metric name, value)."""
+    acc = acc_any = anls_sum = scored = 0.0
+    records = []
+    batches = common.eval_batches(self.data, self.pp_fn, self.batch_size)
+    for gt, answer in common.decoded_examples(
+        self.predict_fn, params, self.tok, batches, ("question_id", "answer", "answers")):
+      answer = self._post(answer)
+      gts = gt.get("answer", gt.get("answers"))
+      rec = {"question_id": gt.get("question_id"), "answer": answer}
+      if gts:  # A str (single answer) or a non-empty list.
+        gts = self._post(gts) if isinstance(gts, str) else [self._post(a) for a in gts]
+        a, a_any = vqa_scores(answer, gts)
+        acc, acc_any, scored = acc + a, acc_any + a_any, scored + 1
+        anls_sum += anls(answer, gts, self.anls_threshold)
+        rec["gts"] = gts
+      records.append(rec)
+    records = common.gather_json(records)
+    acc, acc_any, anls_sum, scored = common.process_sum([acc, acc_any, anls_sum, scored])
+    if scored:
+      yield "acc", acc / scored
+      yield "acc_any", acc_any / scored
+      yield "anls", anls_sum / scored
+    yield "num", len(records)
+    common.write_json(self.workdir, self.name, records)
