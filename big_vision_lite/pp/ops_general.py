@@ -134,6 +134,10 @@ def get_choice(inkey, outkey=None, seed=None):
   def _choice(data):
     data = dict(data)
     values = [_need(data, "choice", k) for k in inkeys]
+    for k, v in zip(inkeys, values):
+      if v.shape.rank == 0:
+        raise ValueError(f"pp op 'choice': {k!r} is a scalar; it needs a list [n, ...] "
+                         "to choose from.")
     n = tf.shape(values[0])[0]
     checks = [tf.debugging.assert_positive(
         n, message=f"pp op 'choice': {inkeys[0]!r} is empty, nothing to choose from.")]

@@ -84,6 +84,7 @@ def get_resize(size, method="bilinear", antialias=True, key="image"):
   """
   size = _size2("resize", size)
   builder.check_choice("resize", "method", method, RESIZE_METHODS)
+  builder.check_choice("resize", "antialias", antialias, (True, False))
 
   def _resize(data):
     data = dict(data)
@@ -99,10 +100,9 @@ def get_random_resize(min_size, max_size, method="bilinear", antialias=True, key
 
   Used as a resolution augmentation before a final `resize`.
   """
-  _size2("random_resize", min_size)
-  _size2("random_resize", max_size)
-  if not isinstance(min_size, int) or not isinstance(max_size, int) or min_size > max_size:
-    raise ValueError(f"pp op 'random_resize': need ints min_size <= max_size, got "
+  if (not isinstance(min_size, int) or not isinstance(max_size, int)
+      or not 0 < min_size <= max_size):
+    raise ValueError(f"pp op 'random_resize': need ints 0 < min_size <= max_size, got "
                      f"{min_size!r}, {max_size!r}.")
   builder.check_choice("random_resize", "method", method, RESIZE_METHODS)
 
@@ -140,6 +140,10 @@ def get_value_range(lo, hi, in_min=0, in_max=255, clip_values=False, key="image"
 
   `value_range(-1, 1)` turns uint8 pixels into the [-1, 1] the models expect.
   """
+  nums = (lo, hi, in_min, in_max)
+  if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in nums):
+    raise ValueError(f"pp op 'value_range': lo, hi, in_min, in_max must be numbers, got "
+                     f"{nums}.")
   if in_max <= in_min or hi <= lo:
     raise ValueError(f"pp op 'value_range': need in_min < in_max and lo < hi, got "
                      f"in=({in_min}, {in_max}) out=({lo}, {hi}).")

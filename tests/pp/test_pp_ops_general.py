@@ -66,5 +66,7 @@ def test_choice_errors():
     builder.get_preprocess_fn("choice(['q', 'a'], outkey='x')")
   with pytest.raises(ValueError, match="seed='a' must be an int"):
     builder.get_preprocess_fn("choice('q', seed='a')")
+  with pytest.raises(ValueError, match="'q' is a scalar"):
+    run("choice('q')", q="x")
   with pytest.raises(tf.errors.InvalidArgumentError, match="is empty"):
     run("choice('caps')", caps=np.zeros([0], np.bytes_))

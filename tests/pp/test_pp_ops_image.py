@@ -65,6 +65,8 @@ def test_resize_antialiased_bilinear_keeps_dtype():
   want = tf.image.resize(img, (16, 16), "bilinear", antialias=True).numpy()
   assert got.dtype == np.uint8 and got.shape == (16, 16, 3)
   np.testing.assert_array_equal(got, np.clip(want, 0, 255).astype(np.uint8))
+  with pytest.raises(ValueError, match="antialias='yes' is not valid"):
+    builder.get_preprocess_fn("resize(8, antialias='yes')")
   plain = run("resize((8, 12), antialias=False)", image=img)["image"]
   assert plain.shape == (8, 12, 3)
   flt = run("resize(16, key='x')", x=img.astype(np.float32))["x"].numpy()
@@ -84,6 +86,8 @@ def test_value_range():
   out = run("value_range(0, 1, in_min=-1, in_max=1, clip_values=True)",
             image=np.array([-3.0, 0.0]))["image"].numpy()
   np.testing.assert_allclose(out, [0, 0.5])
+  with pytest.raises(ValueError, match="must be numbers"):
+    builder.get_preprocess_fn("value_range('a', 1)")
   with pytest.raises(ValueError, match="need in_min < in_max"):
     builder.get_preprocess_fn("value_range(1, -1)")
 
@@ -108,7 +112,7 @@ def test_random_resize_range_and_seed():
     assert fn(ex)["image"].shape == out.shape
     sizes.add(out.shape[0])
   assert len(sizes) > 1
-  with pytest.raises(ValueError, match="min_size <= max_size"):
+  with pytest.raises(ValueError, match="0 < min_size <= max_size"):
     builder.get_preprocess_fn("random_resize(12, 8)")
 
 
