@@ -1,0 +1,1 @@
+"""Model modules: each defines `Model` and `load` (towers are imported by name)."""

@@ -1,0 +1,110 @@
+"""Shared model helpers: merging loaded params into init params, layer stacking."""
+import re
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from big_vision_lite import checkpoint
+
+
+def _compile(patterns):
+  try:
+    return [re.compile(p) for p in patterns]
+  except re.error as e:
+    raise ValueError(f"Bad dont_load regex in {list(patterns)}: {e}.") from e
+
+
+def merge_params(loaded, init, dont_load=()):
+  """Returns `init`'s tree filled with `loaded` values; checks that they match.
+
+  Keys of `init` matching a `dont_load` regex (full match on "a/b/c") keep their init
+  value. Every other init key must be in `loaded` with the same shape, and every loaded
+  key must be used.
+
+  Args:
+    loaded: nested dict of arrays (e.g. from `checkpoint.load_params`).
+    init: nested dict of arrays (or ShapeDtypeStructs outside `dont_load`).
+    dont_load: regexes of param names that are taken from `init`.
+
+  Returns:
+    nested dict with the structure of `init`.
+  """
+  loaded_flat = checkpoint.flatten(loaded)
+  init_flat = checkpoint.flatten(init)
+  regexes = _compile(dont_load)
+  skip = {k for k in init_flat if any(r.fullmatch(k) for r in regexes)}
+  missing = sorted(k for k in init_flat if k not in loaded_flat and k not in skip)
+  unused = sorted(k for k in loaded_flat
+                  if k not in init_flat and not any(r.fullmatch(k) for r in regexes))
+  if missing or unused:
+    raise ValueError(
+        f"Loaded params do not match the model. Missing (in model, not in checkpoint): "
+        f"{missing}. Unused (in checkpoint, not in model): {unused}. Fix the model "
+        "config (variant, scan, sizes) or add regexes of params to keep from init to "
+        f"dont_load (now {list(dont_load)}).")
+  merged, bad_shapes = {}, []
+  for k, v in init_flat.items():
+    if k in skip:
+      merged[k] = v
+      continue
+    new = loaded_flat[k]
+    if tuple(np.shape(new)) != tuple(v.shape):
+      bad_shapes.append(f"{k}: checkpoint {tuple(np.shape(new))} != model {tuple(v.shape)}")
+    merged[k] = new
+  if bad_shapes:
+    raise ValueError(f"Loaded params have wrong shapes: {bad_shapes}. Fix the model "
+                     "config or add these names to dont_load.")
+  return checkpoint.unflatten(merged)
+
+
+def stack_layers(tree, prefix, depth):
+  """Moves per-layer subtrees `{prefix}{i}` into one `stacked` tree (layer axis first).
+
+  Args:
+    tree: dict holding keys f"{prefix}0" .. f"{prefix}{depth-1}"; not modified.
+    prefix: e.g. "encoderblock_".
+    depth: number of layers.
+
+  Returns:
+    (rest, stacked): `tree` without the layer keys, and the stacked subtree.
+  """
+  names = [f"{prefix}{i}" for i in range(depth)]
+  missing = [n for n in names if n not in tree]
+  if missing:
+    raise ValueError(f"Cannot stack layers: keys {missing} are missing; have {sorted(tree)}.")
+  rest = {k: v for k, v in tree.items() if k not in names}
+  flats = [checkpoint.flatten(tree[n]) for n in names]
+  stacked = {k: np.stack([np.asarray(f[k]) for f in flats]) for k in flats[0]}
+  return rest, checkpoint.unflatten(stacked)
+
+
+def unstack_layers(stacked, prefix):
+  """Splits a stacked subtree (layer axis first) into {f"{prefix}{i}": layer_tree}."""
+  flat = checkpoint.flatten(stacked)
+  depth = {np.shape(v)[0] for v in flat.values()}
+  if len(depth) != 1:
+    raise ValueError(f"Stacked layers disagree on the layer axis: sizes {sorted(depth)}.")
+  depth = depth.pop()
+  return {f"{prefix}{i}": checkpoint.unflatten({k: np.asarray(v)[i] for k, v in flat.items()})
+          for i in range(depth)}
+
+
+class Unrolled(nn.Module):
+  """Per-layer (unscanned) blocks named "0", "1", ...; same interface as the scan."""
+  block: type
+  depth: int
+  kw: dict
+
+  @nn.compact
+  def __call__(self, x, xs, *args):
+    layer_ids, caches = xs
+    kvs = []
+    for i in range(self.depth):
+      cache_i = None if caches is None else jax.tree.map(lambda c, i=i: c[i], caches)
+      x, kv = self.block(name=str(i), **self.kw)(x, (layer_ids[i], cache_i), *args)
+      kvs.append(kv)
+    if kvs[0] is None:
+      return x, None
+    return x, jax.tree.map(lambda *a: jnp.stack(a), *kvs)

@@ -1,0 +1,422 @@
+"""Gemma 1 and Gemma 2 decoders with a functional (explicit pytree) KV cache.
+
+Einsum letters:
+  B batch, T query length, S key/value length (cache size when decoding), D width,
+  N query heads, K key/value heads, G query heads per kv head (N = K * G), H head dim,
+  F mlp hidden, V vocab, L layers.
+
+Params (big_vision names; scan=True stacks layers with the layer axis first under
+`layers/`, unscanned layers are `layers/{i}/`):
+  embedder/input_embedding [V, D] (tied with the output projection),
+  layers/{pre_attention_norm, pre_ffw_norm, post_attention_norm, post_ffw_norm}/scale [D],
+  layers/attn/q_einsum/w [N, D, H] and kv_einsum/w [2, K, D, H]   (K < N: MQA/GQA),
+  layers/attn/qkv_einsum/w [3, N, D, H]                             (K == N: MHA),
+  layers/attn/attn_vec_einsum/w [N, H, D], layers/mlp/gating_einsum [2, D, F],
+  layers/mlp/linear [F, D], final_norm/scale [D].
+
+Gemma 2 adds post-attention/post-ffw norms, tanh soft-caps on attention logits (50) and
+final logits (30), and a sliding window (4096) on even layers (0, 2, ...), as in
+transformers' Gemma2 `layer_types`. The window keeps key j for query i iff
+|pos_i - pos_j| < window (ANDed with the attention mask, as the gemma reference does).
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from big_vision_lite import checkpoint
+from big_vision_lite.models import common
+from big_vision_lite.sharding import ACT_BATCH, ACT_EMBED, ACT_LEN
+
+_ARCH_KEYS = ("width", "depth", "mlp_dim", "num_heads", "num_kv_heads", "head_dim",
+              "vocab_size", "norm_eps", "query_pre_attn_scalar", "post_norms",
+              "attn_logits_softcap", "final_logits_softcap", "sliding_window")
+_BIG_NEG = -2.3819763e38
+
+
+def _gemma1(width, depth, mlp_dim, num_heads, num_kv_heads, head_dim, vocab_size=256_000):
+  return dict(width=width, depth=depth, mlp_dim=mlp_dim, num_heads=num_heads,
+              num_kv_heads=num_kv_heads, head_dim=head_dim, vocab_size=vocab_size,
+              norm_eps=1e-6, query_pre_attn_scalar=head_dim, post_norms=False,
+              attn_logits_softcap=None, final_logits_softcap=None, sliding_window=None)
+
+
+def _gemma2(width, depth, mlp_dim, num_heads, num_kv_heads, head_dim, query_scalar,
+            vocab_size=256_000, sliding_window=4096):
+  return dict(_gemma1(width, depth, mlp_dim, num_heads, num_kv_heads, head_dim, vocab_size),
+              query_pre_attn_scalar=query_scalar, post_norms=True, attn_logits_softcap=50.0,
+              final_logits_softcap=30.0, sliding_window=sliding_window)
+
+
+_VARIANTS = {
+    "gemma_2b": _gemma1(2048, 18, 16_384, 8, 1, 256),
+    "gemma_7b": _gemma1(3072, 28, 24_576, 16, 16, 256),
+    "gemma2_2b": _gemma2(2304, 26, 9216, 8, 4, 256, 256),
+    "gemma2_9b": _gemma2(3584, 42, 14_336, 16, 8, 256, 256),
+    # 27B scales queries by (width / num_heads)**-0.5 = 144**-0.5, not head_dim**-0.5.
+    "gemma2_27b": _gemma2(4608, 46, 36_864, 32, 16, 128, 4608 // 32),
+    "gemma_tiny": _gemma1(64, 2, 128, 4, 1, 16, vocab_size=300),
+    "gemma2_tiny": _gemma2(64, 2, 128, 4, 2, 16, 16, vocab_size=300, sliding_window=4),
+}
+
+
+def get_config(variant):
+  """Architecture of a Gemma variant as a ConfigDict (keys: see `_ARCH_KEYS`)."""
+  if variant not in _VARIANTS:
+    raise ValueError(f"Unknown Gemma variant '{variant}'. Valid: {sorted(_VARIANTS)}.")
+  return ml_collections.ConfigDict(dict(variant=variant, **_VARIANTS[variant]))
+
+
+def apply_rope(x, positions, max_wavelength=10_000):
+  """Rotary embedding on halves of the head dim: x [B, T, N, H], positions int[B, T]."""
+  freq = (2.0 / x.shape[-1]) * jnp.arange(x.shape[-1] // 2)
+  radians = positions[..., None, None].astype(jnp.float32) / (max_wavelength**freq)
+  sin, cos = jnp.sin(radians), jnp.cos(radians)
+  x1, x2 = jnp.split(x, 2, axis=-1)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+def _fan_in(in_axis, out_axis):
+  return nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
+                                          in_axis=in_axis, out_axis=out_axis)
+
+
+class Einsum(nn.Module):
+  shape: tuple[int, ...]
+  in_axis: tuple[int, ...]
+  out_axis: tuple[int, ...]
+
+  @nn.compact
+  def __call__(self, eqn, x):
+    w = self.param("w", _fan_in(self.in_axis, self.out_axis), self.shape)
+    return jnp.einsum(eqn, x, w)
+
+
+class RMSNorm(nn.Module):
+  eps: float = 1e-6
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param("scale", nn.initializers.zeros_init(), (x.shape[-1],))
+    var = jnp.mean(jnp.square(x), axis=-1, keepdims=True)
+    return x * jax.lax.rsqrt(var + self.eps) * (1 + scale)
+
+
+class Embedder(nn.Module):
+  vocab_size: int
+  width: int
+
+  def setup(self):
+    self.input_embedding = self.param(
+        "input_embedding",
+        nn.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=1, out_axis=0),
+        (self.vocab_size, self.width))
+
+  def encode(self, tokens):
+    x = self.input_embedding[(tokens,)]
+    return x * jnp.sqrt(self.width).astype(x.dtype)
+
+  def decode(self, x):
+    return jnp.dot(x, self.input_embedding.T)
+
+
+class Attention(nn.Module):
+  """Multi-query / grouped-query / multi-head attention with optional cache write."""
+  num_heads: int
+  num_kv_heads: int
+  width: int
+  head_dim: int
+  query_pre_attn_scalar: float
+  softcap: float | None = None
+
+  @nn.compact
+  def __call__(self, x, positions, mask, kv_cache=None, cache_idx=None):
+    """x [B, T, D]; positions int[B, T]; mask bool[B, T, S]; kv_cache (k, v) [B, S, K, H]."""
+    n, k_heads, d, h = self.num_heads, self.num_kv_heads, self.width, self.head_dim
+    if n == k_heads:
+      q, k, v = Einsum((3, n, d, h), (2,), (0, 1, 3), name="qkv_einsum")("BTD,3NDH->3BTNH", x)
+    else:
+      q = Einsum((n, d, h), (1,), (0, 2), name="q_einsum")("BTD,NDH->BTNH", x)
+      k, v = Einsum((2, k_heads, d, h), (2,), (0, 1, 3), name="kv_einsum")(
+          "BSD,2KDH->2BSKH", x)
+    q = apply_rope(q, positions) * self.query_pre_attn_scalar**-0.5
+    k = apply_rope(k, positions)
+    if kv_cache is not None:  # Write the new entries at the shared cache index.
+      k_cache, v_cache = kv_cache
+      k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, cache_idx, 0, 0))
+      v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, cache_idx, 0, 0))
+    b, t = q.shape[:2]
+    q = jnp.reshape(q, (b, t, k_heads, n // k_heads, h))  # [B, T, K, G, H]
+    logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k.astype(q.dtype)).astype(jnp.float32)
+    if self.softcap:
+      logits = jnp.tanh(logits / self.softcap) * self.softcap
+    logits = jnp.where(mask[:, None, None, :, :], logits, _BIG_NEG)
+    probs = jax.nn.softmax(logits, axis=-1).astype(q.dtype)
+    encoded = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v.astype(q.dtype))
+    encoded = jnp.reshape(encoded, (b, t, n, h))  # [B, T, N, H]
+    out = Einsum((n, h, d), (0, 1), (2,), name="attn_vec_einsum")("BTNH,NHD->BTD", encoded)
+    return out, (k, v)
+
+
+class FeedForward(nn.Module):
+  """Gated tanh-GELU MLP: (gelu(x W0) * (x W1)) W_linear."""
+  width: int
+  mlp_dim: int
+
+  @nn.compact
+  def __call__(self, x):
+    w_gating = self.param("gating_einsum", _fan_in((1,), (0, 2)), (2, self.width, self.mlp_dim))
+    gate = nn.gelu(jnp.dot(x, w_gating[0]), approximate=True)
+    w_linear = self.param("linear", _fan_in((0,), (1,)), (self.mlp_dim, self.width))
+    return jnp.dot(gate * jnp.dot(x, w_gating[1]), w_linear)
+
+
+class Block(nn.Module):
+  """One decoder layer; signature fits nn.scan (carry x, per-layer xs)."""
+  cfg: dict
+  dropout: float = 0.0
+  dropout_bdims: tuple[int, ...] = ()
+
+  @nn.compact
+  def __call__(self, x, xs, positions, kv_positions, mask, cache_idx, deterministic,
+               keep_kv):
+    """xs = (layer index, kv cache of this layer or None); returns (x, (k, v) or None)."""
+    cfg = self.cfg
+    layer_idx, kv_cache = xs
+    if cfg["sliding_window"]:
+      dist = jnp.abs(positions[:, :, None] - kv_positions[:, None, :])
+      local = (layer_idx % 2) == 0
+      mask = mask & ((dist < cfg["sliding_window"]) | jnp.logical_not(local))
+    x = nn.with_logical_constraint(x, (ACT_BATCH, ACT_LEN, ACT_EMBED))
+    drop = nn.Dropout(self.dropout, self.dropout_bdims)
+    y = RMSNorm(cfg["norm_eps"], name="pre_attention_norm")(x)
+    y, kv = Attention(cfg["num_heads"], cfg["num_kv_heads"], cfg["width"], cfg["head_dim"],
+                      cfg["query_pre_attn_scalar"], cfg["attn_logits_softcap"],
+                      name="attn")(y, positions, mask, kv_cache, cache_idx)
+    if cfg["post_norms"]:
+      y = RMSNorm(cfg["norm_eps"], name="post_attention_norm")(y)
+    x = x + drop(y, deterministic)
+    y = RMSNorm(cfg["norm_eps"], name="pre_ffw_norm")(x)
+    y = FeedForward(cfg["width"], cfg["mlp_dim"], name="mlp")(y)
+    if cfg["post_norms"]:
+      y = RMSNorm(cfg["norm_eps"], name="post_ffw_norm")(y)
+    return x + drop(y, deterministic), (kv if keep_kv else None)
+
+
+class Model(nn.Module):
+  """Gemma decoder; `variant` (see get_config) sets the architecture, fields override.
+
+  Soft-caps and the sliding window are disabled by passing 0 for them.
+  """
+  variant: str | None = None
+  width: int | None = None
+  depth: int | None = None
+  mlp_dim: int | None = None
+  num_heads: int | None = None
+  num_kv_heads: int | None = None
+  head_dim: int | None = None
+  vocab_size: int | None = None
+  norm_eps: float | None = None
+  query_pre_attn_scalar: float | None = None
+  post_norms: bool | None = None
+  attn_logits_softcap: float | None = None
+  final_logits_softcap: float | None = None
+  sliding_window: int | None = None
+  dropout: float = 0.0
+  dropout_bdims: tuple[int, ...] = ()
+  cache_dtype: str | None = None
+  embed_dtype: str = "float32"
+  scan: bool = False
+  remat_policy: str = "nothing_saveable"
+
+  @property
+  def cfg(self):
+    """Architecture dict: the variant's values, overridden by explicit fields."""
+    cfg = dict(_VARIANTS[self.variant]) if self.variant else {}
+    if self.variant and self.variant not in _VARIANTS:
+      get_config(self.variant)  # Raises the error listing variants.
+    for k in _ARCH_KEYS:
+      if getattr(self, k) is not None:
+        cfg[k] = getattr(self, k)
+    missing = [k for k in _ARCH_KEYS[:7] if k not in cfg]
+    if missing:
+      raise ValueError(f"Gemma needs {missing}: pass variant= (one of {sorted(_VARIANTS)}) "
+                       "or set them explicitly.")
+    defaults = dict(norm_eps=1e-6, query_pre_attn_scalar=cfg["head_dim"], post_norms=False,
+                    attn_logits_softcap=None, final_logits_softcap=None, sliding_window=None)
+    cfg = {**defaults, **cfg}
+    if cfg["num_heads"] % cfg["num_kv_heads"]:
+      raise ValueError(f"num_heads={cfg['num_heads']} must be a multiple of "
+                       f"num_kv_heads={cfg['num_kv_heads']}.")
+    return cfg
+
+  @property
+  def embdim(self):
+    return self.cfg["width"]
+
+  def setup(self):
+    cfg = self.cfg
+    self.embedder = Embedder(cfg["vocab_size"], cfg["width"])
+    block = Block
+    if self.remat_policy != "none":
+      block = nn.remat(Block, prevent_cse=not self.scan, static_argnums=(7, 8),
+                       policy=getattr(jax.checkpoint_policies, self.remat_policy))
+    kw = dict(cfg=cfg, dropout=self.dropout, dropout_bdims=self.dropout_bdims)
+    if self.scan:
+      self.layers = nn.scan(
+          block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+          in_axes=(0,) + (nn.broadcast,) * 6, length=cfg["depth"])(**kw)
+    else:
+      self.layers = common.Unrolled(block, cfg["depth"], kw)
+    self.final_norm = RMSNorm(cfg["norm_eps"])
+
+  def embed_tokens(self, tokens):
+    """tokens: int32[B, T] -> float[B, T, D] (embed_dtype), scaled by sqrt(D)."""
+    return self.embedder.encode(tokens).astype(self.embed_dtype)
+
+  def compute_logits(self, pre_logits):
+    """pre_logits: float[..., D] -> float32[..., V] (final soft-cap applied)."""
+    logits = self.embedder.decode(pre_logits).astype(jnp.float32)
+    if cap := self.cfg["final_logits_softcap"]:
+      logits = jnp.tanh(logits / cap) * cap
+    return logits
+
+  def _layers(self, x, positions, kv_positions, mask, caches, cache_idx, deterministic,
+              keep_kv):
+    ids = jnp.arange(self.cfg["depth"])
+    x, kv = self.layers(x.astype(self.embed_dtype), (ids, caches), positions, kv_positions,
+                        mask, cache_idx, deterministic, keep_kv)
+    return self.final_norm(x), kv
+
+  def encode(self, x, positions, mask, deterministic=True):
+    """Decoder layers + final norm: x float[B, T, D] -> pre_logits float[B, T, D].
+
+    positions: int32[B, T]; mask: bool[B, T, T]; deterministic=False enables dropout.
+    """
+    b, t, _ = x.shape
+    if positions.shape != (b, t) or mask.shape != (b, t, t):
+      raise ValueError(f"positions {positions.shape} must be {(b, t)} and mask {mask.shape} "
+                       f"must be {(b, t, t)} for inputs of length {t}.")
+    return self._layers(x, positions, positions, mask, None, None, deterministic, False)[0]
+
+  def __call__(self, tokens, *, embedded_prefix=None, positions=None, mask=None,
+               deterministic=True):
+    """Full forward pass.
+
+    Args:
+      tokens: int32[B, T2] or None; embedded and appended to `embedded_prefix`.
+      embedded_prefix: optional float[B, T1, D], used as is (no sqrt(D) scaling).
+      positions: int32[B, T] (T = T1 + T2); default 0..T-1.
+      mask: bool[B, T, T] attention mask; default causal.
+      deterministic: False enables dropout.
+
+    Returns:
+      (logits float32[B, T, V], out) with out["pre_logits"] float[B, T, D].
+    """
+    xs = [] if embedded_prefix is None else [embedded_prefix]
+    if tokens is not None:
+      xs.append(self.embed_tokens(tokens))
+    x = jnp.concatenate([a.astype(self.embed_dtype) for a in xs], axis=1)
+    b, t, _ = x.shape
+    if positions is None:
+      positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    if mask is None:
+      mask = jnp.broadcast_to(jnp.tril(jnp.ones((t, t), bool)), (b, t, t))
+    pre_logits = self.encode(x, positions, mask, deterministic)
+    logits = self.compute_logits(pre_logits)
+    return logits, {"pre_logits": pre_logits, "logits": logits}
+
+  def prefill_cache(self, x, positions, mask, input_mask, cache_size):
+    """Runs the prompt and returns its KV cache.
+
+    Args:
+      x: float[B, T, D] embedded prompt (right-padded).
+      positions: int32[B, T]; mask: bool[B, T, T]; input_mask: bool[B, T] valid tokens.
+      cache_size: S >= T, slots for the prompt plus all decode steps.
+
+    Returns:
+      (pre_logits float[B, T, D], cache): cache is a dict of k, v [L, B, S, K, H],
+      valid bool[B, S], pos int32[B, S], next_pos int32[B], idx int32[] (next slot).
+    """
+    b, t, _ = x.shape
+    if cache_size < t:
+      raise ValueError(f"cache_size={cache_size} is smaller than the prompt length {t}; "
+                       "it must count prompt (incl. image) tokens plus decode steps.")
+    pre_logits, (k, v) = self._layers(x, positions, positions, mask, None, None, True, True)
+    dtype = self.cache_dtype or k.dtype
+    pad = ((0, 0), (0, 0), (0, cache_size - t), (0, 0), (0, 0))
+    cache = dict(
+        k=jnp.pad(k, pad).astype(dtype), v=jnp.pad(v, pad).astype(dtype),
+        valid=jnp.pad(input_mask.astype(bool), ((0, 0), (0, cache_size - t))),
+        pos=jnp.pad(positions.astype(jnp.int32), ((0, 0), (0, cache_size - t))),
+        next_pos=jnp.max(jnp.where(input_mask, positions, -1), axis=1).astype(jnp.int32) + 1,
+        idx=jnp.asarray(t, jnp.int32))
+    return pre_logits, cache
+
+  def extend_cache(self, x, cache):
+    """One decode step for all examples; x: float[B, 1, D] -> (pre_logits [B, 1, D], cache).
+
+    The step is written at the shared slot cache["idx"]; each example continues at its
+    own position cache["next_pos"].
+    """
+    b = x.shape[0]
+    idx, pos = cache["idx"], cache["next_pos"][:, None]
+    valid = jax.lax.dynamic_update_slice(cache["valid"], jnp.ones((b, 1), bool), (0, idx))
+    kv_pos = jax.lax.dynamic_update_slice(cache["pos"], pos, (0, idx))
+    pre_logits, (k, v) = self._layers(x, pos, kv_pos, valid[:, None, :],
+                                      (cache["k"], cache["v"]), idx, True, True)
+    return pre_logits, dict(k=k, v=v, valid=valid, pos=kv_pos, next_pos=pos[:, 0] + 1,
+                            idx=idx + 1)
+
+
+def fit_vocab(emb, rows, seed=0):
+  """Adapts embedding rows to the model's vocab size.
+
+  Checkpoints with 256128 rows carry 128 unused padding rows: they are dropped first.
+  Missing rows are appended as N(0, 0.02) draws from a fixed seed (reproducible).
+
+  Args:
+    emb: float[V_ckpt, D]; rows: V of the model; seed: for the new rows.
+
+  Returns:
+    float[rows, D] in the dtype of `emb`.
+  """
+  emb = np.asarray(emb)
+  if emb.shape[0] == 256_128 and rows != 256_128:
+    emb = emb[:256_000]
+  if emb.shape[0] > rows:
+    raise ValueError(f"Checkpoint has {emb.shape[0]} embedding rows but the model's "
+                     f"vocab_size is {rows}; set vocab_size >= {emb.shape[0]}.")
+  new = np.random.default_rng(seed).normal(size=(rows - emb.shape[0], emb.shape[1])) * 0.02
+  return np.concatenate([emb, new.astype(emb.dtype)]) if len(new) else emb
+
+
+def load(init_params, init_file, model_cfg=None, dont_load=()):
+  """Loads Gemma params into `init_params`' layout (scan <-> per-layer, vocab rows).
+
+  Args:
+    init_params: nested dict of the initialised model (defines the layout and vocab).
+    init_file: "file.npz", "file.npz:llm", or a nested dict of arrays.
+    model_cfg: the Model kwargs (unused: the layout comes from `init_params`).
+    dont_load: regexes of names to keep from `init_params`.
+
+  Returns:
+    nested dict of arrays ready for `Model.apply`.
+  """
+  del model_cfg
+  params = init_file if isinstance(init_file, dict) else checkpoint.load_params(init_file)
+  params, layers = dict(params), dict(params.get("layers", {}))
+  init_layers = init_params.get("layers", {})
+  if "0" in layers and "0" not in init_layers:
+    layers, stacked = common.stack_layers(layers, "", sum(k.isdigit() for k in layers))
+    layers.update(stacked)
+  elif "0" in init_layers and layers and "0" not in layers:
+    layers = common.unstack_layers(layers, "")
+  if layers:
+    params["layers"] = layers
+  emb = params.get("embedder", {}).get("input_embedding")
+  if emb is not None and "embedder" in init_params:
+    rows = init_params["embedder"]["input_embedding"].shape[0]
+    params["embedder"] = dict(params["embedder"], input_embedding=fit_vocab(emb, rows))
+  return common.merge_params(params, init_params, dont_load)
