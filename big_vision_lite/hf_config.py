@@ -1,0 +1,194 @@
+"""PaliGemma config.json <-> the sizes that fix the tensor layouts and model configs.
+
+`hf_config` writes the config.json that transformers' PaliGemmaForConditionalGeneration
+needs for a big_vision checkpoint; `model_config` turns an HF config.json into the
+`paligemma.Model(img=..., llm=...)` arguments of this package.
+"""
+import dataclasses
+import math
+import re
+
+# Gemma 2 fields that the tensors do not determine, for the released sizes:
+# (width, depth) -> query_pre_attn_scalar (27B: width / num_heads, else head_dim).
+_GEMMA2_QUERY_SCALAR = {(2304, 26): 256, (3584, 42): 256, (4608, 46): 144}
+_GEMMA2_FIXED = dict(sliding_window=4096, attn_logit_softcapping=50.0,
+                     final_logit_softcapping=30.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+  """The sizes that the tensor layouts depend on."""
+  vit_depth: int
+  vit_heads: int
+  llm_depth: int
+  llm_heads: int
+  llm_kv_heads: int
+  head_dim: int
+  gemma2: bool
+
+
+
+def spec_from_hf_config(cfg: dict) -> Spec:
+  """Reads the layout sizes of a PaliGemma `config.json` dict."""
+  if cfg.get("model_type") != "paligemma":
+    raise ValueError(f"config.json has model_type={cfg.get('model_type')!r}; only "
+                     "'paligemma' (PaliGemma 1 and 2) checkpoints are supported.")
+  vc, tc = cfg.get("vision_config", {}), cfg.get("text_config", {})
+  kind = tc.get("model_type", "gemma")
+  if kind not in ("gemma", "gemma2"):
+    raise ValueError(f"text_config.model_type={kind!r}; supported: 'gemma', 'gemma2'.")
+  try:
+    heads = tc["num_attention_heads"]
+    return Spec(vit_depth=vc["num_hidden_layers"], vit_heads=vc["num_attention_heads"],
+                llm_depth=tc["num_hidden_layers"], llm_heads=heads,
+                llm_kv_heads=tc.get("num_key_value_heads", heads),
+                head_dim=tc.get("head_dim") or tc["hidden_size"] // heads,
+                gemma2=kind == "gemma2")
+  except KeyError as e:
+    raise ValueError(f"config.json lacks {e}; write the full vision_config and "
+                     "text_config (as `save_pretrained` does).") from None
+
+
+def spec_from_bv_shapes(shapes: dict[str, tuple]) -> Spec:
+  """Reads the layout sizes from the shapes of a big_vision param dict (any scan)."""
+  shapes = as_scanned(shapes)
+
+  def get(key):
+    if key not in shapes:
+      raise KeyError(f"big_vision checkpoint lacks '{key}'; have {sorted(shapes)[:8]}...")
+    return shapes[key]
+  att = "img/Transformer/encoderblock/MultiHeadDotProductAttention_0/query/kernel"
+  vit_depth, _, vit_heads, _ = get(att)
+  pre = "llm/layers/attn/"
+  if pre + "qkv_einsum/w" in shapes:
+    llm_depth, _, n, _, h = shapes[pre + "qkv_einsum/w"]
+    k = n
+  else:
+    llm_depth, n, _, h = get(pre + "q_einsum/w")
+    k = get(pre + "kv_einsum/w")[2]
+  return Spec(vit_depth, vit_heads, llm_depth, n, k, h,
+              gemma2="llm/layers/post_ffw_norm/scale" in shapes)
+
+
+
+def as_scanned(shapes: dict[str, tuple]) -> dict[str, tuple]:
+  """Shapes of a param dict, keyed and shaped as if its layers were scanned."""
+  out, layers = {}, {}
+  for key, shape in shapes.items():
+    m = re.fullmatch(r"(img/Transformer/encoderblock_|llm/layers/)(\d+)/(.*)", key)
+    if m is None:
+      out[key] = shape
+    else:
+      layers.setdefault(m[1].rstrip("_/") + "/" + m[3], {})[int(m[2])] = shape
+  for key, per_layer in layers.items():
+    out[key] = (len(per_layer), *per_layer[min(per_layer)])
+  return out
+
+
+def hf_config(shapes: dict[str, tuple], overrides: dict | None = None, *,
+              dtype: str = "float32") -> dict:
+  """The HF PaliGemma config.json dict for big_vision params of these shapes.
+
+  Args:
+    shapes: {bv key: shape} of the params (scanned or not).
+    overrides: fields the tensors do not determine (image_token_index, Gemma 2
+      soft-caps / window / query scalar, eps, ...), e.g. an original config.json.
+      Fields the tensors do determine must agree with them.
+    dtype: the dtype name of the written tensors.
+
+  Returns:
+    the config dict. image_token_index defaults to the vocab size (one past the
+    last embedding row, which is what the released PaliGemma configs use: HF swaps
+    the placeholder for image features before the lookup).
+  """
+  s = as_scanned(shapes)
+  spec = spec_from_bv_shapes(s)
+  vocab, width = s["llm/embedder/input_embedding"]
+  enc = "img/Transformer/encoderblock/"
+  patch, _, _, vit_width = s["img/embedding/kernel"]
+  num_patches = s["img/pos_embedding"][1]
+  text = dict(model_type="gemma2" if spec.gemma2 else "gemma", hidden_size=width,
+              intermediate_size=s["llm/layers/mlp/gating_einsum"][-1],
+              num_hidden_layers=spec.llm_depth, num_attention_heads=spec.llm_heads,
+              num_key_value_heads=spec.llm_kv_heads, head_dim=spec.head_dim,
+              vocab_size=vocab, num_image_tokens=num_patches)
+  vision = dict(model_type="siglip_vision_model", hidden_size=vit_width,
+                intermediate_size=s[enc + "MlpBlock_0/Dense_0/kernel"][-1],
+                num_hidden_layers=spec.vit_depth, num_attention_heads=spec.vit_heads,
+                patch_size=patch, image_size=math.isqrt(num_patches) * patch,
+                projection_dim=width, num_image_tokens=num_patches)
+  derived = dict(hidden_size=width, projection_dim=width, vocab_size=vocab,
+                 text_config=text, vision_config=vision)
+  overrides = overrides or {}
+  for key, value in _flat(derived):
+    got = _get(overrides, key)
+    if got is not None and got != value:
+      raise ValueError(f"config field {'.'.join(key)}={got!r} disagrees with the tensors "
+                       f"({value!r}); drop it from the overrides or fix the checkpoint.")
+  act = "hidden_activation" if spec.gemma2 else "hidden_act"
+  text.update({act: "gelu_pytorch_tanh"}, rms_norm_eps=1e-6,
+              max_position_embeddings=8192, tie_word_embeddings=True)
+  vision.update(num_channels=3, vision_use_head=False, layer_norm_eps=1e-6,
+                hidden_act="gelu_pytorch_tanh")
+  if spec.gemma2:
+    query_scalar = _GEMMA2_QUERY_SCALAR.get((width, spec.llm_depth))
+    if query_scalar is not None:
+      text.update(query_pre_attn_scalar=query_scalar, **_GEMMA2_FIXED)
+    else:
+      needed = ["query_pre_attn_scalar", *_GEMMA2_FIXED]
+      absent = [k for k in needed if _get(overrides, ("text_config", k)) is None]
+      if absent:
+        raise ValueError(f"Gemma 2 of width {width} and depth {spec.llm_depth} is not a "
+                         f"released size, so text_config fields {absent} are unknown; "
+                         "pass them (e.g. the original config.json as overrides).")
+  cfg = dict(architectures=["PaliGemmaForConditionalGeneration"], model_type="paligemma",
+             image_token_index=vocab, bos_token_id=2, eos_token_id=1, pad_token_id=0,
+             tie_word_embeddings=True, **derived)
+  cfg = _merge(cfg, {k: v for k, v in overrides.items() if k not in ("dtype", "torch_dtype")})
+  cfg["dtype"] = cfg["text_config"]["dtype"] = cfg["vision_config"]["dtype"] = dtype
+  return cfg
+
+
+def model_config(cfg: dict, scan: bool = True) -> dict:
+  """`paligemma.Model` arguments (img=..., llm=...) for an HF PaliGemma config dict."""
+  spec = spec_from_hf_config(cfg)
+  vc, tc = cfg["vision_config"], cfg["text_config"]
+  patch = vc.get("patch_size", 14)
+  img = dict(width=vc["hidden_size"], depth=spec.vit_depth, mlp_dim=vc["intermediate_size"],
+             num_heads=spec.vit_heads, patch_size=(patch, patch))
+  img.update(pool_type="none", scan=scan)
+  llm = dict(width=tc["hidden_size"], depth=spec.llm_depth, mlp_dim=tc["intermediate_size"],
+             num_heads=spec.llm_heads, num_kv_heads=spec.llm_kv_heads,
+             head_dim=spec.head_dim, vocab_size=tc.get("vocab_size", cfg.get("vocab_size")),
+             norm_eps=tc.get("rms_norm_eps", 1e-6), post_norms=spec.gemma2,
+             query_pre_attn_scalar=spec.head_dim, attn_logits_softcap=None,
+             final_logits_softcap=None, sliding_window=None)
+  if spec.gemma2:
+    llm.update(query_pre_attn_scalar=tc.get("query_pre_attn_scalar", 256),
+               attn_logits_softcap=tc.get("attn_logit_softcapping", 50.0),
+               final_logits_softcap=tc.get("final_logit_softcapping", 30.0),
+               sliding_window=tc.get("sliding_window", 4096))
+  return dict(img=img, llm=dict(llm, scan=scan))
+
+
+def _flat(d, prefix=()):
+  for k, v in d.items():
+    if isinstance(v, dict):
+      yield from _flat(v, prefix + (k,))
+    else:
+      yield prefix + (k,), v
+
+
+def _get(d, key):
+  for k in key:
+    if not isinstance(d, dict) or k not in d:
+      return None
+    d = d[k]
+  return d
+
+
+def _merge(base, extra):
+  out = dict(base)
+  for k, v in extra.items():
+    out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+  return out

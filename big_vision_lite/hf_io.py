@@ -1,0 +1,246 @@
+"""Streaming readers and writers for safetensors directories and big_vision npz.
+
+Checkpoint conversion touches one tensor (or one layer of a stacked tensor) at a
+time, so a 28B checkpoint converts without holding it in memory:
+  * safetensors are memory-mapped and sliced per tensor (bfloat16 via ml_dtypes);
+  * npz members are read from the zip stream header first, then layer by layer;
+  * npz members are written straight into the zip (bfloat16 as 2-byte void, the
+    big_vision convention), safetensors shards are written from a precomputed
+    header. Both are written under a temporary name and renamed at the end.
+"""
+import glob
+import json
+import os
+import struct
+import zipfile
+
+import ml_dtypes
+import numpy as np
+
+DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16),
+          "float16": np.dtype(np.float16)}
+_ST_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16,
+              "BF16": ml_dtypes.bfloat16, "I64": np.int64, "I32": np.int32,
+              "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+_ST_NAMES = {np.dtype(v): k for k, v in _ST_DTYPES.items()}
+_BF16_VOID = np.dtype("V2")
+
+
+def cast(x: np.ndarray, dtype: str) -> np.ndarray:
+  """Casts to "float32" | "bfloat16" | "float16" (round to nearest even)."""
+  if dtype not in DTYPES:
+    raise ValueError(f"Unknown dtype {dtype!r}; valid: {sorted(DTYPES)}.")
+  return x if x.dtype == DTYPES[dtype] else x.astype(DTYPES[dtype])
+
+
+class SafetensorsDir:
+  """All tensors of an HF model directory (one file or shards + index)."""
+
+  def __init__(self, path: str):
+    index = os.path.join(path, "model.safetensors.index.json")
+    if os.path.exists(index):
+      with open(index) as f:
+        weight_map = json.load(f)["weight_map"]
+      self.files = sorted({os.path.join(path, v) for v in weight_map.values()})
+    else:
+      weight_map = None
+      self.files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
+    if not self.files:
+      raise FileNotFoundError(f"No *.safetensors in {path}; expected model.safetensors "
+                              "or shards listed in model.safetensors.index.json.")
+    self._where, self._maps = {}, {}
+    for fname in self.files:
+      for key, entry in _read_header(fname).items():
+        if key in self._where:
+          raise KeyError(f"Tensor '{key}' is in both {self._where[key][0]} and {fname}.")
+        self._where[key] = (fname, *entry)
+    if weight_map is not None:
+      for key, fname in weight_map.items():
+        if key not in self._where:
+          raise KeyError(f"{index} lists '{key}' in {fname}, but no file holds it.")
+
+  def keys(self) -> list[str]:
+    return list(self._where)
+
+  def file_of(self, key: str) -> str:
+    return self._where[key][0]
+
+  def get(self, key: str) -> np.ndarray:
+    """Returns the tensor as a read-only view of the memory-mapped file."""
+    fname, dtype, shape, start, end = self._where[key]
+    if fname not in self._maps:
+      self._maps[fname] = np.memmap(fname, dtype=np.uint8, mode="r")
+    return self._maps[fname][start:end].view(dtype).reshape(shape)
+
+
+def _read_header(fname):
+  """Returns {name: (dtype, shape, start, end)} with absolute byte offsets."""
+  size = os.path.getsize(fname)
+  with open(fname, "rb") as f:
+    n = struct.unpack("<Q", f.read(8))[0] if size >= 8 else size
+    if n + 8 > size:
+      raise ValueError(f"{fname} is not a safetensors file (header length {n}, size {size}).")
+    header = json.loads(f.read(n))
+  header.pop("__metadata__", None)
+  out = {}
+  for key, e in header.items():
+    if e["dtype"] not in _ST_DTYPES:
+      raise ValueError(f"Tensor '{key}' in {fname} has dtype {e['dtype']}; supported: "
+                       f"{sorted(_ST_DTYPES)}.")
+    start, end = (8 + n + o for o in e["data_offsets"])
+    dtype = np.dtype(_ST_DTYPES[e["dtype"]])
+    if end - start != dtype.itemsize * int(np.prod(e["shape"])) or end > size:
+      raise ValueError(f"Tensor '{key}' in {fname}: offsets {e['data_offsets']} do not fit "
+                       f"shape {e['shape']} {e['dtype']} (file truncated?).")
+    out[key] = (dtype, tuple(e["shape"]), start, end)
+  return out
+
+
+def write_safetensors(dst_dir: str, entries, arrays, max_shard_bytes: int) -> list[str]:
+  """Writes tensors into `dst_dir` as model.safetensors or shards + index.
+
+  Args:
+    dst_dir: output directory (created).
+    entries: list of (name, shape, np.dtype) in the order `arrays` yields them.
+    arrays: iterator of (name, array) matching `entries`.
+    max_shard_bytes: start a new shard when the next tensor would exceed this.
+
+  Returns:
+    the file names written.
+  """
+  shards, size = [[]], 0
+  for name, shape, dtype in entries:
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if shards[-1] and size + nbytes > max_shard_bytes:
+      shards.append([])
+      size = 0
+    shards[-1].append((name, shape, dtype, nbytes))
+    size += nbytes
+  n = len(shards)
+  names = (["model.safetensors"] if n == 1 else
+           [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)])
+  os.makedirs(dst_dir, exist_ok=True)
+  weight_map = {}
+  for fname, shard in zip(names, shards):
+    header, offset = {"__metadata__": {"format": "pt"}}, 0
+    for name, shape, dtype, nbytes in shard:
+      header[name] = {"dtype": _ST_NAMES[np.dtype(dtype)], "shape": list(shape),
+                      "data_offsets": [offset, offset + nbytes]}
+      offset += nbytes
+      weight_map[name] = fname
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    tmp = os.path.join(dst_dir, fname + ".tmp")
+    with open(tmp, "wb") as f:
+      f.write(struct.pack("<Q", len(blob)) + blob)
+      for name, shape, dtype, _ in shard:
+        got_name, x = next(arrays)
+        assert got_name == name and x.shape == tuple(shape) and x.dtype == dtype, (
+            got_name, name, x.shape, shape, x.dtype, dtype)
+        f.write(np.ascontiguousarray(x).reshape(-1).view(np.uint8).data)
+    os.replace(tmp, os.path.join(dst_dir, fname))
+  if n > 1:
+    total = sum(e[3] for s in shards for e in s)
+    with open(os.path.join(dst_dir, "model.safetensors.index.json"), "w") as f:
+      json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+  return names
+
+
+class NpzReader:
+  """Reads a big_vision npz member by member; an optional `params/` prefix is dropped."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self._zf = zipfile.ZipFile(path)
+    self._members, self._headers = {}, {}
+    for member in self._zf.namelist():
+      key = member[:-4] if member.endswith(".npy") else member
+      key = key[len("params/"):] if key.startswith("params/") else key
+      self._members[key] = member
+      with self._zf.open(member) as f:
+        self._headers[key] = _npy_header(f, f"{path}:{member}")
+
+  def shapes(self) -> dict[str, tuple]:
+    return {k: h[0] for k, h in self._headers.items()}
+
+  def dtype(self, key: str) -> np.dtype:
+    return self._headers[key][1]
+
+  def array(self, key: str) -> np.ndarray:
+    shape, dtype = self._headers[key]
+    with self._zf.open(self._members[key]) as f:
+      _npy_header(f, key)
+      return np.frombuffer(f.read(), dtype).reshape(shape)
+
+  def iter_layers(self, key: str):
+    """Yields `x[i]` for each index of the leading axis, reading one at a time."""
+    shape, dtype = self._headers[key]
+    nbytes = dtype.itemsize * int(np.prod(shape[1:]))
+    with self._zf.open(self._members[key]) as f:
+      _npy_header(f, key)
+      for _ in range(shape[0]):
+        yield np.frombuffer(f.read(nbytes), dtype).reshape(shape[1:])
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *unused):
+    self._zf.close()
+
+
+def _npy_header(f, where):
+  version = np.lib.format.read_magic(f)
+  if version == (1, 0):
+    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+  elif version == (2, 0):
+    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+  else:
+    raise ValueError(f"{where}: npy format version {version} is not supported (1.0, 2.0).")
+  if fortran or dtype.hasobject:
+    raise ValueError(f"{where}: Fortran-ordered or object arrays are not supported "
+                     "(big_vision writes C-ordered numeric arrays; pickles are never loaded).")
+  return shape, (np.dtype(ml_dtypes.bfloat16) if dtype == _BF16_VOID else dtype)
+
+
+class NpzWriter:
+  """Writes npz members one at a time (uncompressed, zip64); atomic on close."""
+
+  def __init__(self, path: str):
+    self.path, self._tmp = path, path + ".tmp"
+    self._zf = zipfile.ZipFile(self._tmp, "w", zipfile.ZIP_STORED, allowZip64=True)
+
+  def write(self, key: str, x: np.ndarray):
+    self.write_layers(key, 1, iter([x]), stacked=False)
+
+  def write_layers(self, key: str, num: int, layers, stacked: bool = True):
+    """Writes `np.stack(layers)` (num of them) without materializing the stack."""
+    first = next(layers)
+    shape = ((num,) if stacked else ()) + first.shape
+    dtype = _BF16_VOID if first.dtype == ml_dtypes.bfloat16 else first.dtype
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+              "shape": shape}
+    with self._zf.open(key + ".npy", "w", force_zip64=True) as f:
+      np.lib.format.write_array_header_1_0(f, header)
+      count = 0
+      for x in [first] if not stacked else _chain(first, layers):
+        if x.shape != first.shape or x.dtype != first.dtype:
+          raise ValueError(f"'{key}': layer {count} is {x.dtype}{x.shape}, layer 0 is "
+                           f"{first.dtype}{first.shape}; all layers must match.")
+        f.write(np.ascontiguousarray(x).reshape(-1).view(np.uint8).data)
+        count += 1
+    assert count == (num if stacked else 1), (key, count, num)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, exc_type, *unused):
+    self._zf.close()
+    if exc_type is None:
+      os.replace(self._tmp, self.path)
+    else:
+      os.remove(self._tmp)
+
+
+def _chain(first, rest):
+  yield first
+  yield from rest

@@ -1,0 +1,247 @@
+"""HF PaliGemma safetensors <-> big_vision npz: key coverage, round trips, parity, errors.
+
+Tiny random HF models (every weight randomised, norms included) are saved with
+`save_pretrained`, converted, and compared tensor by tensor and by logits.
+"""
+import copy
+import json
+import os
+import re
+import shutil
+
+import ml_dtypes
+import numpy as np
+import pytest
+import torch
+import transformers
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from big_vision_lite import hf_config
+from big_vision_lite import hf_convert
+from big_vision_lite import hf_io
+from tools import convert_checkpoint
+
+IMAGE_TOKEN = 299
+VOCAB = 300
+# name -> (text model_type, text config kwargs)
+CONFIGS = {
+    "gemma_mqa": ("gemma", dict(num_attention_heads=4, num_key_value_heads=1)),
+    "gemma_mha": ("gemma", dict(num_attention_heads=4, num_key_value_heads=4)),
+    "gemma2_gqa": ("gemma2", dict(num_attention_heads=4, num_key_value_heads=2,
+                                  query_pre_attn_scalar=24, sliding_window=8,
+                                  attn_logit_softcapping=4.0, final_logit_softcapping=5.0)),
+}
+
+
+def make_hf_model(name, seed=0):
+  """A tiny PaliGemma with all weights random (norm weights too)."""
+  kind, kw = CONFIGS[name]
+  vc = transformers.SiglipVisionConfig(hidden_size=32, intermediate_size=64,
+                                       num_hidden_layers=2, num_attention_heads=2,
+                                       image_size=28, patch_size=14, vision_use_head=False)
+  tc_cls = transformers.Gemma2Config if kind == "gemma2" else transformers.GemmaConfig
+  tc = tc_cls(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+              head_dim=16, **kw)
+  cfg = transformers.PaliGemmaConfig(vision_config=vc, text_config=tc,
+                                     image_token_index=IMAGE_TOKEN, vocab_size=VOCAB,
+                                     projection_dim=64, hidden_size=64)
+  torch.manual_seed(seed)
+  model = transformers.PaliGemmaForConditionalGeneration(cfg).eval()
+  with torch.no_grad():
+    for pname, p in model.named_parameters():
+      if re.search(r"(layer_norm\d|post_layernorm)\.weight$", pname):  # LayerNorm: w
+        p.copy_(1 + 0.1 * torch.randn_like(p))
+      elif pname.endswith("norm.weight"):  # Gemma RMSNorm: 1 + w
+        p.copy_(0.1 * torch.randn_like(p))
+      else:
+        p.copy_(0.2 * torch.randn_like(p))
+  return model
+
+
+@pytest.fixture(scope="module")
+def hf_dirs(tmp_path_factory):
+  """{name: (model, directory written by save_pretrained)}."""
+  out = {}
+  for name in CONFIGS:
+    d = str(tmp_path_factory.mktemp(name))
+    model = make_hf_model(name)
+    model.save_pretrained(d)
+    out[name] = (model, d)
+  return out
+
+
+def canonical_state(directory):
+  """{canonical HF name: np array} of all tensors in a safetensors directory."""
+  src = hf_io.SafetensorsDir(directory)
+  return {hf_convert.canonical_name(k): np.array(src.get(k)) for k in src.keys()}
+
+
+def npz_arrays(path):
+  with np.load(path, allow_pickle=False) as z:
+    return {k: z[k] for k in z.files}
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("scan", [True, False])
+def test_every_hf_tensor_mapped_once_and_round_trips(hf_dirs, tmp_path, name, scan):
+  model, src = hf_dirs[name]
+  cfg = hf_convert.hf_to_bv(src, str(tmp_path / "a.npz"), scan=scan)
+  spec = hf_config.spec_from_hf_config(cfg)
+  names = [n for _, _, groups, _ in hf_convert.plan(spec, scan) for g in groups for n in g]
+  before = canonical_state(src)
+  assert len(names) == len(set(names)) and set(names) == set(before)
+  # Every model parameter except the tied head is in the file.
+  assert len(before) == len(list(model.parameters()))
+
+  out = str(tmp_path / "hf")
+  hf_convert.bv_to_hf(str(tmp_path / "a.npz"), out, config_overrides=cfg)
+  after = canonical_state(out)
+  assert set(after) == set(before)
+  for k, v in before.items():
+    np.testing.assert_array_equal(after[k], v, err_msg=k)
+
+
+def test_released_layout_names_and_shapes(hf_dirs, tmp_path):
+  _, src = hf_dirs["gemma_mqa"]
+  hf_convert.hf_to_bv(src, str(tmp_path / "a.npz"))
+  shapes = {k: v.shape for k, v in npz_arrays(str(tmp_path / "a.npz")).items()}
+  enc = "img/Transformer/encoderblock/"
+  assert shapes["img/embedding/kernel"] == (14, 14, 3, 32)
+  assert shapes["img/pos_embedding"] == (1, 4, 32)
+  assert shapes[enc + "MultiHeadDotProductAttention_0/query/kernel"] == (2, 32, 2, 16)
+  assert shapes[enc + "MultiHeadDotProductAttention_0/out/kernel"] == (2, 2, 16, 32)
+  assert shapes[enc + "MlpBlock_0/Dense_0/kernel"] == (2, 32, 64)
+  assert shapes["img/head/kernel"] == (32, 64)
+  assert shapes["llm/layers/attn/q_einsum/w"] == (2, 4, 64, 16)
+  assert shapes["llm/layers/attn/kv_einsum/w"] == (2, 2, 1, 64, 16)
+  assert shapes["llm/layers/attn/attn_vec_einsum/w"] == (2, 4, 16, 64)
+  assert shapes["llm/layers/mlp/gating_einsum"] == (2, 2, 64, 128)
+  assert shapes["llm/layers/mlp/linear"] == (2, 128, 64)
+  assert shapes["llm/embedder/input_embedding"] == (VOCAB, 64)
+  assert not any("lm_head" in k for k in shapes)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_npz_hf_npz_bit_exact_and_loads_in_transformers(hf_dirs, tmp_path, dtype):
+  model, src = hf_dirs["gemma2_gqa"]
+  cfg = hf_convert.hf_to_bv(src, str(tmp_path / "a.npz"), dtype=dtype)
+  first = npz_arrays(str(tmp_path / "a.npz"))
+  if dtype == "bfloat16":  # big_vision convention: 2-byte void on disk.
+    assert first["llm/final_norm/scale"].dtype == np.dtype("V2")
+  out = str(tmp_path / "hf")
+  written = hf_convert.bv_to_hf(str(tmp_path / "a.npz"), out, config_overrides=cfg,
+                                max_shard_bytes=100_000)  # Forces several shards.
+  assert os.path.exists(os.path.join(out, "model.safetensors.index.json"))
+  assert written["dtype"] == dtype and written["text_config"]["sliding_window"] == 8
+  hf_convert.hf_to_bv(out, str(tmp_path / "b.npz"))
+  second = npz_arrays(str(tmp_path / "b.npz"))
+  assert set(first) == set(second)
+  for k in first:
+    assert first[k].dtype == second[k].dtype, k
+    assert first[k].tobytes() == second[k].tobytes(), k
+
+  loaded = transformers.PaliGemmaForConditionalGeneration.from_pretrained(
+      out, dtype=torch.float32).eval()
+  assert loaded.lm_head.weight.data_ptr() == (
+      loaded.model.language_model.embed_tokens.weight.data_ptr())
+  ref_model = copy.deepcopy(model)
+  with torch.no_grad():  # The reference sees the same rounded weights.
+    for p in ref_model.parameters():
+      p.copy_(p.to(getattr(torch, dtype)).float())
+  ids, pixels, token_types, _ = _inputs()
+  with torch.no_grad():
+    ref = ref_model(input_ids=ids, pixel_values=pixels, token_type_ids=token_types).logits
+    got = loaded(input_ids=ids, pixel_values=pixels, token_type_ids=token_types).logits
+  np.testing.assert_array_equal(got.numpy(), ref.numpy())
+
+
+def test_inferred_config_loads_without_overrides(hf_dirs, tmp_path):
+  model, src = hf_dirs["gemma_mha"]
+  hf_convert.hf_to_bv(src, str(tmp_path / "a.npz"), scan=False)
+  out = str(tmp_path / "hf")
+  cfg = hf_convert.bv_to_hf(str(tmp_path / "a.npz"), out, dtype="bfloat16")
+  assert cfg["image_token_index"] == VOCAB  # Out of vocab: never looked up.
+  with safe_open(os.path.join(out, "model.safetensors"), "np") as f:
+    assert "language_model.lm_head.weight" not in f.keys()
+  loaded = transformers.PaliGemmaForConditionalGeneration.from_pretrained(out)
+  assert loaded.config.text_config.num_key_value_heads == 4
+  emb = model.model.language_model.embed_tokens.weight.detach().numpy()
+  np.testing.assert_array_equal(
+      loaded.model.language_model.embed_tokens.weight.detach().float().numpy(),
+      emb.astype(ml_dtypes.bfloat16).astype(np.float32))
+
+
+def test_cli_both_directions(hf_dirs, tmp_path, capsys):
+  _, src = hf_dirs["gemma_mqa"]
+  npz = str(tmp_path / "a.npz")
+  convert_checkpoint.main([src, npz, "--dtype", "bfloat16", "--no-scan"])
+  printed = json.loads(capsys.readouterr().out.splitlines()[-1])
+  assert printed["img"] == dict(width=32, depth=2, mlp_dim=64, num_heads=2,
+                                patch_size=[14, 14], pool_type="none", scan=False)
+  assert printed["llm"]["num_kv_heads"] == 1 and printed["llm"]["vocab_size"] == VOCAB
+  assert "llm/layers/0/attn/q_einsum/w" in npz_arrays(npz)
+  convert_checkpoint.main([npz, str(tmp_path / "hf"), "--dtype", "float32",
+                           "--hf_config", os.path.join(src, "config.json")])
+  with open(tmp_path / "hf" / "config.json") as f:
+    assert json.load(f)["image_token_index"] == IMAGE_TOKEN
+
+
+def _inputs():
+  """HF inputs for 2 rows: 4 image placeholders + 9 text tokens, prefix lengths 4 and 2."""
+  rng = np.random.RandomState(1)
+  image = rng.uniform(-1, 1, (2, 28, 28, 3)).astype(np.float32)
+  text = rng.randint(1, IMAGE_TOKEN, (2, 9)).astype(np.int32)
+  mask_ar = np.array([[0] * 4 + [1] * 5, [0] * 2 + [1] * 7], np.int32)
+  ids = np.concatenate([np.full((2, 4), IMAGE_TOKEN), text], axis=1)
+  token_types = np.concatenate([np.zeros((2, 4), np.int32), mask_ar], axis=1)
+  pixels = torch.from_numpy(image.transpose(0, 3, 1, 2).copy())
+  return (torch.from_numpy(ids).long(), pixels, torch.from_numpy(token_types).long(),
+          (image, text, mask_ar))
+
+
+def _write_safetensors(directory, tensors, config):
+  os.makedirs(directory, exist_ok=True)
+  save_file(tensors, os.path.join(directory, "model.safetensors"))
+  with open(os.path.join(directory, "config.json"), "w") as f:
+    json.dump(config, f)
+
+
+def test_unknown_and_missing_keys_name_key_and_file(hf_dirs, tmp_path):
+  _, src = hf_dirs["gemma_mqa"]
+  with open(os.path.join(src, "config.json")) as f:
+    config = json.load(f)
+  tensors = load_file(os.path.join(src, "model.safetensors"))
+  extra = dict(tensors, **{"model.vision_tower.head.probe": torch.zeros(3)})
+  _write_safetensors(str(tmp_path / "extra"), extra, config)
+  with pytest.raises(KeyError, match=r"model\.vision_tower\.head\.probe.*extra/model"):
+    hf_convert.hf_to_bv(str(tmp_path / "extra"), str(tmp_path / "x.npz"))
+  stray = dict(tensors, **{"text_encoder.weight": torch.zeros(3)})
+  _write_safetensors(str(tmp_path / "stray"), stray, config)
+  with pytest.raises(KeyError, match=r"Unknown tensor 'text_encoder\.weight' in .*stray/"):
+    hf_convert.hf_to_bv(str(tmp_path / "stray"), str(tmp_path / "x.npz"))
+  key = "language_model.model.layers.1.mlp.up_proj.weight"
+  missing = {k: v for k, v in tensors.items() if hf_convert.canonical_name(k) != key}
+  _write_safetensors(str(tmp_path / "missing"), missing, config)
+  with pytest.raises(KeyError, match=rf"Missing tensor '{key}'.*missing"):
+    hf_convert.hf_to_bv(str(tmp_path / "missing"), str(tmp_path / "x.npz"))
+  untied = dict(tensors, **{"lm_head.weight": torch.zeros(VOCAB, 64)})
+  _write_safetensors(str(tmp_path / "untied"), untied, config)
+  with pytest.raises(ValueError, match=r"'lm_head\.weight' in .*untied/.*differs"):
+    hf_convert.hf_to_bv(str(tmp_path / "untied"), str(tmp_path / "x.npz"))
+  assert not os.path.exists(tmp_path / "x.npz") and not os.path.exists(tmp_path / "x.npz.tmp")
+
+
+def test_npz_errors(hf_dirs, tmp_path):
+  _, src = hf_dirs["gemma2_gqa"]
+  cfg = hf_convert.hf_to_bv(src, str(tmp_path / "a.npz"))
+  arrays = npz_arrays(str(tmp_path / "a.npz"))
+  np.savez(tmp_path / "extra.npz", **arrays, **{"llm/lm_head": np.zeros(3)})
+  with pytest.raises(KeyError, match=r"Unknown array 'llm/lm_head' in .*extra\.npz"):
+    hf_convert.bv_to_hf(str(tmp_path / "extra.npz"), str(tmp_path / "o"))
+  with pytest.raises(ValueError, match=r"Gemma 2 of width 64.*query_pre_attn_scalar"):
+    hf_convert.bv_to_hf(str(tmp_path / "a.npz"), str(tmp_path / "o"))
+  bad = dict(cfg, text_config=dict(cfg["text_config"], intermediate_size=99))
+  with pytest.raises(ValueError, match=r"text_config\.intermediate_size=99 disagrees.*128"):
+    hf_convert.bv_to_hf(str(tmp_path / "a.npz"), str(tmp_path / "o"), config_overrides=bad)
+  shutil.rmtree(tmp_path / "o", ignore_errors=True)

@@ -1,0 +1,63 @@
+r"""Converts PaliGemma checkpoints between Hugging Face safetensors and big_vision npz.
+
+The direction follows the source: a directory (config.json + *.safetensors, sharded
+or not) becomes an npz; an npz becomes a directory that
+`transformers.PaliGemmaForConditionalGeneration.from_pretrained(dst)` loads.
+Tensors are converted one at a time, so memory stays near one tensor's size.
+
+  python -m tools.convert_checkpoint /ckpts/paligemma2-3b-pt-224 /ckpts/pg2_224.npz
+  python -m tools.convert_checkpoint /ckpts/pg2_224.npz /ckpts/pg2_hf --dtype bfloat16 \
+      --hf_config /ckpts/paligemma2-3b-pt-224/config.json
+
+HF -> npz prints the `paligemma.Model` config (variants inferred from config.json).
+npz -> HF infers config.json from the tensor shapes; `--hf_config` supplies the fields
+that shapes do not fix (Gemma 2 soft-caps/window for non-released sizes, the image
+token id, ...), and its shape fields must agree with the tensors.
+"""
+import argparse
+import json
+import os
+import sys
+
+from big_vision_lite import hf_config
+from big_vision_lite import hf_convert
+
+
+def parse_args(argv):
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+  p.add_argument("src", help="HF model directory or big_vision .npz")
+  p.add_argument("dst", help=".npz path (from HF) or output directory (from npz)")
+  p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                 help="dtype of the written tensors (default: keep the source's)")
+  p.add_argument("--scan", action=argparse.BooleanOptionalAction, default=True,
+                 help="HF -> npz: stack layers, layer axis first (as released checkpoints)")
+  p.add_argument("--hf_config", default=None,
+                 help="npz -> HF: a config.json whose fields complete/override the inferred one")
+  p.add_argument("--max_shard_gb", type=float, default=5.0,
+                 help="npz -> HF: maximum size of one safetensors shard")
+  return p.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  if os.path.isdir(args.src):
+    if args.hf_config:
+      raise SystemExit("--hf_config is for npz -> HF; the HF source has its own config.json.")
+    cfg = hf_convert.hf_to_bv(args.src, args.dst, dtype=args.dtype, scan=args.scan)
+    print(f"Wrote {args.dst}. paligemma.Model config:")
+    print(json.dumps(hf_config.model_config(cfg, scan=args.scan)))
+  elif args.src.endswith(".npz") and os.path.isfile(args.src):
+    overrides = None
+    if args.hf_config:
+      with open(args.hf_config) as f:
+        overrides = json.load(f)
+    hf_convert.bv_to_hf(args.src, args.dst, dtype=args.dtype, config_overrides=overrides,
+                        max_shard_bytes=int(args.max_shard_gb * 2**30))
+    print(f"Wrote {args.dst} (config.json + safetensors).")
+  else:
+    raise SystemExit(f"src={args.src!r} is neither an HF model directory nor an existing "
+                     ".npz file.")
+
+
+if __name__ == "__main__":
+  main()
