@@ -5,7 +5,8 @@ key: strings, numbers, booleans, lists of those, lists of equal-length number li
 (e.g. boxes `[[ymin, xmin, ymax, xmax], ...]`) and dicts of all these. In the tf.data
 stream a string is `tf.string[]`, an int `tf.int64[]`, a float `tf.float32[]`, a list
 `[N]` and a list of number lists `[N, M]`. A key holding ints in some rows and floats in
-others becomes float32.
+others becomes float32. Nested dicts are flattened to "outer/inner" keys (as the pp ops
+address them, e.g. `objects/bbox`).
 
 `fopen_keys` names keys whose values are file paths relative to a base dir (default: the
 JSONL file's folder); the stream holds the file's bytes (`tf.string[]`) under that key.
@@ -219,7 +220,7 @@ class DataSource:
     return cols
 
   def _example(self, i):
-    """Returns the nested example dict of row index `i` (an int64 scalar tensor)."""
+    """Returns the flat example dict of row index `i` (an int64 scalar tensor)."""
     out = {}
     for path, col in self._columns.items():
       if len(col) == 1:
@@ -228,10 +229,7 @@ class DataSource:
         value = col[0][col[1][i]:col[1][i + 1]]
       if len(path) == 1 and path[0] in self.fopen_dirs:
         value = tf.io.read_file(value)
-      node = out
-      for k in path[:-1]:
-        node = node.setdefault(k, {})
-      node[path[-1]] = value
+      out["/".join(path)] = value
     return out
 
   def shard_range(self, process_index=0, process_count=1):

@@ -19,8 +19,10 @@ big_vision_lite.datasets.shapes --out DIR`) writes, once and atomically:
                     label str[N]}
     segment.jsonl   prefix "segment <shape>" for a shape drawn once, `mask` (PNG path,
                     255 inside), `box` [ymin, xmin, ymax, xmax], `label`; the suffix is
-                    empty: it needs the VQ-VAE, so the pp op that encodes the mask to
-                    <seg> tokens produces it at training time.
+                    empty: it needs the VQ-VAE, so the pp op `mask_to_seg` makes it at
+                    training time. The `shapes` source serves these rows as
+                    `objects/mask` uint8[1, H, W, 1], `objects/bbox` float32[1, 4] and
+                    `objects/label` string[1], the keys `mask_to_seg` reads.
     scenes.jsonl    the full ground truth of every image (for evaluators and tests)
 
 Every row has `image` (path relative to its split folder). The same arguments give
@@ -34,6 +36,7 @@ import shutil
 import tempfile
 
 import numpy as np
+import tensorflow as tf
 from PIL import Image, ImageDraw, ImageFont
 
 from big_vision_lite.datasets import jsonl
@@ -321,9 +324,19 @@ class DataSource(jsonl.DataSource):
       raise ValueError(f"shapes: task {task!r} / split {split!r} invalid; tasks are "
                        f"{TASKS}, splits {SPLITS}.")
     ensure_shapes(data_dir, num_train, num_val, res, seed)
+    self.task = task
     keys = ("image", "mask") if task == "segment" else ("image",)
     super().__init__(os.path.join(data_dir, split, f"{task}.jsonl"), fopen_keys=keys,
                      start=start, stop=stop)
+
+  def _example(self, i):
+    example = super()._example(i)
+    if self.task == "segment":
+      mask = tf.io.decode_png(example.pop("mask"), channels=1)
+      example["objects/mask"] = mask[None]
+      example["objects/bbox"] = example.pop("box")[None]
+      example["objects/label"] = example.pop("label")[None]
+    return example
 
 
 def main(argv=None):

@@ -2,11 +2,23 @@
 
 Each process reads its own part of the split, `tfds.even_splits(split, process_count)`.
 Image features named in `skip_decode` stay encoded bytes (`tf.string[]`) so that the pp
-`decode` op treats TFDS and JSONL images alike. Nothing is downloaded: the dataset must
-already be prepared in `data_dir` (e.g. with `tfds build`).
+`decode` op treats TFDS and JSONL images alike. Nested features are flattened to
+"outer/inner" keys (`objects/bbox`), as the pp ops address them. Nothing is downloaded:
+the dataset must already be prepared in `data_dir` (e.g. with `tfds build`).
 """
 import tensorflow as tf
 import tensorflow_datasets as tfds
+
+
+def flatten(example, prefix=""):
+  """{"objects": {"bbox": t}} -> {"objects/bbox": t} (any depth)."""
+  out = {}
+  for k, v in example.items():
+    if isinstance(v, dict):
+      out.update(flatten(v, f"{prefix}{k}/"))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
 
 
 class DataSource:
@@ -63,9 +75,11 @@ class DataSource:
       seed: the file-shuffling seed (deterministic given the seed).
     """
     read_config = tfds.ReadConfig(shuffle_seed=seed, skip_prefetch=True)
-    return self.builder.as_dataset(
+    ds = self.builder.as_dataset(
         split=self._process_split(process_index, process_count),
-        shuffle_files=not ordered, read_config=read_config, decoders=self._decoders)
+        shuffle_files=not ordered, read_config=read_config,
+        decoders=self._decoders or None)  # tfds mock data breaks on decoders={}.
+    return ds.map(flatten)
 
   def get_training_tfdata(self, seed, shuffle_buffer_size, process_index=0,
                           process_count=1):

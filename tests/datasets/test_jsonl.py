@@ -36,14 +36,14 @@ def test_reads_values_files_and_types(jsonl_file):
   assert [e["image"] for e in examples] == [bytes([i]) * (i + 1) for i in range(10)]
   assert examples[3]["score"] == np.float32(2.5) and examples[4]["score"].dtype == np.float32
   assert examples[2]["boxes"].shape == (2, 4) and examples[0]["boxes"].shape == (0, 4)
-  assert examples[7]["meta"]["id"] == 7 and list(examples[7]["meta"]["tags"]) == [b"a", b"b"]
+  assert examples[7]["meta/id"] == 7 and list(examples[7]["meta/tags"]) == [b"a", b"b"]
   assert examples[5]["prefix"] == b"p5"
 
 
 def test_start_stop_and_even_process_splits(jsonl_file):
   src = datasets.get("jsonl", fname=jsonl_file, start=1, stop=8)
   assert src.total_examples == 7
-  parts = [[int(e["meta"]["id"]) for e in src.get_tfdata(
+  parts = [[int(e["meta/id"]) for e in src.get_tfdata(
       process_index=p, process_count=2).as_numpy_iterator()] for p in range(2)]
   assert parts == [[1, 2, 3], [4, 5, 6, 7]]
   assert src.describe_row(1, 1, 2) == f"row 5 ({jsonl_file} line 6)"
@@ -98,7 +98,7 @@ def test_unknown_source_argument(jsonl_file):
 
 def test_training_stream_is_seeded_permutation_per_epoch(jsonl_file):
   src = datasets.get("jsonl", fname=jsonl_file)
-  take = lambda seed: [int(e["meta"]["id"]) for e in src.get_training_tfdata(
+  take = lambda seed: [int(e["meta/id"]) for e in src.get_training_tfdata(
       seed, 0).take(20).as_numpy_iterator()]
   a = take(1)
   assert sorted(a[:10]) == sorted(a[10:]) == list(range(10)) and a[:10] != a[10:]
