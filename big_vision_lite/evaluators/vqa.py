@@ -89,7 +89,7 @@ class Evaluator:
         a, a_any = vqa_scores(answer, gts)
         acc, acc_any, scored = acc + a, acc_any + a_any, scored + 1
         anls_sum += anls(answer, gts, self.anls_threshold)
-        rec["gts"] = gts
+        rec["gts"] = [gts] if isinstance(gts, str) else gts
       records.append(rec)
     records = common.gather_json(records)
     acc, acc_any, anls_sum, scored = common.process_sum([acc, acc_any, anls_sum, scored])

@@ -1,0 +1,139 @@
+"""Referring segmentation (RefCOCO-style): mIoU, box accuracy @0.5 / @0.75, invalid rate.
+
+Per example the answer's first object "<loc>x4<seg>x16 [label]" gives a box and 16 VQ
+codes; the codes are decoded to 64x64 mask logits by the VQ-VAE
+(`models.vqvae.decode_codes`) and pasted into the box at the ground truth's resolution
+(`postprocess.paste_mask`: bilinear resize, logits > 0). Metrics, as big_vision's:
+
+- `miou`: mean over examples of the per-example mask IoU (not a pooled IoU), computed at
+  the ground-truth mask's resolution; invalid answers score 0.
+- `boxacc/0.5`, `boxacc/0.75`: fraction of examples whose box IoU (normalised
+  coordinates) is >= the threshold; invalid answers score 0.
+- `invalid`: fraction of answers that are not a well-formed object.
+
+Stricter than big_vision, on purpose: big_vision reads the first 4 + 16 tokens and
+ignores whatever follows, so "<loc>x4<seg>x20" or junk after the codes still counts as
+valid; here every `;` piece must parse (`postprocess.parse_objects`: exactly 16 seg
+tokens, no stray tokens in the label) and the box must have ymax > ymin, xmax > xmin.
+Box corners are rounded to pixels (big_vision truncates), a difference of at most one
+pixel row/column of the pasted mask.
+
+Ground truth kept by the eval pp: `objects/mask` uint8/bool[H, W] or [H, W, 1] (or
+[1, H, W(, 1)]), `objects/bbox` float[4] or [1, 4] (ymin, xmin, ymax, xmax in [0, 1]).
+Masks of different sizes are zero-padded by batching; `hw_key` names an int[2]
+(height, width) field to crop them back to the true resolution.
+"""
+import numpy as np
+
+from big_vision_lite import postprocess
+from big_vision_lite.evaluators import common
+from big_vision_lite.models import vqvae
+
+
+def box_iou(a, b):
+  """IoU of two boxes (ymin, xmin, ymax, xmax), any consistent units; 0 when empty."""
+  inter_h = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0)
+  inter_w = max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)
+  inter = inter_h * inter_w
+  area = lambda x: max(x[2] - x[0], 0.0) * max(x[3] - x[1], 0.0)
+  union = area(a) + area(b) - inter
+  return inter / union if union > 0 else 0.0
+
+
+def mask_iou(pred, gt):
+  """IoU of two bool[H, W] masks; 0 when both are empty."""
+  pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
+  if pred.shape != gt.shape:
+    raise ValueError(f"pred mask {pred.shape} != gt mask {gt.shape}; paste the predicted "
+                     "mask at the ground-truth resolution first.")
+  union = np.sum(pred | gt)
+  return float(np.sum(pred & gt) / union) if union else 0.0
+
+
+def parse_answer(text):
+  """Returns (box in [0, 1] (ymin, xmin, ymax, xmax), codes int32[16]) or None if invalid."""
+  objects, invalid = postprocess.parse_objects(text)
+  if invalid or not objects or objects[0].seg is None:
+    return None
+  obj = objects[0]
+  if not (obj.loc[2] > obj.loc[0] and obj.loc[3] > obj.loc[1]):
+    return None
+  return obj.box(1.0, 1.0), np.asarray(obj.seg, np.int32)
+
+
+def example_scores(parsed, logits, gt_box, gt_mask, thresholds=(0.5, 0.75)):
+  """Scores one example.
+
+  Args:
+    parsed: `parse_answer` output or None (invalid).
+    logits: float32[64, 64] decoded mask logits (ignored when invalid).
+    gt_box: (ymin, xmin, ymax, xmax) in [0, 1].
+    gt_mask: bool[H, W] at the ground truth's resolution.
+    thresholds: box IoU thresholds.
+
+  Returns:
+    (mask IoU, {threshold: box hit 0/1}).
+  """
+  if parsed is None:
+    return 0.0, {t: 0.0 for t in thresholds}
+  box, _ = parsed
+  biou = box_iou(box, gt_box)
+  h, w = gt_mask.shape
+  pred = postprocess.paste_mask(logits, (box[0] * h, box[1] * w, box[2] * h, box[3] * w),
+                                h, w)
+  return mask_iou(pred, gt_mask), {t: float(biou >= t) for t in thresholds}
+
+
+def _gt_mask(mask, hw):
+  m = np.asarray(mask)
+  if m.ndim == 4 or (m.ndim == 3 and m.shape[-1] != 1):
+    m = m[0]
+  if m.ndim == 3:
+    m = m[..., 0]
+  if hw is not None:
+    m = m[:int(hw[0]), :int(hw[1])]
+  return m > 0
+
+
+class Evaluator:
+  """Segmentation metrics; needs `vqvae_path` (the released `vae-oid.npz`)."""
+
+  def __init__(self, predict_fn, tokenizer, *, data, pp_fn, batch_size, vqvae_path,
+               det_ious=(0.5, 0.75), hw_key=None, mask_key="objects/mask",
+               box_key="objects/bbox", id_key="id", name="segmentation", workdir=None):
+    self.predict_fn, self.tok = predict_fn, tokenizer
+    self.data, self.pp_fn, self.batch_size = data, pp_fn, batch_size
+    self.vqvae_params = vqvae.load_vqvae(vqvae_path)
+    self.det_ious, self.hw_key = tuple(float(t) for t in det_ious), hw_key
+    self.mask_key, self.box_key, self.id_key = mask_key, box_key, id_key
+    self.name, self.workdir = name, workdir
+
+  def run(self, params):
+    """Evaluates `params`; yields (metric name, value)."""
+    keep = [k for k in (self.mask_key, self.box_key, self.id_key, self.hw_key) if k]
+    examples = list(common.decoded_examples(self.predict_fn, params, self.tok,
+                                            common.eval_batches(self.data, self.pp_fn,
+                                                                self.batch_size), keep))
+    parsed = [parse_answer(text) for _, text in examples]
+    codes = [p[1] for p in parsed if p is not None]
+    logits = iter(np.asarray(vqvae.decode_codes(self.vqvae_params, np.stack(codes)))
+                  if codes else [])
+    iou_sum, invalid, hits, records = 0.0, 0.0, {t: 0.0 for t in self.det_ious}, []
+    for (gt, text), p in zip(examples, parsed):
+      gt_box = np.asarray(gt[self.box_key], np.float64).reshape(-1, 4)[0]
+      gt_mask = _gt_mask(gt[self.mask_key], gt.get(self.hw_key) if self.hw_key else None)
+      iou, hit = example_scores(p, next(logits) if p is not None else None, gt_box,
+                                gt_mask, self.det_ious)
+      iou_sum, invalid = iou_sum + iou, invalid + (p is None)
+      hits = {t: hits[t] + hit[t] for t in hits}
+      records.append({"id": gt.get(self.id_key), "answer": text, "iou": iou})
+    records = common.gather_json(records)
+    iou_sum, invalid, num, hits = common.process_sum(
+        [iou_sum, invalid, float(len(examples)), [hits[t] for t in self.det_ious]])
+    if num:
+      yield "miou", iou_sum / num
+      for t, h in zip(self.det_ious, hits):
+        yield f"boxacc/{t}", h / num
+      yield "invalid", invalid / num
+    yield "num", num
+    common.write_json(self.workdir, self.name, records)
