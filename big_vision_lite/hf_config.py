@@ -8,11 +8,16 @@ import dataclasses
 import math
 import re
 
+from big_vision_lite.models import gemma
+from big_vision_lite.models import vit
+
 # Gemma 2 fields that the tensors do not determine, for the released sizes:
 # (width, depth) -> query_pre_attn_scalar (27B: width / num_heads, else head_dim).
 _GEMMA2_QUERY_SCALAR = {(2304, 26): 256, (3584, 42): 256, (4608, 46): 144}
 _GEMMA2_FIXED = dict(sliding_window=4096, attn_logit_softcapping=50.0,
                      final_logit_softcapping=30.0)
+_VIT_NAMES = ("mu", "Ti", "S", "M", "B", "L", "So400m", "H", "g")
+_GEMMA_NAMES = ("gemma_2b", "gemma_7b", "gemma2_2b", "gemma2_9b", "gemma2_27b")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +161,10 @@ def model_config(cfg: dict, scan: bool = True) -> dict:
   patch = vc.get("patch_size", 14)
   img = dict(width=vc["hidden_size"], depth=spec.vit_depth, mlp_dim=vc["intermediate_size"],
              num_heads=spec.vit_heads, patch_size=(patch, patch))
+  for name in _VIT_NAMES:
+    if vit.decode_variant(f"{name}/{patch}") == img:
+      img = dict(variant=f"{name}/{patch}")
+      break
   img.update(pool_type="none", scan=scan)
   llm = dict(width=tc["hidden_size"], depth=spec.llm_depth, mlp_dim=tc["intermediate_size"],
              num_heads=spec.llm_heads, num_kv_heads=spec.llm_kv_heads,
@@ -168,6 +177,11 @@ def model_config(cfg: dict, scan: bool = True) -> dict:
                attn_logits_softcap=tc.get("attn_logit_softcapping", 50.0),
                final_logits_softcap=tc.get("final_logit_softcapping", 30.0),
                sliding_window=tc.get("sliding_window", 4096))
+  for name in _GEMMA_NAMES:
+    if dict(gemma.get_config(name), vocab_size=llm["vocab_size"], variant=None) == dict(
+        llm, variant=None):
+      llm = dict(variant=name, vocab_size=llm["vocab_size"])
+      break
   return dict(img=img, llm=dict(llm, scan=scan))
 
 
