@@ -32,7 +32,7 @@ class Evaluator:
       target = normalize(str(gt["answer"]), self.to_lower)
       acc, num = acc + (answer == target), num + 1
       if gt.get("choices"):
-        choices = [normalize(c, self.to_lower) for c in gt["choices"]]
+        choices = [normalize(c, self.to_lower) for c in common.nonempty(gt["choices"])]
         valid, with_choices = valid + (answer in choices), with_choices + 1
       records.append({"question_id": gt.get("question_id"), "answer": answer,
                       "gt": target})

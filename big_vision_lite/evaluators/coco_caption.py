@@ -66,7 +66,7 @@ class Evaluator:
     for gt, caption in common.decoded_examples(self.predict_fn, params, self.tok,
                                                batches, (self.id_key, "captions")):
       records.append({"image_id": gt.get(self.id_key), "caption": caption,
-                      "refs": gt.get("captions") or []})
+                      "refs": common.nonempty(gt.get("captions") or [])})
     records = common.gather_json(records)
     preds, refs = {}, {}
     for r in records:  # The first example of an image id gives its caption and refs.

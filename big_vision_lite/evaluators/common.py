@@ -128,6 +128,11 @@ def to_py(x):
   return x
 
 
+def nonempty(texts):
+  """Drops the "" entries that batching pads variable-length string lists with."""
+  return [t for t in texts if t != ""]
+
+
 def decoded_examples(predict_fn, params, tokenizer, batches, keep=()):
   """Runs `predict_fn` over `batches`; yields (ground truth dict, predicted text).
 

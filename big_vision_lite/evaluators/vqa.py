@@ -83,6 +83,7 @@ class Evaluator:
         self.predict_fn, params, self.tok, batches, ("question_id", "answer", "answers")):
       answer = self._post(answer)
       gts = gt.get("answer", gt.get("answers"))
+      gts = gts if isinstance(gts, str) or gts is None else common.nonempty(gts)
       rec = {"question_id": gt.get("question_id"), "answer": answer}
       if gts:  # A str (single answer) or a non-empty list.
         gts = self._post(gts) if isinstance(gts, str) else [self._post(a) for a in gts]

@@ -164,8 +164,9 @@ class Evaluator:
     for gt, answer in common.decoded_examples(self.predict_fn, params, self.tok,
                                               batches, keep):
       records.append({"question_id": gt.get("question_id"), "answer": answer})
-      if gt.get("answers"):
-        acc = vqa_accuracy(answer, gt["answers"], self.normalize)
+      answers = common.nonempty(gt.get("answers") or [])
+      if answers:
+        acc = vqa_accuracy(answer, answers, self.normalize)
         keys = ["all", f"atype/{gt.get('answer_type', 'unknown')}"]
         if "question_type" in gt:
           keys.append(f"qtype/{gt['question_type']}")

@@ -76,3 +76,9 @@ def fake_task(monkeypatch):
       return {"tokens": np.asarray([r + [0] * (width - len(r)) for r in rows], np.int32)}
     return predict_fn, tok
   return setup
+
+
+@pytest.fixture
+def char_tok():
+  """The character tokenizer used by the fakes (eos_id 1)."""
+  return CharTokenizer()
