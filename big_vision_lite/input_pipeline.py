@@ -27,6 +27,7 @@ come next (random pp ops must draw from `_seed`: TensorFlow's stateful random op
 `map` are not part of the iterator state).
 """
 import math
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -65,6 +66,14 @@ def _numpy(batch):
   return tf.nest.map_structure(lambda t: t.numpy(), batch)
 
 
+def _clean(message):
+  """The first line of a TF error message without TF's function/node/op decorations."""
+  line = re.sub(r"\{\{[^}]*\}\}\s*", "", message).strip().splitlines()[0]
+  line = re.sub(r"\s*\[Op:\w+\].*$", "", line)
+  line = re.sub(r"^Error in user-defined function .*? with iterator: [\w:]+: ", "", line)
+  return line.rstrip(". ")
+
+
 def _find_bad_row(source, pp_fn, process_index, process_count, max_rows):
   """Returns the first index of a process's ordered stream that fails, or None."""
   ds = source.get_tfdata(ordered=True, process_index=process_index,
@@ -80,22 +89,22 @@ def _find_bad_row(source, pp_fn, process_index, process_count, max_rows):
 
 
 def _failing_op(source, pp, index, process_index, process_count):
-  """Returns ' in pp op ...' (or ' while reading it') for the failing example."""
+  """Returns (" in pp op '...'" or " while reading it", its error message or None)."""
   ds = source.get_tfdata(ordered=True, process_index=process_index,
                          process_count=process_count).skip(index).take(1)
   try:
     example = next(iter(ds))
   except tf.errors.OpError as e:
-    return f" while reading it ({e.message.splitlines()[0]})"
+    return " while reading it", _clean(e.message)
   if not isinstance(pp, str):
-    return " in the pp function"
-  for op in pp.split("|"):
+    return " in the pp function", None
+  from big_vision_lite.pp import builder  # pylint: disable=import-outside-toplevel
+  for op in builder.split_pp(pp):
     try:
       example = get_pp_fn(op)(example)
     except Exception as e:  # pylint: disable=broad-except
-      msg = getattr(e, "message", str(e)).splitlines()[0]
-      return f" in pp op {op.strip()!r} ({msg})"
-  return ""
+      return f" in pp op {op!r}", _clean(getattr(e, "message", None) or str(e))
+  return "", None
 
 
 def diagnose(error, sources, process_index, process_count, max_rows=100_000):
@@ -109,12 +118,12 @@ def diagnose(error, sources, process_index, process_count, max_rows=100_000):
     index = _find_bad_row(source, pp_fn, process_index, process_count, max_rows)
     if index is not None:
       row = source.describe_row(index, process_index, process_count)
-      where = _failing_op(source, pp, index, process_index, process_count)
+      where, message = _failing_op(source, pp, index, process_index, process_count)
       return ValueError(
           f"Input source {name!r}: {row} failed{where}: "
-          f"{error.message.splitlines()[0]}. Fix or drop the row, or set "
+          f"{message or _clean(error.message)}. Fix or drop the row, or set "
           "input.skip_errors=True to skip and count failing rows.")
-  return ValueError(f"Input pipeline failed: {error.message.splitlines()[0]}. No single "
+  return ValueError(f"Input pipeline failed: {_clean(error.message)}. No single "
                     f"row of {[s[0] for s in sources]} fails alone (first {max_rows} "
                     "rows checked); check that pp outputs have fixed shapes and the "
                     "same keys and dtypes in every source.")

@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageDraw, ImageFont
 
+from big_vision_lite import tokenizer
 from big_vision_lite.datasets import jsonl
 
 VERSION = 1
@@ -51,15 +52,6 @@ SIZES = {"small": (0.14, 0.18), "medium": (0.22, 0.27), "large": (0.31, 0.36)}
 WORDS = ("cat", "dog", "sun", "tree", "book", "fish", "moon", "bird", "car", "cup",
          "hat", "key", "box", "pen", "map", "egg")
 NUMBERS = ("zero", "one", "two", "three", "four")
-
-
-def _loc(v):
-  return f"<loc{int(np.clip(np.round(v * 1023), 0, 1023)):04d}>"
-
-
-def loc_str(box):
-  """[ymin, xmin, ymax, xmax] in [0, 1] -> four <locXXXX> tokens (round half to even)."""
-  return "".join(_loc(v) for v in box)
 
 
 def _overlaps(a, b, margin):
@@ -205,7 +197,7 @@ def make_rows(scene, index, res, rng):
   boxes = [_norm(o["px"], res) for o in objs if o["shape"] == shape]
   rows["detect"].append(dict(
       image=image, prefix=f"detect {shape}",
-      suffix=" ; ".join(f"{loc_str(b)} {shape}" for b in boxes),
+      suffix=tokenizer.boxes_to_loc_str(boxes, [shape] * len(boxes)),
       objects={"bbox": boxes, "label": [shape] * len(boxes)}))
   single = [i for i, o in enumerate(objs) if sum(p["shape"] == o["shape"] for p in objs) == 1]
   if single:

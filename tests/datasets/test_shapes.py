@@ -9,6 +9,8 @@ import pytest
 from PIL import Image
 
 from big_vision_lite import datasets
+from big_vision_lite import tokenizer
+from big_vision_lite.pp import builder
 from big_vision_lite.datasets import shapes
 
 ARGS = dict(num_train=24, num_val=6, res=64, seed=3)
@@ -83,7 +85,8 @@ def test_content_consistent_with_drawn_shapes(shapes_dir):
       s = scenes[r["image"]]
       want = [b for b, l in zip(s["objects"]["bbox"], s["objects"]["label"]) if l == shape]
       assert r["objects"]["bbox"] == want
-      assert r["suffix"] == " ; ".join(shapes.loc_str(b) + " " + shape for b in want)
+      assert r["suffix"] == " ; ".join(
+          tokenizer.box_to_loc_str(b) + " " + shape for b in want)
     ocr = _read(shapes_dir, split, "ocr")
     assert {r["image"]: r["suffix"] for r in ocr} == {
         k: s["word"] for k, s in scenes.items() if s["word"]}
@@ -102,8 +105,12 @@ def test_source_serves_tasks(shapes_dir):
   cap = next(datasets.get("shapes", task="caption", **kw).get_tfdata().as_numpy_iterator())
   assert cap["image"][:4] == b"\x89PNG" and cap["prefix"] == b"caption en"
   assert len(cap["captions"]) == 5
-  det = next(datasets.get("shapes", task="detect", **kw).get_tfdata().as_numpy_iterator())
+  det_ds = datasets.get("shapes", task="detect", **kw).get_tfdata()
+  det = next(det_ds.as_numpy_iterator())
   assert det["objects/bbox"].shape[1] == 4 and det["objects/label"].ndim == 1
+  pp = builder.get_preprocess_fn("box_to_loc(labels_key='objects/label', outkey='loc')")
+  for ex in det_ds.map(pp).as_numpy_iterator():  # The pp op rebuilds the suffix.
+    assert ex["loc"] == ex["suffix"]
   seg_src = datasets.get("shapes", task="segment", **kw)
   seg = next(seg_src.get_tfdata().as_numpy_iterator())
   assert seg["objects/mask"].shape == (1, 64, 64, 1) and seg["objects/bbox"].shape == (1, 4)
