@@ -6,6 +6,8 @@ example's NLL is averaged over its supervised tokens, then over examples (as the
 training loss); `perplexity` = exp(mean NLL). Examples without supervised tokens and
 padding examples (`_mask` False) are skipped.
 """
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from big_vision_lite.evaluators import common
@@ -36,6 +38,42 @@ def per_example_nll(logits, text, mask_loss):
   return nll, count
 
 
+@jax.jit
+def _nll_device(logits, text, mask_loss):
+  """`per_example_nll` in float32 on the logits' device (logits never leave it)."""
+  logits = logits[:, :-1].astype(jnp.float32)
+  logz = jax.nn.logsumexp(logits, axis=-1)
+  picked = jnp.take_along_axis(logits, text[:, 1:, None].astype(jnp.int32), axis=-1)[..., 0]
+  weights = mask_loss[:, 1:].astype(jnp.float32)
+  count = weights.sum(axis=1)
+  return ((logz - picked) * weights).sum(axis=1) / jnp.maximum(count, 1.0), count
+
+
+def nll_from_logits(logits, text, mask_loss):
+  """Per-example (nll, count) as float64 numpy [b] for this host's rows.
+
+  Args:
+    logits: float[B, T, V] numpy or jax.Array (possibly global, sharded over hosts).
+    text: int32[b, T] this host's rows.
+    mask_loss: int32[b, T].
+  """
+  if logits.shape[1] != text.shape[1]:
+    raise ValueError(f"logits {logits.shape[:2]} and text {text.shape} must agree on T: "
+                     "pass the full-row logits.")
+  if isinstance(logits, jax.Array) and not logits.is_fully_addressable:
+    shards = {}
+    for s in logits.addressable_shards:
+      shards.setdefault(s.index[0].start or 0, s.data)
+    first, parts = min(shards), []
+    for start in sorted(shards):
+      rows = slice(start - first, start - first + shards[start].shape[0])
+      parts.append(_nll_device(shards[start], text[rows], mask_loss[rows]))
+    nll, count = (np.concatenate([np.asarray(p[i]) for p in parts]) for i in (0, 1))
+  else:
+    nll, count = (np.asarray(x) for x in _nll_device(logits, text, mask_loss))
+  return nll.astype(np.float64), count.astype(np.float64)
+
+
 class Evaluator:
   """Yields `nll` (mean over examples of per-example mean NLL) and `perplexity`."""
 
@@ -52,8 +90,7 @@ class Evaluator:
     for batch in common.eval_batches(self.data, self.pp_fn, self.batch_size):
       model_batch = {k: v for k, v in batch.items() if k in common.MODEL_KEYS}
       logits, _ = self.predict_fn(params, model_batch)
-      nll, count = per_example_nll(common.local_rows(logits), batch["text"],
-                                   batch["mask_loss"])
+      nll, count = nll_from_logits(logits, batch["text"], batch["mask_loss"])
       keep = np.asarray(batch["_mask"], bool) & (count > 0)
       total, num, tokens = total + nll[keep].sum(), num + keep.sum(), tokens + count[keep].sum()
     total, num, tokens = common.process_sum([total, num, tokens])

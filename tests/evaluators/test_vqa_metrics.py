@@ -1,4 +1,5 @@
 """VQA-family metric functions against hand-computed cases."""
+import jax
 import numpy as np
 import pytest
 
@@ -119,3 +120,11 @@ def test_perplexity_per_example_nll():
   np.testing.assert_array_equal(count, [2, 3])
   with pytest.raises(ValueError, match="must agree"):
     perplexity.per_example_nll(logits[:, :3], text, mask)
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(3, 6, 11)).astype(np.float32) * 3
+  text = rng.integers(0, 11, (3, 6)).astype(np.int32)
+  mask = (rng.random((3, 6)) < 0.6).astype(np.int32)
+  want = perplexity.per_example_nll(logits, text, mask)
+  got = perplexity.nll_from_logits(jax.numpy.asarray(logits), text, mask)
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(got[1], want[1])
