@@ -88,7 +88,10 @@ def from_config(config, predict_fns, *, tokenizer, write_note=print, workdir=Non
     log_steps = _log_steps(name, cfg, total_steps)
     kw = {k: v for k, v in cfg.items() if k not in _RESERVED}
     if kw.get("batch_size") is None:
-      kw["batch_size"] = config.get("input", {}).get("batch_size")
+      kw["batch_size"] = (config.get("input") or {}).get("batch_size")
+    if kw["batch_size"] is None:
+      raise ValueError(f"evals.{name}.batch_size is not set and there is no "
+                       "config.input.batch_size to default to; set one of them.")
     write_note(f"Building evaluator {name} ({module.__name__})...")
     evaluator = module.Evaluator(predict_fn, tokenizer=tokenizer, name=name,
                                  workdir=workdir, **kw)

@@ -142,6 +142,8 @@ def vqa_accuracy(prediction, answers, mode="official"):
 class Evaluator:
   """VQAv2: accuracy overall, per answer type and per question type; test-server JSON.
 
+  Metrics: `acc`, `acc/{yesno,number,other}` with `num/...` counts, `acc_qtype/{type}`.
+
   Needs the eval pp to keep `question_id`, and for scoring `answers` (10 strings),
   `answer_type` and optionally `question_type`. Examples without answers (test-dev) are
   only written to `{workdir}/{name}_predictions.json` as [{question_id, answer}].
@@ -167,9 +169,10 @@ class Evaluator:
       answers = common.nonempty(gt.get("answers") or [])
       if answers:
         acc = vqa_accuracy(answer, answers, self.normalize)
-        keys = ["all", f"atype/{gt.get('answer_type', 'unknown')}"]
+        atype = str(gt.get("answer_type", "unknown")).replace("/", "")
+        keys = ["all", f"acc/{atype}"]
         if "question_type" in gt:
-          keys.append(f"qtype/{gt['question_type']}")
+          keys.append(f"acc_qtype/{gt['question_type']}")
         for k in keys:
           sums[k] += acc
           counts[k] += 1
@@ -180,6 +183,8 @@ class Evaluator:
       yield "acc", tot["all"][0] / tot["all"][1]
     for k in names:
       if k != "all" and tot[k][1]:
-        yield f"acc/{k}", tot[k][0] / tot[k][1]
+        yield k, tot[k][0] / tot[k][1]
+        if k.startswith("acc/"):
+          yield "num/" + k[4:], tot[k][1]
     yield "num", len(records)
     common.write_json(self.workdir, self.name, records)

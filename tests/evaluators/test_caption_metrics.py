@@ -172,3 +172,13 @@ def test_ptb_examples():
   assert tok("Two dogs don't like the cat's toy.") == "two dogs do n't like the cat 's toy"
   assert tok("A bus (red).") == "a bus -lrb- red -rrb-"  # Kept, as the toolkit does.
   assert tok("I can't, cannot!") == "i ca n't can not"
+
+
+@needs_java
+@pytest.mark.slow
+def test_meteor_runs_the_toolkit_jar():
+  gts = ptb_tokenizer.tokenize({0: ["a cat on a mat", "the cat sits on the mat"],
+                                1: ["a dog runs", "dog running in park"]})
+  res = ptb_tokenizer.tokenize({0: ["a cat sitting on a mat"], 1: ["a dog in a park"]})
+  score = caption_metrics.compute(gts, res, metrics=("meteor",))["meteor"]
+  assert 0.2 < score < 0.6

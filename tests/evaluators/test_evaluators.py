@@ -47,8 +47,9 @@ def test_vqav2(fake_task, tmp_path):
   m, js = _run(vqav2, fake_task, examples, preds, tmp_path)
   # Per question: 1.0, 0.3 ("no" matches 1 of 10), 0.6 (2 matches), 0.0.
   assert m["acc"] == pytest.approx((1.0 + 0.3 + 0.6 + 0.0) / 4)
-  assert m["acc/atype/other"] == pytest.approx(0.3)
-  assert m["acc/qtype/is the"] == pytest.approx(0.3) and m["num"] == 4
+  assert m["acc/other"] == pytest.approx(0.3) and m["num/other"] == 2
+  assert m["acc/yesno"] == pytest.approx(0.3) and m["acc/number"] == 1.0
+  assert m["acc_qtype/is the"] == pytest.approx(0.3) and m["num"] == 4
   assert js == [{"question_id": i + 1, "answer": p} for i, p in enumerate(preds)]
   m2, _ = _run(vqav2, fake_task, examples, preds, tmp_path, normalize="big_vision")
   assert m2["acc"] == pytest.approx((0.0 + 0.3 + 0.6 + 0.0) / 4)
@@ -166,7 +167,7 @@ def test_from_config(fake_task, tmp_path):
 
 
 def test_from_config_errors():
-  base = {"data": {}, "pp_fn": "x", "log_steps": 1}
+  base = {"data": {}, "pp_fn": "x", "log_steps": 1, "batch_size": 2}
   def build(**cfg):
     config = ml_collections.ConfigDict({"evals": {"e": {**base, **cfg}}})
     return common.from_config(config, {"decode": print}, tokenizer=None)
@@ -194,3 +195,10 @@ def test_multihost_gathering(monkeypatch, fake_task, tmp_path):
   assert m["acc"] == 0.5 and m["num"] == 4 and len(js) == 4
   monkeypatch.setattr(jax, "process_index", lambda: 1)
   assert common.write_json(str(tmp_path), "other", [1]) is None  # Only host 0 writes.
+
+
+def test_from_config_needs_a_batch_size():
+  config = ml_collections.ConfigDict({"evals": {"e": {
+      "type": "vqa", "data": {}, "pp_fn": "x", "log_steps": 1}}})
+  with pytest.raises(ValueError, match="evals.e.batch_size is not set"):
+    common.from_config(config, {"decode": print}, tokenizer=None)

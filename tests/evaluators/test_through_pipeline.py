@@ -55,7 +55,7 @@ def test_vqav2_and_vqa_through_pipeline(real_pipeline, char_tok, tmp_path):
                        workdir=str(tmp_path))
   m = dict(ev.run({}))
   assert m["acc"] == pytest.approx(4 / 5) and m["num"] == 5
-  assert m["acc/atype/number"] == 1.0
+  assert m["acc/number"] == 1.0
   out = json.loads((tmp_path / "vqav2_predictions.json").read_text())
   assert [r["question_id"] for r in out] == [100, 101, 102, 103, 104]
   # Variable-length answer lists are padded with "" by batching; those are dropped.
