@@ -144,3 +144,34 @@ def test_config_errors(mixture):
   other = dict(mixture, b=dict(data=mixture["b"]["data"], pp=_decode))
   with pytest.raises(ValueError, match=r"different examples after pp"):
     input_pipeline.training(other, seed=0)
+
+
+def test_shapes_with_training_and_eval_pp_strings(tmp_path):
+  from big_vision_lite import tokenizer  # pylint: disable=import-outside-toplevel
+  from big_vision_lite.datasets import shapes  # pylint: disable=import-outside-toplevel
+  out = shapes.ensure_shapes(str(tmp_path / "shapes"), 16, 8, res=32)
+  with open(f"{out}/corpus.txt", encoding="utf-8") as f:
+    tok = tokenizer.train_tokenizer(f.read().splitlines(), str(tmp_path / "t.model"), 300)
+  data = lambda task, split="train": dict(name="shapes", task=task, split=split,
+                                          data_dir=out, num_train=16, num_val=8, res=32)
+  pp = "decode|resize(24)|value_range(-1, 1)|combine_and_keep_train(24, model=%r)" % tok
+  cfg = dict(batch_size=8, data={"caption": 1, "detect": 1}, pp=pp,
+             caption=dict(data=data("caption")), detect=dict(data=data("detect")))
+  batch = next(input_pipeline.training(cfg, seed=0))
+  assert batch["image"].shape == (8, 24, 24, 3) and batch["text"].shape == (8, 24)
+  assert -1 <= batch["image"].min() < batch["image"].max() <= 1
+  pp = ("decode|resize(24)|value_range(-1, 1)|"
+        "combine_and_keep_eval(16, model=%r, keep=('captions',))" % tok)
+  batches = list(input_pipeline.evaluation(data("caption", "validation"), pp, 6))
+  assert len(batches) == 2 and batches[1]["_mask"].tolist() == [True] * 2 + [False] * 4
+  assert batches[0]["captions"].shape == (6, 5)
+
+
+def test_configdict_input(tmp_path):
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  c = ml_collections.ConfigDict()
+  c.input = dict(batch_size=4, pp="keep('id')", data={"x": 0.5, "y": 0.5})
+  c.input.x = dict(data=_jsonl(tmp_path, "x", 5))
+  c.input.y = dict(data=_jsonl(tmp_path, "y", 5), shuffle_buffer_size=2)
+  it = input_pipeline.training(ml_collections.FrozenConfigDict(c).input, seed=0)
+  assert next(it)["id"].shape == (4,) and sum(it.counts().values()) == 4
