@@ -184,11 +184,13 @@ class Training:
     specs = _source_specs(input_cfg)
     seeds = np.random.SeedSequence([seed, process_index]).generate_state(len(specs) + 1)
     self.names = [s[0] for s in specs]
+    self.total_examples = 0  # Over all sources and processes (defines an epoch).
     self._sources, streams = [], []
     for k, (name, _, data, pp, buf) in enumerate(specs):
       source = datasets.get(**data)
       pp_fn = get_pp_fn(pp)
       self._sources.append((name, source, pp, pp_fn))
+      self.total_examples += source.total_examples
       ds = source.get_training_tfdata(int(seeds[k]), buf, process_index, process_count)
       streams.append(self._preprocess(ds, k, name, pp_fn, skip_errors, int(seeds[k])))
     for name, s in zip(self.names[1:], streams[1:]):
@@ -241,8 +243,6 @@ class Training:
     """Returns the next host batch: dict of numpy arrays with leading dim b."""
     try:
       batch = next(self._iterator)
-    except StopIteration:
-      raise
     except tf.errors.OpError as e:
       raise diagnose(e, self._sources, self.process_index, self.process_count) from e
     batch = _numpy(batch)

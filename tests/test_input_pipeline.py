@@ -53,6 +53,7 @@ def mixture(tmp_path):
 
 def test_mixture_weights_and_counts(mixture):
   it = input_pipeline.training(mixture, seed=0)
+  assert it.total_examples == 40
   batches = _take(it, 20)
   assert set(batches[0]) == {"id", "n"} and batches[0]["id"].shape == (100,)
   counts = it.counts()
