@@ -1,93 +1,25 @@
 """Turns decoded PaliGemma text into detections and segmentation masks.
 
 Detection and segmentation answers are `;`-separated objects, each
-`<locYMIN><locXMIN><locYMAX><locXMAX>[<segXXX> x 16] label`, with loc values k in
-[0, 1023] meaning the coordinate k / 1023 of the image side (the inverse of the
-`round(v * 1023)` binning used for training targets) and seg values indices of the VQ-VAE
-codebook (`models/vqvae.py`).
+`<locYMIN><locXMIN><locYMAX><locXMAX>[<segXXX> x 16] label`; parsing is done by the
+tokenizer's codecs (`tokenizer.parse_detections` / `parse_segmentations`: loc k means the
+coordinate k / 1023, seg values index the VQ-VAE codebook of `models/vqvae.py`). This
+module converts the parsed objects to pixels and masks.
 
 Model output is not always well formed. Nothing here raises on bad text: every object that
-cannot be parsed is returned in an `invalid` list (with the reason), so that evaluators can
+cannot be parsed is returned in an `invalid` list of (text, reason), so that evaluators can
 count it.
 """
-import dataclasses
-import re
-
-from big_vision_lite.models import vqvae
 import numpy as np
 from PIL import Image
 
-NUM_LOC = 1024
-NUM_SEG = 128
-NUM_SEG_TOKENS = 16
-
-_OBJ_RE = re.compile(r"^\s*((?:<loc\d+>){4})((?:\s*<seg\d+>)*)\s*(.*?)\s*$", re.S)
-_NUM_RE = re.compile(r"<(?:loc|seg)(\d+)>")
+from big_vision_lite import tokenizer
+from big_vision_lite.models import vqvae
 
 
-@dataclasses.dataclass
-class Object:
-  """One parsed object.
-
-  Attributes:
-    label: the text after the location (and segmentation) tokens.
-    loc: (ymin, xmin, ymax, xmax) loc bins, ints in [0, 1023].
-    seg: the 16 segmentation codes (ints in [0, 127]) or None for a detection.
-  """
-  label: str
-  loc: tuple
-  seg: tuple = None
-
-  def box(self, height, width):
-    """(ymin, xmin, ymax, xmax) as float pixel coordinates of a height x width image."""
-    ymin, xmin, ymax, xmax = (v / (NUM_LOC - 1) for v in self.loc)
-    return (ymin * height, xmin * width, ymax * height, xmax * width)
-
-
-@dataclasses.dataclass
-class Invalid:
-  """An object that could not be parsed: its text and why."""
-  text: str
-  reason: str
-
-
-def parse_objects(text):
-  """Parses `;`-separated loc/seg objects.
-
-  Args:
-    text: the decoded answer, e.g. "<loc0100><loc0200><loc0800><loc0900> cat ; ...".
-
-  Returns:
-    (objects, invalid): list of `Object`, list of `Invalid`. Empty chunks (a trailing
-    `;`, an empty answer) are neither.
-  """
-  objects, invalid = [], []
-  for chunk in text.split(";"):
-    if not chunk.strip():
-      continue
-    m = _OBJ_RE.match(chunk)
-    if not m:
-      invalid.append(Invalid(chunk.strip(), "does not start with 4 <locXXXX> tokens"))
-      continue
-    loc = tuple(int(v) for v in _NUM_RE.findall(m.group(1)))
-    seg = tuple(int(v) for v in _NUM_RE.findall(m.group(2))) or None
-    label = m.group(3)
-    reason = None
-    if any(v >= NUM_LOC for v in loc):
-      reason = f"loc value out of range [0, {NUM_LOC - 1}]: {loc}"
-    elif loc[0] > loc[2] or loc[1] > loc[3]:
-      reason = f"box with min > max: {loc}"
-    elif seg is not None and len(seg) != NUM_SEG_TOKENS:
-      reason = f"{len(seg)} <segXXX> tokens, expected {NUM_SEG_TOKENS}"
-    elif seg is not None and any(v >= NUM_SEG for v in seg):
-      reason = f"seg value out of range [0, {NUM_SEG - 1}]: {seg}"
-    elif "<" in label or ">" in label:
-      reason = f"stray special tokens in the label {label!r}"
-    if reason:
-      invalid.append(Invalid(chunk.strip(), reason))
-    else:
-      objects.append(Object(label, loc, seg))
-  return objects, invalid
+def _pixels(box, height, width):
+  ymin, xmin, ymax, xmax = (float(v) for v in box)
+  return (ymin * height, xmin * width, ymax * height, xmax * width)
 
 
 def detections(text, height, width):
@@ -100,10 +32,10 @@ def detections(text, height, width):
 
   Returns:
     (dets, invalid): dets is a list of (label, ymin, xmin, ymax, xmax) with float pixel
-    coordinates; invalid a list of `Invalid`.
+    coordinates; invalid a list of (text, reason).
   """
-  objects, invalid = parse_objects(text)
-  return [(o.label, *o.box(height, width)) for o in objects], invalid
+  objects, invalid = tokenizer.parse_detections(text)
+  return [(o.label, *_pixels(o.box, height, width)) for o in objects], invalid
 
 
 def paste_mask(logits, box, height, width):
@@ -140,25 +72,51 @@ def segmentations(text, height, width, vqvae_params):
 
   Returns:
     (segs, invalid): segs is a list of dicts with `label`, `box` (ymin, xmin, ymax, xmax
-    pixels) and `mask` bool[height, width]; objects without seg tokens are listed in
-    `invalid` (a segmentation answer needs them).
+    pixels) and `mask` bool[height, width]; invalid a list of (text, reason) (objects
+    without 16 seg tokens are invalid here).
   """
-  objects, invalid = parse_objects(text)
-  with_seg = []
-  for o in objects:
-    if o.seg is None:
-      invalid.append(Invalid(f"{''.join(f'<loc{v:04d}>' for v in o.loc)} {o.label}",
-                             "no <segXXX> tokens"))
-    else:
-      with_seg.append(o)
-  if not with_seg:
+  objects, invalid = tokenizer.parse_segmentations(text)
+  if not objects:
     return [], invalid
-  logits = np.asarray(vqvae.decode_codes(vqvae_params, np.array([o.seg for o in with_seg])))
+  logits = np.asarray(vqvae.decode_codes(vqvae_params, np.stack([o.codes for o in objects])))
   segs = []
-  for o, lg in zip(with_seg, logits):
-    box = o.box(height, width)
+  for o, lg in zip(objects, logits):
+    box = _pixels(o.box, height, width)
     segs.append({"label": o.label, "box": box, "mask": paste_mask(lg, box, height, width)})
   return segs, invalid
+
+
+def to_json(text, height, width, vqvae_params=None):
+  """A JSON-ready summary of an answer: text, detections or segmentations, invalid parts.
+
+  Answers with `<segXXX>` tokens are parsed as segmentations (masks as COCO RLE when
+  `vqvae_params` is given, else the 16 codes), others with `<locXXXX>` tokens as
+  detections; plain text (captions, answers) has no objects.
+
+  Returns:
+    dict(answer, objects=[{label, box: [ymin, xmin, ymax, xmax] pixels, (mask|codes)}],
+    invalid=[{text, reason}]).
+  """
+  objects, invalid = [], []
+  if "<loc" not in text:
+    pass
+  elif "<seg" in text and vqvae_params is not None:
+    segs, invalid = segmentations(text, height, width, vqvae_params)
+    for o in segs:
+      objects.append({"label": o["label"], "box": [round(v, 2) for v in o["box"]],
+                      "mask": mask_to_rle(o["mask"])})
+  elif "<seg" in text:
+    parsed, invalid = tokenizer.parse_segmentations(text)
+    for o in parsed:
+      objects.append({"label": o.label, "box": [round(v, 2) for v in
+                                                _pixels(o.box, height, width)],
+                      "codes": [int(c) for c in o.codes]})
+  else:
+    dets, invalid = detections(text, height, width)
+    for label, *box in dets:
+      objects.append({"label": label, "box": [round(v, 2) for v in box]})
+  return {"answer": text, "objects": objects,
+          "invalid": [{"text": t, "reason": r} for t, r in invalid]}
 
 
 def mask_to_rle(mask):
