@@ -82,6 +82,14 @@ def _linear(name_bv, name_hf):  # torch [out, in] <-> flax [in, out]
   return Rule(name_bv, (name_hf,), lambda w: w.T, lambda x: (x.T,))
 
 
+def _stack(*xs):
+  """np.stack into a C-ordered array (np.stack of transposed views is not)."""
+  out = np.empty((len(xs), *xs[0].shape), xs[0].dtype)
+  for i, x in enumerate(xs):
+    out[i] = x
+  return out
+
+
 def _heads_in(n, h):
   """[n*h, D] (torch) <-> [n, D, h] (Gemma einsum)."""
   return (lambda w: w.reshape(n, h, -1).transpose(0, 2, 1),
@@ -126,18 +134,18 @@ def llm_layer_rules(spec: Spec) -> list[Rule]:
   qkv = tuple(f"self_attn.{x}_proj.weight" for x in "qkv")
   if n == k:
     rules.append(Rule("attn/qkv_einsum/w", qkv,
-                      lambda q, k_, v: np.stack([q_bv(q), q_bv(k_), q_bv(v)]),
+                      lambda q, k_, v: _stack(q_bv(q), q_bv(k_), q_bv(v)),
                       lambda x: (q_hf(x[0]), q_hf(x[1]), q_hf(x[2]))))
   else:
     rules.append(Rule("attn/q_einsum/w", qkv[:1], q_bv, lambda x: (q_hf(x),)))
     rules.append(Rule("attn/kv_einsum/w", qkv[1:],
-                      lambda k_, v: np.stack([kv_bv(k_), kv_bv(v)]),
+                      lambda k_, v: _stack(kv_bv(k_), kv_bv(v)),
                       lambda x: (kv_hf(x[0]), kv_hf(x[1]))))
   rules.append(Rule("attn/attn_vec_einsum/w", ("self_attn.o_proj.weight",),
                     lambda w: w.T.reshape(n, h, -1),
                     lambda x: (x.reshape(n * h, -1).T,)))
   rules.append(Rule("mlp/gating_einsum", ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
-                    lambda g, u: np.stack([g.T, u.T]), lambda x: (x[0].T, x[1].T)))
+                    lambda g, u: _stack(g.T, u.T), lambda x: (x[0].T, x[1].T)))
   rules.append(_linear("mlp/linear", "mlp.down_proj.weight"))
   return rules
 
@@ -192,7 +200,7 @@ def hf_to_bv(src_dir: str, dst: str, *, dtype: str | None = None, scan: bool = T
 
   Args:
     src_dir: directory with `config.json` and `*.safetensors` (sharded or not).
-    dst: output `.npz` path (written atomically).
+    dst: output `.npz` path (written atomically; keys `params/img/...`, `params/llm/...`).
     dtype: output dtype ("float32", "bfloat16", "float16"); None keeps the source's.
     scan: stack layers (layer axis first), as in the released checkpoints.
 
@@ -207,10 +215,10 @@ def hf_to_bv(src_dir: str, dst: str, *, dtype: str | None = None, scan: bool = T
   src = hf_io.SafetensorsDir(src_dir)
   found = {}  # canonical name -> name in the file
   for key in src.keys():
+    if _BUFFERS.search(key):
+      continue
     canon = canonical_name(key)
     if canon is None:
-      if _BUFFERS.search(key):
-        continue
       raise KeyError(f"Unknown tensor '{key}' in {src.file_of(key)}: not a PaliGemma "
                      f"parameter (known prefixes: {[a for a, _ in _ALIASES]}).")
     if canon in found:
@@ -242,12 +250,12 @@ def hf_to_bv(src_dir: str, dst: str, *, dtype: str | None = None, scan: bool = T
                        f"'{rule.bv}' for {spec}: {e}") from None
     return out if dtype is None else hf_io.cast(out, dtype)
 
-  with hf_io.NpzWriter(dst) as out:
+  with hf_io.NpzWriter(dst) as out:  # Keys prefixed `params/` as in the released npz.
     for bv_key, rule, groups, stacked in steps:
       if stacked:
-        out.write_layers(bv_key, len(groups), (convert(rule, g) for g in groups))
+        out.write_layers("params/" + bv_key, len(groups), (convert(rule, g) for g in groups))
       else:
-        out.write(bv_key, convert(rule, groups[0]))
+        out.write("params/" + bv_key, convert(rule, groups[0]))
   return cfg
 
 
@@ -308,6 +316,7 @@ def bv_to_hf(src: str, dst_dir: str, *, dtype: str | None = None,
         for names, x in zip(groups, slices):
           for name, y in zip(names, rule.to_hf(x)):
             yield name, y if dtype is None else hf_io.cast(y, dtype)
+          del x, y  # Free this layer before the next one is read.
 
     os.makedirs(dst_dir, exist_ok=True)
     hf_io.write_safetensors(dst_dir, entries, arrays(), max_shard_bytes)

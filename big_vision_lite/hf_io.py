@@ -147,18 +147,25 @@ def write_safetensors(dst_dir: str, entries, arrays, max_shard_bytes: int) -> li
 
 
 class NpzReader:
-  """Reads a big_vision npz member by member; an optional `params/` prefix is dropped."""
+  """Reads a big_vision npz member by member; an optional `params/` prefix is dropped.
+
+  Uncompressed members (np.savez, big_vision) are memory-mapped; compressed ones
+  are streamed from the zip.
+  """
 
   def __init__(self, path: str):
     self.path = path
     self._zf = zipfile.ZipFile(path)
-    self._members, self._headers = {}, {}
-    for member in self._zf.namelist():
-      key = member[:-4] if member.endswith(".npy") else member
+    self._members, self._headers, self._offsets = {}, {}, {}
+    for info in self._zf.infolist():
+      name = info.filename
+      key = name[:-4] if name.endswith(".npy") else name
       key = key[len("params/"):] if key.startswith("params/") else key
-      self._members[key] = member
-      with self._zf.open(member) as f:
-        self._headers[key] = _npy_header(f, f"{path}:{member}")
+      self._members[key] = name
+      with self._zf.open(info) as f:
+        self._headers[key] = _npy_header(f, f"{path}:{name}")
+        if info.compress_type == zipfile.ZIP_STORED:
+          self._offsets[key] = _data_start(self._zf.fp, info) + f.tell()
 
   def shapes(self) -> dict[str, tuple]:
     return {k: h[0] for k, h in self._headers.items()}
@@ -167,7 +174,12 @@ class NpzReader:
     return self._headers[key][1]
 
   def array(self, key: str) -> np.ndarray:
+    """The whole array (a read-only memory map when the member is uncompressed)."""
     shape, dtype = self._headers[key]
+    if key in self._offsets:
+      if not int(np.prod(shape)):
+        return np.zeros(shape, dtype)
+      return np.memmap(self.path, dtype, "r", offset=self._offsets[key], shape=shape)
     with self._zf.open(self._members[key]) as f:
       _npy_header(f, key)
       return np.frombuffer(f.read(), dtype).reshape(shape)
@@ -175,6 +187,9 @@ class NpzReader:
   def iter_layers(self, key: str):
     """Yields `x[i]` for each index of the leading axis, reading one at a time."""
     shape, dtype = self._headers[key]
+    if key in self._offsets:
+      yield from self.array(key)
+      return
     nbytes = dtype.itemsize * int(np.prod(shape[1:]))
     with self._zf.open(self._members[key]) as f:
       _npy_header(f, key)
@@ -186,6 +201,16 @@ class NpzReader:
 
   def __exit__(self, *unused):
     self._zf.close()
+
+
+def _data_start(fp, info):
+  """Byte offset in the zip file where the member's (stored) data begins."""
+  fp.seek(info.header_offset)
+  local = fp.read(30)  # Local file header; name and extra field lengths at 26..30.
+  if local[:4] != b"PK\x03\x04":
+    raise ValueError(f"Corrupt zip: no local header for {info.filename}.")
+  name_len, extra_len = struct.unpack("<HH", local[26:30])
+  return info.header_offset + 30 + name_len + extra_len
 
 
 def _npy_header(f, where):
@@ -213,21 +238,23 @@ class NpzWriter:
     self.write_layers(key, 1, iter([x]), stacked=False)
 
   def write_layers(self, key: str, num: int, layers, stacked: bool = True):
-    """Writes `np.stack(layers)` (num of them) without materializing the stack."""
-    first = next(layers)
-    shape = ((num,) if stacked else ()) + first.shape
-    dtype = _BF16_VOID if first.dtype == ml_dtypes.bfloat16 else first.dtype
-    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
-              "shape": shape}
+    """Writes `np.stack(layers)` (num of them) holding one layer at a time."""
+    x = next(layers)
+    shape, dtype = x.shape, x.dtype
+    disk_dtype = _BF16_VOID if dtype == ml_dtypes.bfloat16 else dtype
+    header = {"descr": np.lib.format.dtype_to_descr(disk_dtype), "fortran_order": False,
+              "shape": ((num,) if stacked else ()) + shape}
+    count = 0
     with self._zf.open(key + ".npy", "w", force_zip64=True) as f:
       np.lib.format.write_array_header_1_0(f, header)
-      count = 0
-      for x in [first] if not stacked else _chain(first, layers):
-        if x.shape != first.shape or x.dtype != first.dtype:
+      while x is not None:
+        if x.shape != shape or x.dtype != dtype:
           raise ValueError(f"'{key}': layer {count} is {x.dtype}{x.shape}, layer 0 is "
-                           f"{first.dtype}{first.shape}; all layers must match.")
+                           f"{dtype}{shape}; all layers must match.")
         f.write(np.ascontiguousarray(x).reshape(-1).view(np.uint8).data)
         count += 1
+        x = None  # Drop this layer before the next one is made.
+        x = next(layers, None) if stacked else None
     assert count == (num if stacked else 1), (key, count, num)
 
   def __enter__(self):
@@ -240,7 +267,3 @@ class NpzWriter:
     else:
       os.remove(self._tmp)
 
-
-def _chain(first, rest):
-  yield first
-  yield from rest

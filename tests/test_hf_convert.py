@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import tracemalloc
 
 import jax
 import ml_dtypes
@@ -81,8 +82,10 @@ def canonical_state(directory):
 
 
 def npz_arrays(path):
+  """{key without the `params/` prefix: array} (bfloat16 stays 2-byte void)."""
   with np.load(path, allow_pickle=False) as z:
-    return {k: z[k] for k in z.files}
+    assert all(k.startswith("params/") for k in z.files), z.files
+    return {k[len("params/"):]: z[k] for k in z.files}
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -241,6 +244,11 @@ def test_npz_errors(hf_dirs, tmp_path):
   np.savez(tmp_path / "extra.npz", **arrays, **{"llm/lm_head": np.zeros(3)})
   with pytest.raises(KeyError, match=r"Unknown array 'llm/lm_head' in .*extra\.npz"):
     hf_convert.bv_to_hf(str(tmp_path / "extra.npz"), str(tmp_path / "o"))
+  np.savez_compressed(tmp_path / "zipped.npz", **arrays)  # Streamed, not memory-mapped.
+  hf_convert.bv_to_hf(str(tmp_path / "zipped.npz"), str(tmp_path / "z"), config_overrides=cfg)
+  assert canonical_state(str(tmp_path / "z")).keys() == canonical_state(src).keys()
+  for k, v in canonical_state(src).items():
+    np.testing.assert_array_equal(canonical_state(str(tmp_path / "z"))[k], v, err_msg=k)
   with pytest.raises(ValueError, match=r"Gemma 2 of width 64.*query_pre_attn_scalar"):
     hf_convert.bv_to_hf(str(tmp_path / "a.npz"), str(tmp_path / "o"))
   bad = dict(cfg, text_config=dict(cfg["text_config"], intermediate_size=99))
@@ -282,3 +290,54 @@ def test_logits_match_transformers(hf_dirs, tmp_path, name):
       with torch.no_grad():
         changed = other(input_ids=ids, pixel_values=pixels, token_type_ids=token_types).logits
       assert np.abs(changed.numpy()[:, -text.shape[1]:] - ref).max() > 1e-2, off
+
+
+def test_hub_and_native_key_layouts_convert_alike(hf_dirs, tmp_path):
+  """Hub files (`vision_tower.vision_model.`, `language_model.model.`) and the layout of
+  transformers' modules (`model.vision_tower.`, `lm_head` included) give the same npz."""
+  _, src = hf_dirs["gemma_mqa"]
+  with open(os.path.join(src, "config.json")) as f:
+    config = json.load(f)
+  tensors = {hf_convert.canonical_name(k): v
+             for k, v in load_file(os.path.join(src, "model.safetensors")).items()}
+  native = {k.replace("vision_tower.vision_model.", "model.vision_tower.")
+            .replace("language_model.model.", "model.language_model.")
+            .replace("multi_modal_projector.", "model.multi_modal_projector."): v
+            for k, v in tensors.items()}
+  native["lm_head.weight"] = tensors["language_model.model.embed_tokens.weight"].clone()
+  native["model.language_model.rotary_emb.inv_freq"] = torch.ones(8)  # A buffer: skipped.
+  results = []
+  for layout, state in (("hub", tensors), ("native", native)):
+    _write_safetensors(str(tmp_path / layout), state, config)
+    hf_convert.hf_to_bv(str(tmp_path / layout), str(tmp_path / f"{layout}.npz"))
+    results.append(npz_arrays(str(tmp_path / f"{layout}.npz")))
+  assert set(results[0]) == set(results[1])
+  for k in results[0]:
+    np.testing.assert_array_equal(results[0][k], results[1][k], err_msg=k)
+
+
+def test_conversion_streams_tensor_by_tensor(tmp_path):
+  """Peak numpy/Python memory stays far below the checkpoint size in both directions."""
+  vc = transformers.SiglipVisionConfig(hidden_size=32, intermediate_size=64,
+                                       num_hidden_layers=1, num_attention_heads=2,
+                                       image_size=28, patch_size=14, vision_use_head=False)
+  tc = transformers.GemmaConfig(vocab_size=1024, hidden_size=256, intermediate_size=2048,
+                                num_hidden_layers=6, num_attention_heads=4,
+                                num_key_value_heads=1, head_dim=64)
+  cfg = transformers.PaliGemmaConfig(vision_config=vc, text_config=tc, image_token_index=0,
+                                     vocab_size=1024, projection_dim=256, hidden_size=256)
+  transformers.PaliGemmaForConditionalGeneration(cfg).save_pretrained(str(tmp_path / "hf"))
+  total = os.path.getsize(tmp_path / "hf" / "model.safetensors")  # About 40 MB.
+  tracemalloc.start()
+  try:
+    hf_convert.hf_to_bv(str(tmp_path / "hf"), str(tmp_path / "a.npz"))
+    _, peak_to_npz = tracemalloc.get_traced_memory()
+    tracemalloc.reset_peak()
+    hf_convert.bv_to_hf(str(tmp_path / "a.npz"), str(tmp_path / "hf2"))
+    _, peak_to_hf = tracemalloc.get_traced_memory()
+  finally:
+    tracemalloc.stop()
+  print(f"checkpoint {total / 2**20:.1f} MiB; peak to npz {peak_to_npz / 2**20:.1f} MiB, "
+        f"to HF {peak_to_hf / 2**20:.1f} MiB")
+  # One layer of the largest tensor (gating_einsum, 4 MiB) bounds the working set.
+  assert peak_to_npz < 1.5 * 4 * 2**20 and peak_to_hf < 1.5 * 4 * 2**20
