@@ -24,7 +24,9 @@ Resume: `get_state()` returns tf.data's own serialized iterator state (shuffle b
 and positions included) plus the counters, as numpy arrays; `set_state` on a freshly
 built pipeline with the same config continues with exactly the batches that would have
 come next (random pp ops must draw from `_seed`: TensorFlow's stateful random ops inside
-`map` are not part of the iterator state).
+`map` are not part of the iterator state). The state holds tf.data's buffers: JSONL
+sources shuffle int64 row indices (small), TFDS sources shuffle encoded examples, so
+their state grows with shuffle_buffer_size.
 """
 import math
 import re

@@ -262,6 +262,10 @@ class DataSource:
     """Returns an infinite stream: each epoch a new seeded permutation of the rows."""
     del shuffle_buffer_size  # The index permutation is an exact full shuffle.
     begin, end = self.shard_range(process_index, process_count)
+    if end == begin:
+      raise ValueError(f"JSONL source {self.fname}: process {process_index} of "
+                       f"{process_count} gets no rows of {self.total_examples}; use more "
+                       "rows than processes.")
     ds = tf.data.Dataset.range(begin, end)
     ds = ds.shuffle(end - begin, seed=seed, reshuffle_each_iteration=True).repeat()
     return ds.map(self._example, num_parallel_calls=tf.data.AUTOTUNE)

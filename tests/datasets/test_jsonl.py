@@ -103,3 +103,9 @@ def test_training_stream_is_seeded_permutation_per_epoch(jsonl_file):
   a = take(1)
   assert sorted(a[:10]) == sorted(a[10:]) == list(range(10)) and a[:10] != a[10:]
   assert a == take(1) and a != take(2)
+
+
+def test_process_without_rows_rejected(jsonl_file):
+  src = datasets.get("jsonl", fname=jsonl_file, stop=1)
+  with pytest.raises(ValueError, match=r"process 0 of 2 gets no rows of 1"):
+    src.get_training_tfdata(0, 0, process_index=0, process_count=2)
