@@ -42,16 +42,19 @@ def make_loss_fn(model, *, label_smoothing=0.0, lora_cfg=None, rules=()):
   """Returns `loss(trainable, base, batch, rng) -> (loss, per_example)`.
 
   `batch`: image f32[B, H, W, 3], text int32[B, L], mask_ar int32[B, L],
-  mask_loss int32[B, L]. The model sees text[:, :-1] and predicts text[:, 1:].
+  mask_loss int32[B, L], optional mask_input int32[B, L]. The model sees text[:, :-1] and predicts text[:, 1:].
   """
   def loss(trainable, base, batch, rng):
     params = trainable
     if lora_cfg:
       params = lora_lib.merge(base, trainable, rng=jax.random.fold_in(rng, 1),
                               **lora_cfg)
+    kw = {}
+    if "mask_input" in batch:
+      kw["input_mask"] = batch["mask_input"][:, :-1]
     with nn.logical_axis_rules(list(rules or ())):
       logits, _ = model.apply({"params": params}, batch["image"],
-                              batch["text"][:, :-1], batch["mask_ar"][:, :-1],
+                              batch["text"][:, :-1], batch["mask_ar"][:, :-1], **kw,
                               train=True, rngs={"dropout": jax.random.fold_in(rng, 0)})
     return suffix_xent(logits, batch["text"][:, 1:], batch["mask_loss"][:, 1:],
                        label_smoothing)

@@ -1,0 +1,86 @@
+"""Training metrics: `metrics.jsonl`, TensorBoard events and a console progress line.
+
+Only process 0 writes. One JSON object per logged step, e.g.
+`{"step": 10, "loss": 2.3, "lr": 0.001, "grad_norm": ..., "examples_seen/shapes": 320,
+"steps_per_sec": 3.1, "examples_per_sec": 99.2, "eta_sec": 42.0}`.
+"""
+import json
+import os
+import time
+
+
+class MetricsWriter:
+  """Appends metrics to `workdir/metrics.jsonl` and TensorBoard files in `workdir/tb`.
+
+  Args:
+    workdir: the run folder. total_steps: for the ETA. batch_size: global batch size.
+    enabled: False on hosts other than 0 (they write nothing).
+    write_note: function(str) for the console line.
+  """
+
+  def __init__(self, workdir, *, total_steps, batch_size, enabled=True,
+               write_note=print):
+    self.total_steps = total_steps
+    self.batch_size = batch_size
+    self.enabled = enabled
+    self.write_note = write_note
+    self._last = None  # (time, step) of the previous log line.
+    self._tb = None
+    self._path = os.path.join(workdir, "metrics.jsonl")
+    if enabled:
+      import tensorflow as tf  # pylint: disable=import-outside-toplevel
+      self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tb"))
+
+  def start(self, step):
+    """Marks the clock (call right before the first timed step)."""
+    self._last = (time.monotonic(), step)
+
+  def write(self, step, metrics, *, prefix="train"):
+    """Logs `metrics` (dict of floats) at `step`; adds speeds and ETA for training."""
+    out = {"step": int(step)}
+    out.update({k: float(v) for k, v in metrics.items()})
+    if prefix == "train" and self._last is not None:
+      now = time.monotonic()
+      dt, ds = now - self._last[0], step - self._last[1]
+      if ds > 0 and dt > 0:
+        out["steps_per_sec"] = ds / dt
+        out["examples_per_sec"] = ds * self.batch_size / dt
+        out["eta_sec"] = (self.total_steps - step) * dt / ds
+      self._last = (now, step)
+    if not self.enabled:
+      return out
+    with open(self._path, "a") as f:
+      f.write(json.dumps(out) + "\n")
+    self._write_tb(step, out, prefix)
+    self.write_note(self._line(out, prefix))
+    return out
+
+  def _write_tb(self, step, out, prefix):
+    """Scalar summaries through tf.summary.write (no `tensorboard` package needed)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from tensorflow.core.framework import summary_pb2  # pylint: disable=import-outside-toplevel
+    meta = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+    with self._tb.as_default():
+      for k, v in out.items():
+        if k != "step":
+          tag = k if prefix == "train" else f"{prefix}/{k}"
+          tf.summary.write(tag, tf.constant(v, tf.float32), step=step, metadata=meta)
+    self._tb.flush()
+
+  def _line(self, out, prefix):
+    if prefix != "train":
+      items = ", ".join(f"{k}={v:.4g}" for k, v in out.items() if k != "step")
+      return f"[{prefix}] step {out['step']}: {items}"
+    line = (f"step {out['step']}/{self.total_steps} loss {out.get('loss', float('nan')):.4f}"
+            f" lr {out.get('lr', 0.0):.3g} |g| {out.get('grad_norm', 0.0):.3g}")
+    if "steps_per_sec" in out:
+      eta = int(out["eta_sec"])
+      line += (f" {out['steps_per_sec']:.2f} steps/s {out['examples_per_sec']:.1f} ex/s"
+               f" ETA {eta // 60}m{eta % 60:02d}s")
+    return line
+
+  def close(self):
+    if self._tb is not None:
+      self._tb.flush()
+      self._tb.close()

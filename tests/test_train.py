@@ -1,0 +1,181 @@
+"""End-to-end tests of `train(config, workdir)` on the tiny config (real data + model)."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from big_vision_lite import checkpoint
+from big_vision_lite import sharding
+from big_vision_lite import train
+from big_vision_lite import train_setup
+from configs import tiny
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+GOLDEN_PLAN = {
+    'img/Transformer/encoder_norm/bias': "P('data',)",
+    'img/Transformer/encoder_norm/scale': "P('data',)",
+    'img/Transformer/encoderblock/LayerNorm_0/bias': "P(None, 'data')",
+    'img/Transformer/encoderblock/LayerNorm_0/scale': "P(None, 'data')",
+    'img/Transformer/encoderblock/LayerNorm_1/bias': "P(None, 'data')",
+    'img/Transformer/encoderblock/LayerNorm_1/scale': "P(None, 'data')",
+    'img/Transformer/encoderblock/MlpBlock_0/Dense_0/bias': "P(None, 'data')",
+    'img/Transformer/encoderblock/MlpBlock_0/Dense_0/kernel': "P(None, None, 'data')",
+    'img/Transformer/encoderblock/MlpBlock_0/Dense_1/bias': "P(None, 'data')",
+    'img/Transformer/encoderblock/MlpBlock_0/Dense_1/kernel': "P(None, 'data', None)",
+    'img/Transformer/encoderblock/MultiHeadDotProductAttention_0/key/bias': "P(None, None, 'data')",
+    'img/Transformer/encoderblock/MultiHeadDotProductAttention_0/key/kernel': "P(None, 'data', None, None)",
+    'img/Transformer/encoderblock/MultiHeadDotProductAttention_0/out/bias': "P(None, 'data')",
+    'img/Transformer/encoderblock/MultiHeadDotProductAttention_0/out/kernel': "P(None, None, None, 'data')",
+    'img/Transformer/encoderblock/MultiHeadDotProductAttention_0/query/bias': "P(None, None, 'data')",
+    'img/Transformer/encoderblock/MultiHeadDotProductAttention_0/query/kernel': "P(None, 'data', None, None)",
+    'img/Transformer/encoderblock/MultiHeadDotProductAttention_0/value/bias': "P(None, None, 'data')",
+    'img/Transformer/encoderblock/MultiHeadDotProductAttention_0/value/kernel': "P(None, 'data', None, None)",
+    'img/embedding/bias': "P('data',)",
+    'img/embedding/kernel': "P(None, None, None, 'data')",
+    'img/head/bias': "P('data',)",
+    'img/head/kernel': "P(None, 'data')",
+    'img/pos_embedding': "P(None, None, 'data')",
+    'llm/embedder/input_embedding': "P(None, 'data')",
+    'llm/final_norm/scale': "P('data',)",
+    'llm/layers/attn/attn_vec_einsum/w': "P(None, None, None, 'data')",
+    'llm/layers/attn/kv_einsum/w': "P(None, None, None, 'data', None)",
+    'llm/layers/attn/q_einsum/w': "P(None, None, 'data', None)",
+    'llm/layers/mlp/gating_einsum': "P(None, None, None, 'data')",
+    'llm/layers/mlp/linear': "P(None, 'data', None)",
+    'llm/layers/pre_attention_norm/scale': "P(None, 'data')",
+    'llm/layers/pre_ffw_norm/scale': "P(None, 'data')",
+}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("data") / "shapes")
+
+
+def _config(data_dir, arg="", **overrides):
+  c = tiny.get_config(f"data_dir={data_dir}" + (f",{arg}" if arg else ""))
+  c.update(overrides)
+  return c
+
+
+def _lines(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(l) for l in f]
+
+
+def _param_shapes(c):
+  model = train_setup.get_model_module("paligemma").Model(**c.model)
+  z = jnp.zeros((1, 23), jnp.int32)
+  return model, jax.eval_shape(
+      lambda r: model.init(r, jnp.zeros((1, 28, 28, 3)), z, z)["params"], jax.random.key(0))
+
+
+def test_golden_sharding_plan(data_dir):
+  c = _config(data_dir)
+  _, shapes = _param_shapes(c)
+  mesh = train.make_mesh(c)
+  plan = sharding.plan_to_strings(sharding.make_plan(shapes, c.sharding_strategy, mesh))
+  assert plan == GOLDEN_PLAN
+
+
+def test_fsdp_per_device_bytes(data_dir):
+  c = _config(data_dir)
+  model, _ = _param_shapes(c)
+  batch = {"image": np.zeros((8, 28, 28, 3), np.float32),
+           "text": np.zeros((8, 24), np.int32), "mask_ar": np.zeros((8, 24), np.int32)}
+  ts = train.init_train_state(c, None, model, train.make_mesh(c), batch, 10,
+                              jax.random.key(0))
+  leaves = jax.tree.leaves(ts["state"])
+  total = sum(x.nbytes for x in leaves)
+  dev0 = sum(s.data.nbytes for x in leaves for s in x.addressable_shards
+             if s.device == jax.devices()[0])
+  assert dev0 < total / 8 * 1.1, (dev0, total)
+
+
+def test_train_resume_is_bit_identical_and_nan_stops(data_dir, tmp_path):
+  c = _config(data_dir, "total_steps=4", ckpt_steps=2)
+  full = train.train(c, str(tmp_path / "full"))
+  assert full["step"] == 4 and not full["stopped"]
+  assert all(np.isfinite(v) for v in full["losses"].values())
+  lines = _lines(str(tmp_path / "full"))
+  assert [l["step"] for l in lines] == [1, 2, 3, 4]
+  for key in ("loss", "lr", "grad_norm", "param_norm", "update_norm",
+              "examples_seen/caption", "examples_per_sec", "eta_sec"):
+    assert key in lines[-1], key
+  assert os.path.exists(tmp_path / "full" / "config.json")
+  assert any(f.startswith("events") for f in os.listdir(tmp_path / "full" / "tb"))
+
+  part = str(tmp_path / "part")
+  first = train.train(c, part, stop=lambda step: step == 1)
+  assert first["stopped"] and first["step"] == 1
+  rest = train.train(c, part)
+  assert rest["step"] == 4 and sorted(rest["losses"]) == [2, 3, 4]
+  for s in (2, 3, 4):
+    assert rest["losses"][s] == full["losses"][s]
+  jax.tree.map(np.testing.assert_array_equal, rest["params"], full["params"])
+
+  bad = _config(data_dir, "total_steps=6", ckpt_steps=2, lr=float("nan"))
+  with pytest.raises(FloatingPointError, match=r"step 5.*\(4, 5\].*step 4"):
+    train.train(bad, part)
+  assert sorted(os.listdir(os.path.join(part, "checkpoints"))) == ["4"]
+
+
+def test_lora_and_export(data_dir, tmp_path):
+  from tools import export_lora  # pylint: disable=import-outside-toplevel
+  c = _config(data_dir, "total_steps=2", lora=dict(
+      rank=2, alpha=4.0, targets="llm/layers/(attn|mlp)/.*", dropout=0.1))
+  out = train.train(c, str(tmp_path / "w"))
+  path, step = export_lora.export(c, str(tmp_path / "w"), str(tmp_path / "merged.npz"))
+  assert step == 2
+  merged = checkpoint.load_params(path)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), b),
+               out["params"], merged)
+  base = dict(c)
+  base.pop("lora")
+  _, shapes = _param_shapes(c)
+  assert jax.tree.map(lambda x: x.shape, merged) == jax.tree.map(lambda x: x.shape, shapes)
+
+
+def test_duration_errors():
+  c = tiny.get_config()
+  c.ckpt_steps, c.ckpt_percent = 1, 0.5
+  with pytest.raises(ValueError, match=r"set exactly one of \['ckpt_steps'"):
+    train_setup.duration(c, "ckpt", total_steps=10, batch_size=8, n_train=None)
+  c.total_epochs = 1
+  with pytest.raises(ValueError, match="set exactly one"):
+    train_setup.total_steps(c, 8, 100)
+  with pytest.raises(ValueError, match="Did you mean 'paligemma'"):
+    train_setup.get_model_module("paligema")
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_run_matches_single_process(data_dir, tmp_path):
+  c = _config(data_dir, "total_steps=2")
+  single = train.train(c, str(tmp_path / "single"))
+  port, env = _free_port(), dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+                                 JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+  cmd = [sys.executable, "-m", "big_vision_lite.train",
+         f"--config={REPO}/configs/tiny.py:data_dir={data_dir},total_steps=2",
+         f"--workdir={tmp_path / 'multi'}", "--distributed",
+         f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
+  procs = [subprocess.Popen(cmd + [f"--process_id={i}"], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+           for i in range(2)]
+  outs = [p.communicate(timeout=600)[0].decode() for p in procs]
+  assert all(p.returncode == 0 for p in procs), outs[0][-3000:] + outs[1][-3000:]
+  multi = _lines(str(tmp_path / "multi"))
+  for line in multi:
+    np.testing.assert_allclose(line["loss"], single["losses"][line["step"]], rtol=1e-5)
