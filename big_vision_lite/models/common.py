@@ -91,6 +91,28 @@ def unstack_layers(stacked, prefix):
           for i in range(depth)}
 
 
+def fit_vocab(emb, rows, seed=0):
+  """Adapts embedding rows to the model's vocab size.
+
+  Checkpoints with 256128 rows carry 128 unused padding rows: they are dropped first.
+  Missing rows are appended as N(0, 0.02) draws from a fixed seed (reproducible).
+
+  Args:
+    emb: float[V_ckpt, D]; rows: V of the model; seed: for the new rows.
+
+  Returns:
+    float[rows, D] in the dtype of `emb`.
+  """
+  emb = np.asarray(emb)
+  if emb.shape[0] == 256_128 and rows != 256_128:
+    emb = emb[:256_000]
+  if emb.shape[0] > rows:
+    raise ValueError(f"Checkpoint has {emb.shape[0]} embedding rows but the model's "
+                     f"vocab_size is {rows}; set vocab_size >= {emb.shape[0]}.")
+  new = np.random.default_rng(seed).normal(size=(rows - emb.shape[0], emb.shape[1])) * 0.02
+  return np.concatenate([emb, new.astype(emb.dtype)]) if len(new) else emb
+
+
 class Unrolled(nn.Module):
   """Per-layer (unscanned) blocks named "0", "1", ...; same interface as the scan."""
   block: type

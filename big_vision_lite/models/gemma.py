@@ -23,7 +23,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from big_vision_lite import checkpoint
 from big_vision_lite.models import common
@@ -233,9 +232,7 @@ class Model(nn.Module):
   @property
   def cfg(self):
     """Architecture dict: the variant's values, overridden by explicit fields."""
-    cfg = dict(_VARIANTS[self.variant]) if self.variant else {}
-    if self.variant and self.variant not in _VARIANTS:
-      get_config(self.variant)  # Raises the error listing variants.
+    cfg = get_config(self.variant).to_dict() if self.variant else {}
     for k in _ARCH_KEYS:
       if getattr(self, k) is not None:
         cfg[k] = getattr(self, k)
@@ -250,10 +247,6 @@ class Model(nn.Module):
       raise ValueError(f"num_heads={cfg['num_heads']} must be a multiple of "
                        f"num_kv_heads={cfg['num_kv_heads']}.")
     return cfg
-
-  @property
-  def embdim(self):
-    return self.cfg["width"]
 
   def setup(self):
     cfg = self.cfg
@@ -370,28 +363,6 @@ class Model(nn.Module):
                             idx=idx + 1)
 
 
-def fit_vocab(emb, rows, seed=0):
-  """Adapts embedding rows to the model's vocab size.
-
-  Checkpoints with 256128 rows carry 128 unused padding rows: they are dropped first.
-  Missing rows are appended as N(0, 0.02) draws from a fixed seed (reproducible).
-
-  Args:
-    emb: float[V_ckpt, D]; rows: V of the model; seed: for the new rows.
-
-  Returns:
-    float[rows, D] in the dtype of `emb`.
-  """
-  emb = np.asarray(emb)
-  if emb.shape[0] == 256_128 and rows != 256_128:
-    emb = emb[:256_000]
-  if emb.shape[0] > rows:
-    raise ValueError(f"Checkpoint has {emb.shape[0]} embedding rows but the model's "
-                     f"vocab_size is {rows}; set vocab_size >= {emb.shape[0]}.")
-  new = np.random.default_rng(seed).normal(size=(rows - emb.shape[0], emb.shape[1])) * 0.02
-  return np.concatenate([emb, new.astype(emb.dtype)]) if len(new) else emb
-
-
 def load(init_params, init_file, model_cfg=None, dont_load=()):
   """Loads Gemma params into `init_params`' layout (scan <-> per-layer, vocab rows).
 
@@ -418,5 +389,5 @@ def load(init_params, init_file, model_cfg=None, dont_load=()):
   emb = params.get("embedder", {}).get("input_embedding")
   if emb is not None and "embedder" in init_params:
     rows = init_params["embedder"]["input_embedding"].shape[0]
-    params["embedder"] = dict(params["embedder"], input_embedding=fit_vocab(emb, rows))
+    params["embedder"] = dict(params["embedder"], input_embedding=common.fit_vocab(emb, rows))
   return common.merge_params(params, init_params, dont_load)

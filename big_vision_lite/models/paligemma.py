@@ -67,7 +67,7 @@ class Model(nn.Module):
 
   def setup(self):
     self._llm = import_tower(self.llm_model).Model(**dict(self.llm or {}), name="llm")
-    width = self._llm.embdim
+    width = self._llm.cfg["width"]
     img_cfg = {"pool_type": "none", **dict(self.img or {})}
     if img_cfg.setdefault("num_classes", width) != width:
       raise ValueError(f"img num_classes={img_cfg['num_classes']} must equal the LLM width "

@@ -12,10 +12,14 @@ from big_vision_lite.models import paligemma
 IMG = dict(variant="mu/14", head_zeroinit=False)
 
 
-def _init(llm_variant="gemma_tiny", img=None, t=5):
-  model = paligemma.Model(img=img or IMG, llm=dict(variant=llm_variant))
-  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 3)),
-                      jnp.zeros((1, t), jnp.int32), jnp.zeros((1, t), jnp.int32))["params"]
+def _init(llm_variant="gemma_tiny", img=None, seed=0, **llm):
+  """Model and random params (numpy draws: compiling `init` is slow on a CPU)."""
+  model = paligemma.Model(img=img or IMG, llm=dict(variant=llm_variant, **llm))
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 3)),
+                          jnp.zeros((1, 2), jnp.int32), jnp.zeros((1, 2), jnp.int32))
+  rng = np.random.default_rng(seed)
+  params = jax.tree.map(lambda s: (rng.standard_normal(s.shape) * 0.1).astype(s.dtype),
+                        shapes["params"])
   return model, params
 
 
@@ -39,15 +43,16 @@ def test_shapes_and_embeddings():
   text = jnp.array([[2, 5, 6, 7, 0], [2, 8, 9, 0, 0]], jnp.int32)
   mask_ar = jnp.array([[0, 0, 1, 1, 1], [0, 0, 1, 1, 1]], jnp.int32)
   input_mask = text != 0
-  logits, _ = model.apply({"params": params}, image, text, mask_ar, input_mask)
+  logits, _ = jax.jit(model.apply)({"params": params}, image, text, mask_ar, input_mask)
   assert logits.shape == (2, 5, 300) and logits.dtype == jnp.float32
-  zimg, _ = model.apply({"params": params}, image, method="embed_image")
+  apply = jax.jit(model.apply, static_argnames="method")
+  zimg, _ = apply({"params": params}, image, method="embed_image")
   assert zimg.shape == (2, 4, 64)
-  ztxt = model.apply({"params": params}, text, method="embed_text")
+  ztxt = apply({"params": params}, text, method="embed_text")
   table = params["llm"]["embedder"]["input_embedding"]
   np.testing.assert_allclose(ztxt, table[text] * np.sqrt(64), rtol=1e-6)
-  x, im, ar = model.apply({"params": params}, image, text, input_mask, mask_ar,
-                          method="embed_image_and_text")
+  x, im, ar = apply({"params": params}, image, text, input_mask, mask_ar,
+                    method="embed_image_and_text")
   np.testing.assert_allclose(x[:, :4], zimg, rtol=1e-6)  # Image tokens are not scaled.
   np.testing.assert_allclose(x[:, 4:], ztxt, rtol=1e-6)
   np.testing.assert_array_equal(ar[:, :4], 0)
@@ -78,9 +83,14 @@ def test_param_counts(variant, want):
   assert _count(variant) == want
 
 
-@pytest.mark.parametrize("llm_variant", ["gemma_tiny", "gemma2_tiny"])
-def test_prefill_extend_equals_full_forward(llm_variant):
-  model, params = _init(llm_variant)
+# Gemma 2 (window 4 < 14 tokens; caps small enough that tanh bends) runs scanned,
+# Gemma 1 per layer.
+@pytest.mark.parametrize("llm_variant,llm", [
+    ("gemma_tiny", dict(scan=False)),
+    ("gemma2_tiny", dict(scan=True, attn_logits_softcap=0.5, final_logits_softcap=1.0)),
+])
+def test_prefill_extend_equals_full_forward(llm_variant, llm):
+  model, params = _init(llm_variant, **llm)
   rng = np.random.default_rng(0)
   b, t, steps, p = 3, 6, 4, 4
   lengths = np.array([6, 3, 1])
@@ -111,10 +121,11 @@ def test_prefill_extend_equals_full_forward(llm_variant):
 
 def test_cache_too_small_raises():
   model, params = _init()
+  prefill = functools.partial(model.apply, cache_size=3, method="prefill_cache")
   with pytest.raises(ValueError, match="cache_size=3 is smaller"):
-    model.apply({"params": params}, jnp.zeros((1, 28, 28, 3)), jnp.ones((1, 2), jnp.int32),
-                jnp.ones((1, 2), bool), jnp.zeros((1, 2), jnp.int32), cache_size=3,
-                method="prefill_cache")
+    jax.eval_shape(prefill, {"params": params}, jnp.zeros((1, 28, 28, 3)),
+                   jnp.ones((1, 2), jnp.int32), jnp.ones((1, 2), bool),
+                   jnp.zeros((1, 2), jnp.int32))
 
 
 def test_unknown_tower_suggests():
@@ -126,18 +137,18 @@ def test_unknown_tower_suggests():
 
 def test_load_variants(tmp_path):
   model, params = _init()
-  _, init2 = _init(img=dict(IMG, scan=True))  # Different init and scanned image tower.
+  _, init2 = _init(img=dict(IMG, scan=True), seed=1)  # Different init and scanned image tower.
   path = str(tmp_path / "pg.npz")
   checkpoint.save_params(params, path)
   checkpoint.save_params(params["img"], str(tmp_path / "img.npz"))
   cfg = dict(img=dict(IMG, scan=True), llm=dict(variant="gemma_tiny"))
   image, text = jnp.ones((1, 28, 28, 3)) * 0.5, jnp.array([[2, 3, 4, 5, 6]], jnp.int32)
   ar = jnp.zeros((1, 5), jnp.int32)
-  want, _ = model.apply({"params": params}, image, text, ar)
-  model2 = paligemma.Model(**cfg)
+  want, _ = jax.jit(model.apply)({"params": params}, image, text, ar)
+  apply2 = jax.jit(paligemma.Model(**cfg).apply)
   for init_file in (path, {"img": str(tmp_path / "img.npz"), "llm": f"{path}:llm"}):
     loaded = paligemma.load(init2, init_file, cfg)
-    got, _ = model2.apply({"params": loaded}, image, text, ar)
+    got, _ = apply2({"params": loaded}, image, text, ar)
     np.testing.assert_allclose(got, want, atol=1e-5)
   loaded = paligemma.load(init2, {"img": str(tmp_path / "img.npz")}, cfg,
                           dont_load=["llm/.*"])

@@ -1,0 +1,122 @@
+"""Gemma 1/2: configs, layouts, Gemma 2 features, scan <-> per-layer loading, vocab rows."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from big_vision_lite import checkpoint
+from big_vision_lite.models import common
+from big_vision_lite.models import gemma
+
+
+def _init(seed=0, **kw):
+  """Model and random params (numpy draws: compiling `init` is slow on a CPU)."""
+  model = gemma.Model(**{"variant": "gemma_tiny", **kw})
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))
+  rng = np.random.default_rng(seed)
+  params = jax.tree.map(lambda s: (rng.standard_normal(s.shape) * 0.1).astype(s.dtype),
+                        shapes["params"])
+  return model, params
+
+
+def test_configs():
+  c = gemma.get_config("gemma2_27b")
+  assert (c.width, c.depth, c.num_heads, c.num_kv_heads, c.head_dim) == (4608, 46, 32, 16, 128)
+  assert c.query_pre_attn_scalar == 144  # width / num_heads, not head_dim.
+  assert gemma.get_config("gemma2_9b").query_pre_attn_scalar == 256
+  assert gemma.get_config("gemma2_2b").sliding_window == 4096
+  assert gemma.get_config("gemma_2b").attn_logits_softcap is None
+  with pytest.raises(ValueError, match="Unknown Gemma variant 'gemma3'"):
+    gemma.get_config("gemma3")
+  with pytest.raises(ValueError, match=r"Gemma needs \['width'"):
+    gemma.Model(depth=2).cfg  # pylint: disable=expression-not-assigned
+
+
+@pytest.mark.parametrize("kw,names", [
+    (dict(), {"q_einsum", "kv_einsum", "attn_vec_einsum"}),
+    (dict(num_kv_heads=4), {"qkv_einsum", "attn_vec_einsum"}),
+])
+def test_layouts(kw, names):
+  _, params = _init(scan=True, **kw)
+  layers = params["layers"]
+  assert set(layers["attn"]) == names
+  assert set(layers) == {"attn", "mlp", "pre_attention_norm", "pre_ffw_norm"}
+  assert layers["mlp"]["gating_einsum"].shape == (2, 2, 64, 128)
+  assert layers["mlp"]["linear"].shape == (2, 128, 64)
+  assert layers["attn"]["attn_vec_einsum"]["w"].shape == (2, 4, 16, 64)
+  if "qkv_einsum" in names:
+    assert layers["attn"]["qkv_einsum"]["w"].shape == (2, 3, 4, 64, 16)
+  else:
+    assert layers["attn"]["kv_einsum"]["w"].shape == (2, 2, 1, 64, 16)
+  assert params["embedder"]["input_embedding"].shape == (300, 64)
+
+
+def test_gemma2_features():
+  model, params = _init(variant="gemma2_tiny")
+  assert "post_ffw_norm" in params["layers"]["0"]
+  tokens = jnp.asarray(np.random.default_rng(0).integers(0, 300, (2, 12)), jnp.int32)
+  params = jax.tree.map(lambda x: x * 20, params)  # Large logits, so the caps matter.
+  fwd = jax.jit(lambda p, m: m.apply({"params": p}, tokens)[0], static_argnums=1)
+  logits = fwd(params, model)
+  assert np.abs(logits).max() <= 30.0
+  no_window = gemma.Model(variant="gemma2_tiny", sliding_window=0)
+  no_caps = gemma.Model(variant="gemma2_tiny", final_logits_softcap=0, attn_logits_softcap=0)
+  # Window 4 < 12 tokens: changes late positions only.
+  diff = np.abs(fwd(params, no_window) - logits).max(axis=(0, 2))
+  assert diff[:4].max() < 1e-3 and diff[4:].max() > 1e-1, diff
+  assert np.abs(fwd(params, no_caps)).max() > 30.0
+
+
+def test_dropout_train_mode():
+  model, params = _init(dropout=0.5)
+  tokens = jnp.ones((1, 4), jnp.int32)
+  apply = jax.jit(model.apply, static_argnames="deterministic")
+  a, _ = apply({"params": params}, tokens, deterministic=False,
+               rngs={"dropout": jax.random.PRNGKey(1)})
+  b, _ = apply({"params": params}, tokens)
+  assert a.shape == b.shape and np.abs(a - b).max() > 1e-4
+
+
+@pytest.mark.parametrize("variant", ["gemma_tiny", "gemma2_tiny"])
+def test_scan_and_unscanned_agree_after_load(variant, tmp_path):
+  model, params = _init(variant=variant)
+  model_s, params_s = _init(variant=variant, scan=True, seed=1)
+  tokens = jnp.asarray([[2, 5, 7, 9, 11, 13]], jnp.int32)
+  want, _ = jax.jit(model.apply)({"params": params}, tokens)
+  path = str(tmp_path / "llm.npz")
+  checkpoint.save_params(params, path)
+  to_scan = gemma.load(params_s, path)
+  assert to_scan["layers"]["pre_ffw_norm"]["scale"].shape == (2, 64)
+  got, _ = jax.jit(model_s.apply)({"params": to_scan}, tokens)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  back = gemma.load(params, to_scan)
+  jax.tree.map(np.testing.assert_array_equal, back, params)
+
+
+def test_fit_vocab_trims_padding_and_grows():
+  emb = np.arange(256_128 * 2, dtype=np.float32).reshape(256_128, 2)
+  out = common.fit_vocab(emb, 257_152)
+  assert out.shape == (257_152, 2)
+  np.testing.assert_array_equal(out[:256_000], emb[:256_000])  # Padding rows dropped.
+  assert abs(out[256_000:].std() - 0.02) < 0.002
+  np.testing.assert_array_equal(common.fit_vocab(emb, 257_152), out)  # Fixed seed.
+  assert common.fit_vocab(emb, 256_000).shape == (256_000, 2)
+  assert common.fit_vocab(emb, 256_128) is emb
+  with pytest.raises(ValueError, match="300 embedding rows .* vocab_size is 200"):
+    common.fit_vocab(np.zeros((300, 2)), 200)
+
+
+def test_load_grows_vocab_and_reports_errors():
+  _, params = _init()
+  _, big = _init(vocab_size=310)
+  loaded = gemma.load(big, params)
+  assert loaded["embedder"]["input_embedding"].shape == (310, 64)
+  np.testing.assert_array_equal(loaded["embedder"]["input_embedding"][:300],
+                                params["embedder"]["input_embedding"])
+  bad = dict(params, extra={"w": np.zeros(2)})
+  del bad["final_norm"]
+  with pytest.raises(ValueError, match=r"Missing .*'final_norm/scale'.*Unused .*'extra/w'"):
+    gemma.load(params, bad)
+  _, mha = _init(num_kv_heads=4)
+  with pytest.raises(ValueError, match="Missing .*qkv_einsum"):
+    gemma.load(mha, params)
