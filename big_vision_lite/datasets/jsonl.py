@@ -12,7 +12,7 @@ address them, e.g. `objects/bbox`).
 JSONL file's folder); the stream holds the file's bytes (`tf.string[]`) under that key.
 A path that leaves the base dir is rejected when the source is built.
 
-The whole file is parsed and checked when the source is built, so a bad row fails with
+The whole file is parsed and checked (even outside start/stop) when the source is built, so a bad row fails with
 the file, line and key before any training starts. Rows live in memory as columns; the
 training stream shuffles row indices (a full permutation per epoch), so shuffle buffers
 and iterator checkpoints hold int64 indices, not file bytes.
@@ -134,12 +134,12 @@ class DataSource:
     else:
       self.fopen_dirs = {k: os.path.abspath(base) for k in fopen_keys}
     rows, self._lines = self._read(fname)
+    self._kind = self._infer(rows)  # The whole file: types do not depend on start/stop.
     self._row_ids = list(range(len(rows)))[start:stop]
     if not self._row_ids:
       raise ValueError(f"JSONL source {fname}: no rows in [start={start}, stop={stop}) "
                        f"of a file with {len(rows)} rows; fix start/stop.")
     rows, self._lines = rows[start:stop], self._lines[start:stop]
-    self._kind = self._infer(rows)
     self._columns = self._to_columns(rows)
     self.total_examples = len(rows)
 
