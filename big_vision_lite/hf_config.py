@@ -8,6 +8,8 @@ import dataclasses
 import math
 import re
 
+import transformers
+
 from big_vision_lite.models import gemma
 from big_vision_lite.models import vit
 
@@ -32,26 +34,30 @@ class Spec:
   gemma2: bool
 
 
+def resolve(cfg: dict) -> dict:
+  """A PaliGemma config.json dict as transformers reads it, with every field filled.
 
-def spec_from_hf_config(cfg: dict) -> Spec:
-  """Reads the layout sizes of a PaliGemma `config.json` dict."""
+  Hub configs omit fields that then take the config classes' defaults (PaliGemma 2
+  has no text_config.head_dim: it is 256, not hidden_size / num_heads = 288), so
+  sizes are read only after transformers has filled them in.
+  """
   if cfg.get("model_type") != "paligemma":
     raise ValueError(f"config.json has model_type={cfg.get('model_type')!r}; only "
                      "'paligemma' (PaliGemma 1 and 2) checkpoints are supported.")
-  vc, tc = cfg.get("vision_config", {}), cfg.get("text_config", {})
-  kind = tc.get("model_type", "gemma")
+  kind = cfg.get("text_config", {}).get("model_type", "gemma")
   if kind not in ("gemma", "gemma2"):
     raise ValueError(f"text_config.model_type={kind!r}; supported: 'gemma', 'gemma2'.")
-  try:
-    heads = tc["num_attention_heads"]
-    return Spec(vit_depth=vc["num_hidden_layers"], vit_heads=vc["num_attention_heads"],
-                llm_depth=tc["num_hidden_layers"], llm_heads=heads,
-                llm_kv_heads=tc.get("num_key_value_heads", heads),
-                head_dim=tc.get("head_dim") or tc["hidden_size"] // heads,
-                gemma2=kind == "gemma2")
-  except KeyError as e:
-    raise ValueError(f"config.json lacks {e}; write the full vision_config and "
-                     "text_config (as `save_pretrained` does).") from None
+  return transformers.PaliGemmaConfig.from_dict(cfg).to_dict()
+
+
+def spec_from_hf_config(cfg: dict) -> Spec:
+  """Reads the layout sizes of a PaliGemma `config.json` dict."""
+  cfg = resolve(cfg)
+  vc, tc = cfg["vision_config"], cfg["text_config"]
+  return Spec(vit_depth=vc["num_hidden_layers"], vit_heads=vc["num_attention_heads"],
+              llm_depth=tc["num_hidden_layers"], llm_heads=tc["num_attention_heads"],
+              llm_kv_heads=tc["num_key_value_heads"], head_dim=tc["head_dim"],
+              gemma2=tc["model_type"] == "gemma2")
 
 
 def spec_from_bv_shapes(shapes: dict[str, tuple]) -> Spec:
@@ -156,9 +162,10 @@ def hf_config(shapes: dict[str, tuple], overrides: dict | None = None, *,
 
 def model_config(cfg: dict, scan: bool = True) -> dict:
   """`paligemma.Model` arguments (img=..., llm=...) for an HF PaliGemma config dict."""
+  cfg = resolve(cfg)
   spec = spec_from_hf_config(cfg)
   vc, tc = cfg["vision_config"], cfg["text_config"]
-  patch = vc.get("patch_size", 14)
+  patch = vc["patch_size"]
   img = dict(width=vc["hidden_size"], depth=spec.vit_depth, mlp_dim=vc["intermediate_size"],
              num_heads=spec.vit_heads, patch_size=(patch, patch))
   for name in _VIT_NAMES:
@@ -168,21 +175,44 @@ def model_config(cfg: dict, scan: bool = True) -> dict:
   img.update(pool_type="none", scan=scan)
   llm = dict(width=tc["hidden_size"], depth=spec.llm_depth, mlp_dim=tc["intermediate_size"],
              num_heads=spec.llm_heads, num_kv_heads=spec.llm_kv_heads,
-             head_dim=spec.head_dim, vocab_size=tc.get("vocab_size", cfg.get("vocab_size")),
-             norm_eps=tc.get("rms_norm_eps", 1e-6), post_norms=spec.gemma2,
-             query_pre_attn_scalar=spec.head_dim, attn_logits_softcap=None,
-             final_logits_softcap=None, sliding_window=None)
+             head_dim=spec.head_dim, vocab_size=tc["vocab_size"], norm_eps=tc["rms_norm_eps"],
+             post_norms=spec.gemma2, query_pre_attn_scalar=spec.head_dim,
+             attn_logits_softcap=None, final_logits_softcap=None, sliding_window=None)
   if spec.gemma2:
-    llm.update(query_pre_attn_scalar=tc.get("query_pre_attn_scalar", 256),
-               attn_logits_softcap=tc.get("attn_logit_softcapping", 50.0),
-               final_logits_softcap=tc.get("final_logit_softcapping", 30.0),
-               sliding_window=tc.get("sliding_window", 4096))
+    llm.update(query_pre_attn_scalar=tc["query_pre_attn_scalar"],
+               attn_logits_softcap=tc["attn_logit_softcapping"],
+               final_logits_softcap=tc["final_logit_softcapping"],
+               sliding_window=tc["sliding_window"])
+  _check_supported(cfg, spec)
   for name in _GEMMA_NAMES:
     if dict(gemma.get_config(name), vocab_size=llm["vocab_size"], variant=None) == dict(
         llm, variant=None):
       llm = dict(variant=name, vocab_size=llm["vocab_size"])
       break
   return dict(img=img, llm=dict(llm, scan=scan))
+
+
+def _check_supported(cfg, spec):
+  """Raises if the HF config uses a feature that paligemma.Model does not have."""
+  vc, tc = cfg["vision_config"], cfg["text_config"]
+  rope = tc.get("rope_parameters") or {}
+  act = tc.get("hidden_activation") or tc.get("hidden_act")
+  layer_types = ["sliding_attention" if i % 2 == 0 else "full_attention"
+                 for i in range(spec.llm_depth)]
+  checks = {
+      "text_config.rope_parameters": (rope.get("rope_type", "default"),
+                                      rope.get("rope_theta", 10_000.0)) == ("default", 10_000),
+      "text_config.hidden_activation": act == "gelu_pytorch_tanh",
+      "vision_config.hidden_act": vc["hidden_act"] == "gelu_pytorch_tanh",
+      "vision_config.layer_norm_eps": vc["layer_norm_eps"] == 1e-6,
+      "vision_config.vision_use_head": not vc.get("vision_use_head"),
+      "text_config.layer_types": not spec.gemma2 or tc["layer_types"] == layer_types,
+  }
+  bad = [k for k, ok in checks.items() if not ok]
+  if bad:
+    raise ValueError(f"HF config fields {bad} have values paligemma.Model does not "
+                     "implement (it has RoPE theta 10000, tanh-GELU, LayerNorm eps 1e-6, no "
+                     "SigLIP pooling head, Gemma 2 layers alternating sliding/full from 0).")
 
 
 def _flat(d, prefix=()):

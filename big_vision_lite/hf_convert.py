@@ -92,7 +92,7 @@ def _stack(*xs):
 
 def _heads_in(n, h):
   """[n*h, D] (torch) <-> [n, D, h] (Gemma einsum)."""
-  return (lambda w: w.reshape(n, h, -1).transpose(0, 2, 1),
+  return (lambda w: w.reshape(n, h, w.shape[1]).transpose(0, 2, 1),
           lambda x: x.transpose(0, 2, 1).reshape(n * h, -1))
 
 
@@ -142,7 +142,7 @@ def llm_layer_rules(spec: Spec) -> list[Rule]:
                       lambda k_, v: _stack(kv_bv(k_), kv_bv(v)),
                       lambda x: (kv_hf(x[0]), kv_hf(x[1]))))
   rules.append(Rule("attn/attn_vec_einsum/w", ("self_attn.o_proj.weight",),
-                    lambda w: w.T.reshape(n, h, -1),
+                    lambda w: w.T.reshape(n, h, w.shape[0]),
                     lambda x: (x.reshape(n * h, -1).T,)))
   rules.append(Rule("mlp/gating_einsum", ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
                     lambda g, u: _stack(g.T, u.T), lambda x: (x[0].T, x[1].T)))
@@ -205,12 +205,13 @@ def hf_to_bv(src_dir: str, dst: str, *, dtype: str | None = None, scan: bool = T
     scan: stack layers (layer axis first), as in the released checkpoints.
 
   Returns:
-    the HF config dict that was read.
+    the HF config dict that was read, with transformers' defaults filled in.
   """
   if dtype is not None:
     hf_io.cast(np.zeros(()), dtype)  # Validates the name before any work.
   with open(os.path.join(src_dir, "config.json")) as f:
     cfg = json.load(f)
+  cfg = hfc.resolve(cfg)
   spec = hfc.spec_from_hf_config(cfg)
   src = hf_io.SafetensorsDir(src_dir)
   found = {}  # canonical name -> name in the file

@@ -341,3 +341,29 @@ def test_conversion_streams_tensor_by_tensor(tmp_path):
         f"to HF {peak_to_hf / 2**20:.1f} MiB")
   # One layer of the largest tensor (gating_einsum, 4 MiB) bounds the working set.
   assert peak_to_npz < 1.5 * 4 * 2**20 and peak_to_hf < 1.5 * 4 * 2**20
+
+
+def test_hub_configs_resolve_to_released_variants():
+  """Hub config.json files omit defaults (PaliGemma 2 has no head_dim: 256, not 288)."""
+  vision = dict(model_type="siglip_vision_model", hidden_size=1152, intermediate_size=4304,
+                num_attention_heads=16, num_hidden_layers=27, patch_size=14,
+                vision_use_head=False)
+  pg1 = dict(model_type="paligemma", vision_config=vision, text_config=dict(
+      model_type="gemma", hidden_size=2048, intermediate_size=16384, num_attention_heads=8,
+      num_hidden_layers=18, num_key_value_heads=1, vocab_size=257216))
+  pg2 = dict(model_type="paligemma", vision_config=vision, text_config=dict(
+      model_type="gemma2", hidden_size=2304, intermediate_size=9216, num_attention_heads=8,
+      num_hidden_layers=26, num_key_value_heads=4, query_pre_attn_scalar=256,
+      sliding_window=4096, vocab_size=257216))
+  assert hf_config.spec_from_hf_config(pg2).head_dim == 256
+  assert hf_config.model_config(pg1) == dict(
+      img=dict(variant="So400m/14", pool_type="none", scan=True),
+      llm=dict(variant="gemma_2b", vocab_size=257216, scan=True))
+  assert hf_config.model_config(pg2, scan=False)["llm"] == dict(
+      variant="gemma2_2b", vocab_size=257216, scan=False)
+  roped = dict(pg2, text_config=dict(pg2["text_config"], rope_parameters=dict(
+      rope_type="default", rope_theta=5e5)))
+  with pytest.raises(ValueError, match=r"text_config\.rope_parameters"):
+    hf_config.model_config(roped)
+  with pytest.raises(ValueError, match=r"model_type='llava'.*'paligemma'"):
+    hf_config.spec_from_hf_config(dict(pg1, model_type="llava"))
