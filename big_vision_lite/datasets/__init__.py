@@ -10,13 +10,12 @@ process_index=0, process_count=1)` (an infinite shuffled stream) and
 `shard_size(process_index=0, process_count=1)` and `describe_row(index, process_index=0,
 process_count=1)` (names an example for error messages).
 """
+import importlib
 import inspect
 
-from big_vision_lite.datasets import jsonl
-from big_vision_lite.datasets import shapes
-from big_vision_lite.datasets import tfds as tfds_source
-
-_LOCAL = {"jsonl": jsonl.DataSource, "shapes": shapes.DataSource}
+# Source modules are imported on first use: TFDS is slow to import and only needed for
+# TFDS sources, and `python -m big_vision_lite.datasets.shapes` runs cleanly.
+_LOCAL = ("jsonl", "shapes")
 
 
 def get(name, **kw):
@@ -26,11 +25,12 @@ def get(name, **kw):
     TypeError: `kw` does not fit the source's arguments (the message lists them).
   """
   if name.startswith("tfds:"):
-    cls, args = tfds_source.DataSource, (name[len("tfds:"):],)
+    module, args = "tfds", (name[len("tfds:"):],)
   elif name in _LOCAL:
-    cls, args = _LOCAL[name], ()
+    module, args = name, ()
   else:
-    cls, args = tfds_source.DataSource, (name,)
+    module, args = "tfds", (name,)
+  cls = importlib.import_module(f"big_vision_lite.datasets.{module}").DataSource
   sig = inspect.signature(cls)
   try:
     sig.bind(*args, **kw)
