@@ -147,17 +147,21 @@ def write_safetensors(dst_dir: str, entries, arrays, max_shard_bytes: int) -> li
 
 
 class NpzReader:
-  """Reads a big_vision npz member by member; an optional `params/` prefix is dropped.
+  """Reads a big_vision npz member by member.
 
-  Uncompressed members (np.savez, big_vision) are memory-mapped; compressed ones
-  are streamed from the zip.
+  Keys are returned without a `params/` prefix; in a train state holding `params/`
+  and other trees (`opt/...`) only the params are read. Uncompressed members
+  (np.savez, big_vision) are memory-mapped; compressed ones are streamed.
   """
 
   def __init__(self, path: str):
     self.path = path
     self._zf = zipfile.ZipFile(path)
     self._members, self._headers, self._offsets = {}, {}, {}
-    for info in self._zf.infolist():
+    infos = self._zf.infolist()
+    if any(i.filename.startswith("params/") for i in infos):
+      infos = [i for i in infos if i.filename.startswith("params/")]
+    for info in infos:
       name = info.filename
       key = name[:-4] if name.endswith(".npy") else name
       key = key[len("params/"):] if key.startswith("params/") else key
