@@ -148,17 +148,23 @@ def pick_tokens(logits, rng, knobs):
   return jnp.where(t > 0, sampled, jnp.argmax(logits, -1)).astype(jnp.int32)
 
 
-class _ByIdentity:
-  """Makes a (possibly unhashable) Flax module usable as a static jit argument."""
+class _StaticModel:
+  """Makes a Flax module (unhashable when it has dict fields) a static jit argument.
+
+  Modules with equal fields trace to the same computation, so they share compilations
+  (e.g. the model rebuilt by each call of a tool's `main`).
+  """
 
   def __init__(self, obj):
     self.obj = obj
+    self._key = (type(obj), repr(obj))
 
   def __hash__(self):
-    return id(self.obj)
+    return hash(self._key)
 
   def __eq__(self, other):
-    return isinstance(other, _ByIdentity) and other.obj is self.obj
+    return isinstance(other, _StaticModel) and (
+        other.obj is self.obj or other._key == self._key)  # pylint: disable=protected-access
 
 
 def _inputs(batch):
@@ -305,8 +311,8 @@ def decode(model, params, batch, *, max_decode_len, sampler="greedy", eos_id, rn
            pad_id=0, logit_mask=None, cache_dtype=None):
   """Decodes a batch of prompts.
 
-  Compiled once per (model object, shapes, sampler kind): calling again with the same
-  `model` object reuses the compiled function; greedy / temperature / top-k / nucleus and
+  Compiled once per (model config, shapes, sampler kind): calling again with the same
+  (or an equal) `model` reuses the compiled function; greedy / temperature / top-k / nucleus and
   any eos_id share it.
 
   Args:
@@ -351,7 +357,7 @@ def decode(model, params, batch, *, max_decode_len, sampler="greedy", eos_id, rn
     inputs["mask_input"] = jnp.asarray(batch["text"]) != pad_id
   if inputs["_mask"] is None:
     inputs["_mask"] = np.ones((b,), bool)
-  return _decode_jit(_ByIdentity(model), params, inputs, rng, s.knobs(),
+  return _decode_jit(_StaticModel(model), params, inputs, rng, s.knobs(),
                      jnp.int32(eos_id), logit_mask, max_decode_len=int(max_decode_len),
                      kind=s.kind, n=s.n, alpha=s.alpha, pad_id=int(pad_id),
                      cache_dtype=cache_dtype)
@@ -386,7 +392,7 @@ def score(model, params, batch):
            if k in ("image", "text", "mask_ar", "mask_input", "mask_loss")}
   batch.setdefault("mask_input", jnp.asarray(batch["text"]) != 0)
   batch["mask_loss"] = jnp.asarray(batch["mask_loss"], jnp.float32)
-  return _score_jit(_ByIdentity(model), params, batch)
+  return _score_jit(_StaticModel(model), params, batch)
 
 
 def allowed_tokens_mask(vocab_size, token_ids):

@@ -1,0 +1,168 @@
+r"""Runs a PaliGemma checkpoint on images and prompts and prints the answers.
+
+  python -m tools.predict --ckpt /ckpts/pt_224.npz --tokenizer /ckpts/pg_tokenizer.model \
+      --image cat.jpg --prompt "caption en"
+  python -m tools.predict ... --prompt "detect cat" --json            # boxes in pixels
+  python -m tools.predict ... --prompt "segment cat" --json --vqvae vae-oid.npz
+  python -m tools.predict ... --jsonl items.jsonl    # lines {"image": path, "prompt": str}
+
+The model architecture is inferred from the checkpoint's shapes unless `--model_cfg`
+(JSON of `paligemma.Model` kwargs) or `--variant` is given. Images go through the same pp
+ops as evaluation: `decode|resize(res)|value_range(-1, 1)` (antialiased bilinear) and the
+prompt through `combine_and_keep_eval` ([BOS] prompt "\n").
+"""
+import argparse
+import json
+import sys
+
+import jax
+import numpy as np
+import tensorflow as tf
+
+from big_vision_lite import checkpoint
+from big_vision_lite import decode
+from big_vision_lite import hf_config
+from big_vision_lite import postprocess
+from big_vision_lite import tokenizer as tokenizer_lib
+from big_vision_lite.models import paligemma
+from big_vision_lite.models import vqvae
+from big_vision_lite.pp import builder
+
+_PG = dict(img_model="vit", llm_model="gemma")
+VARIANTS = {
+    "paligemma_3b": dict(_PG, img=dict(variant="So400m/14"),
+                         llm=dict(variant="gemma_2b", vocab_size=257_152)),
+    "paligemma2_3b": dict(_PG, img=dict(variant="So400m/14"),
+                          llm=dict(variant="gemma2_2b", vocab_size=257_152)),
+    "paligemma2_10b": dict(_PG, img=dict(variant="So400m/14"),
+                           llm=dict(variant="gemma2_9b", vocab_size=257_152)),
+    "paligemma2_28b": dict(_PG, img=dict(variant="So400m/14"),
+                           llm=dict(variant="gemma2_27b", vocab_size=257_152)),
+}
+
+
+def model_config_for(flat_shapes, model_cfg=None, variant=None):
+  """paligemma.Model kwargs: explicit `model_cfg`, a `VARIANTS` name, or from the shapes."""
+  if model_cfg is not None and variant is not None:
+    raise ValueError("Pass either --model_cfg or --variant, not both.")
+  if variant is not None:
+    if variant not in VARIANTS:
+      raise ValueError(f"Unknown --variant {variant!r}; known: {sorted(VARIANTS)}. Or pass "
+                       "--model_cfg with the paligemma.Model kwargs as JSON.")
+    return VARIANTS[variant]
+  if model_cfg is not None:
+    return dict(_PG, **model_cfg)
+  return dict(_PG, **hf_config.model_config(hf_config.hf_config(flat_shapes)))
+
+
+def load_model(ckpt, model_cfg=None, variant=None, res=224):
+  """Loads a big_vision-format npz (`path.npz` or `path.npz:subtree`).
+
+  Returns:
+    (model, params, model_cfg).
+  """
+  loaded = checkpoint.load_params(ckpt)
+  shapes = {k: tuple(np.shape(v)) for k, v in checkpoint.flatten(loaded).items()}
+  cfg = model_config_for(shapes, model_cfg, variant)
+  model = paligemma.Model(**cfg)
+  image = jax.ShapeDtypeStruct((1, res, res, 3), np.float32)
+  tokens = jax.ShapeDtypeStruct((1, 2), np.int32)
+  init = jax.eval_shape(model.init, jax.random.key(0), image, tokens, tokens)["params"]
+  params = paligemma.load(init, {k: loaded[k] for k in loaded if k in ("img", "llm")}, cfg)
+  return model, jax.device_put(params), cfg
+
+
+def make_examples(items, tokenizer_path, res, text_len):
+  """Preprocesses [{"image": path, "prompt": str}] with the eval pp ops.
+
+  Returns:
+    list of dicts with image float32[res, res, 3], text/mask_ar/mask_input int32[text_len]
+    and `size` (height, width) of the original image.
+  """
+  pp = builder.get_preprocess_fn(
+      f"decode|resize({res})|value_range(-1, 1)|"
+      f"combine_and_keep_eval({text_len}, model={tokenizer_path!r})")
+  out = []
+  for item in items:
+    with open(item["image"], "rb") as f:
+      raw = f.read()
+    size = tuple(int(v) for v in tf.io.extract_jpeg_shape(raw)[:2]) if tf.io.is_jpeg(
+        raw) else tuple(tf.io.decode_image(raw, channels=3).shape[:2])
+    ex = pp({"image": tf.constant(raw), "prefix": tf.constant(item["prompt"])})
+    ex = {k: ex[k].numpy() for k in ("image", "text", "mask_ar", "mask_input")}
+    out.append(dict(ex, size=size))
+  return out
+
+
+def predict(model, params, tok, examples, *, sampler="greedy", max_decode_len=64,
+            batch_size=8, rng=None, cache_dtype=None):
+  """Decodes examples from `make_examples` in padded batches; returns the answer strings."""
+  answers = []
+  for start in range(0, len(examples), batch_size):
+    chunk = examples[start:start + batch_size]
+    n = len(chunk)
+    batch = {k: np.stack([e[k] for e in chunk] + [chunk[0][k]] * (batch_size - n))
+             for k in ("image", "text", "mask_ar", "mask_input")}
+    batch["_mask"] = np.arange(batch_size) < n
+    out = decode.decode(model, params, batch, max_decode_len=max_decode_len,
+                        sampler=sampler, eos_id=tok.eos_id, pad_id=tok.pad_id,
+                        rng=rng if rng is not None else jax.random.key(start),
+                        cache_dtype=cache_dtype)
+    tokens, lengths = np.asarray(out["tokens"]), np.asarray(out["lengths"])
+    answers += [tok.to_str(tokens[i, :lengths[i]]) for i in range(n)]
+  return answers
+
+
+def parse_args(argv):
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+  p.add_argument("--ckpt", required=True, help="big_vision .npz (or path.npz:subtree)")
+  p.add_argument("--tokenizer", required=True, help="SentencePiece .model")
+  p.add_argument("--image", help="image file (with --prompt)")
+  p.add_argument("--prompt", help="prompt, e.g. 'caption en', 'detect cat'")
+  p.add_argument("--jsonl", help="file of {\"image\": path, \"prompt\": str} lines")
+  p.add_argument("--res", type=int, default=224, help="image resolution of the model")
+  p.add_argument("--text_len", type=int, default=64, help="max prompt tokens")
+  p.add_argument("--sampler", default="greedy",
+                 help="greedy | temperature(t=0.7) | topk(k=40) | nucleus(0.9) | beam(4) "
+                      "| best_of_n(n=4, sampler='nucleus(p=0.9)')")
+  p.add_argument("--max_decode_len", type=int, default=64)
+  p.add_argument("--batch_size", type=int, default=8)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--cache_dtype", default=None, help="KV cache dtype (bf16 on accelerators)")
+  p.add_argument("--model_cfg", type=json.loads, default=None,
+                 help="JSON of paligemma.Model kwargs (default: inferred from the ckpt)")
+  p.add_argument("--variant", default=None, choices=sorted(VARIANTS))
+  p.add_argument("--json", action="store_true",
+                 help="print one JSON object per answer with boxes / masks in pixels")
+  p.add_argument("--vqvae", default=None, help="vae-oid.npz, to decode <seg> masks")
+  args = p.parse_args(argv)
+  if (args.jsonl is None) == (args.image is None or args.prompt is None):
+    p.error("pass either --image and --prompt, or --jsonl")
+  return args
+
+
+def main(argv=None):
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  if args.jsonl:
+    with open(args.jsonl, encoding="utf-8") as f:
+      items = [json.loads(line) for line in f if line.strip()]
+  else:
+    items = [{"image": args.image, "prompt": args.prompt}]
+  tok = tokenizer_lib.Tokenizer(args.tokenizer)
+  model, params, _ = load_model(args.ckpt, args.model_cfg, args.variant, args.res)
+  examples = make_examples(items, args.tokenizer, args.res, args.text_len)
+  answers = predict(model, params, tok, examples, sampler=args.sampler,
+                    max_decode_len=args.max_decode_len, batch_size=args.batch_size,
+                    rng=jax.random.key(args.seed), cache_dtype=args.cache_dtype)
+  vq = vqvae.load_vqvae(args.vqvae) if args.vqvae else None
+  for item, ex, answer in zip(items, examples, answers):
+    if args.json:
+      rec = postprocess.to_json(answer, *ex["size"], vq)
+      print(json.dumps(dict(image=item["image"], prompt=item["prompt"], **rec)))
+    else:
+      print(answer)
+  return answers
+
+
+if __name__ == "__main__":
+  main()
