@@ -128,8 +128,9 @@ def hf_config(shapes: dict[str, tuple], overrides: dict | None = None, *,
                 num_hidden_layers=spec.vit_depth, num_attention_heads=spec.vit_heads,
                 patch_size=patch, image_size=math.isqrt(num_patches) * patch,
                 projection_dim=width, num_image_tokens=num_patches)
-  derived = dict(hidden_size=width, projection_dim=width, vocab_size=vocab,
-                 text_config=text, vision_config=vision)
+  # Top-level hidden_size / vocab_size are unused by transformers (hub files disagree
+  # with the towers), so only these are checked against overrides.
+  derived = dict(projection_dim=width, text_config=text, vision_config=vision)
   overrides = overrides or {}
   for key, value in _flat(derived):
     got = _get(overrides, key)
@@ -154,8 +155,8 @@ def hf_config(shapes: dict[str, tuple], overrides: dict | None = None, *,
                          "pass them (e.g. the original config.json as overrides).")
   cfg = dict(architectures=["PaliGemmaForConditionalGeneration"], model_type="paligemma",
              image_token_index=vocab, bos_token_id=2, eos_token_id=1, pad_token_id=0,
-             tie_word_embeddings=True, **derived)
-  cfg = _merge(cfg, {k: v for k, v in overrides.items() if k not in ("dtype", "torch_dtype")})
+             tie_word_embeddings=True, hidden_size=width, vocab_size=vocab, **derived)
+  cfg = _merge(cfg, _without_dtypes(overrides))
   cfg["dtype"] = cfg["text_config"]["dtype"] = cfg["vision_config"]["dtype"] = dtype
   return cfg
 
@@ -229,6 +230,12 @@ def _get(d, key):
       return None
     d = d[k]
   return d
+
+
+def _without_dtypes(d):
+  """d without (torch_)dtype entries at any level: the written tensors decide them."""
+  return {k: _without_dtypes(v) if isinstance(v, dict) else v for k, v in d.items()
+          if k not in ("dtype", "torch_dtype")}
 
 
 def _merge(base, extra):

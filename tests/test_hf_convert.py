@@ -186,10 +186,20 @@ def test_cli_both_directions(hf_dirs, tmp_path, capsys):
   assert printed["img"] == {"variant": "mu/14", "pool_type": "none", "scan": False}
   assert printed["llm"]["num_kv_heads"] == 1 and printed["llm"]["vocab_size"] == VOCAB
   assert "llm/layers/0/attn/q_einsum/w" in npz_arrays(npz)
+  with open(os.path.join(src, "config.json")) as f:
+    hub_like = json.load(f)  # Hub files carry a stale top-level size and torch_dtype.
+  hub_like.update(hidden_size=2048, vocab_size=257152, torch_dtype="bfloat16")
+  hub_like["text_config"]["torch_dtype"] = "bfloat16"
+  with open(tmp_path / "hub_config.json", "w") as f:
+    json.dump(hub_like, f)
   convert_checkpoint.main([npz, str(tmp_path / "hf"), "--dtype", "float32",
-                           "--hf_config", os.path.join(src, "config.json")])
+                           "--hf_config", str(tmp_path / "hub_config.json")])
   with open(tmp_path / "hf" / "config.json") as f:
-    assert json.load(f)["image_token_index"] == IMAGE_TOKEN
+    written = json.load(f)
+  assert written["image_token_index"] == IMAGE_TOKEN and written["dtype"] == "float32"
+  assert "torch_dtype" not in written["text_config"]
+  loaded = transformers.PaliGemmaForConditionalGeneration.from_pretrained(tmp_path / "hf")
+  assert loaded.model.language_model.embed_tokens.weight.dtype == torch.float32
 
 
 def _inputs():
