@@ -6,7 +6,7 @@ token at a time until every real example has emitted EOS or `max_decode_len` tok
 (batch padding rows, `_mask` False, count as finished from the start). No host round
 trip per token. The batch may be sharded over any mesh; jit propagates the shardings.
 
-Samplers are strings parsed with `registry.parse_call`:
+Samplers (`decode_samplers.py`) are strings parsed with `registry.parse_call`:
 
   "greedy"                       argmax
   "temperature(t=0.7)"           sample from softmax(logits / t)
@@ -16,136 +16,20 @@ Samplers are strings parsed with `registry.parse_call`:
                                  ranks by sum log-prob / length**alpha
   "best_of_n(n=4, sampler='nucleus(p=0.9)')"  n samples, keep the highest summed log-prob
 
-Log-probs are those of the model's distribution (after the optional `logit_mask`, before
-temperature / top-k / top-p), so they rank hypotheses of any sampler the same way.
+Log-probs are those of the model's distribution (after the optional `logit_mask` /
+`answers` constraints, before temperature / top-k / top-p), so they rank hypotheses of
+any sampler the same way.
 """
-import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from big_vision_lite import registry
+from big_vision_lite import decode_samplers
 
-SAMPLERS = registry.Registry("sampler")
-_NEG_INF = -1e30
-
-
-@dataclasses.dataclass(frozen=True)
-class Sampler:
-  """A parsed sampler.
-
-  Per-token samplers ("token") are described by numbers that enter the compiled decode
-  loop as data (not as constants), so greedy, temperature, top-k and nucleus all share one
-  compiled function: t (temperature; 0 = argmax), k (top-k; 0 = off), p (nucleus mass;
-  1 = off).
-
-  Attributes:
-    kind: "token", "beam" or "best_of_n".
-    t, k, p: per-token sampler knobs (kind "token").
-    n: beam size or number of samples.
-    inner: the per-sample `Sampler` of best_of_n.
-    alpha: beam length normalisation exponent (0 = plain sum of log-probs).
-  """
-  kind: str
-  t: float = 0.0
-  k: int = 0
-  p: float = 1.0
-  n: int = 1
-  inner: object = None
-  alpha: float = 0.0
-
-  def knobs(self):
-    """float32[3]: (t, k, p) of the per-token sampler (of the inner one for best_of_n)."""
-    s = self.inner or self
-    return jnp.asarray([s.t, s.k, s.p], jnp.float32)
-
-
-def _check_positive(name, value):
-  if not value > 0:
-    raise ValueError(f"Sampler argument {name}={value!r} must be > 0.")
-
-
-@SAMPLERS.register("greedy")
-def greedy():
-  return Sampler("token")
-
-
-@SAMPLERS.register("temperature")
-def temperature(t=1.0):
-  _check_positive("t", t)
-  return Sampler("token", t=float(t))
-
-
-@SAMPLERS.register("topk")
-def topk(k=40, t=1.0):
-  _check_positive("k", k)
-  _check_positive("t", t)
-  return Sampler("token", t=float(t), k=int(k))
-
-
-@SAMPLERS.register("nucleus")
-def nucleus(p=0.9, t=1.0):
-  if not 0 < p <= 1:
-    raise ValueError(f"nucleus(p={p!r}): p must be in (0, 1].")
-  _check_positive("t", t)
-  return Sampler("token", t=float(t), p=float(p))
-
-
-@SAMPLERS.register("beam")
-def beam(n=4, alpha=0.0):
-  _check_positive("n", n)
-  return Sampler("beam", n=int(n), alpha=float(alpha))
-
-
-@SAMPLERS.register("best_of_n")
-def best_of_n(n=4, sampler="temperature(t=1.0)"):
-  _check_positive("n", n)
-  inner = get_sampler(sampler)
-  if inner.kind != "token":
-    raise ValueError(f"best_of_n needs a per-token sampler, got {sampler!r}; use one of "
-                     "greedy, temperature, topk, nucleus.")
-  return Sampler("best_of_n", n=int(n), inner=inner)
-
-
-def get_sampler(spec):
-  """Parses a sampler string (see module docstring) into a `Sampler`."""
-  if isinstance(spec, Sampler):
-    return spec
-  if not isinstance(spec, str):
-    raise TypeError(f"sampler={spec!r} must be a string like 'greedy' or 'nucleus(p=0.9)'.")
-  return SAMPLERS.call(spec)
-
-
-def pick_tokens(logits, rng, knobs):
-  """Picks one token per row.
-
-  Args:
-    logits: float32[B, V] (already logit-masked).
-    rng: PRNG key.
-    knobs: float32[3] = (t, k, p): temperature (0 = argmax), top-k (0 = off), nucleus
-      mass (1 = off); top-k and nucleus both apply to softmax(logits / t).
-
-  Returns:
-    int32[B].
-  """
-  t, k, p = knobs[0], knobs[1], knobs[2]
-  v = logits.shape[-1]
-  scaled = logits / jnp.maximum(t, 1e-6)
-
-  def restrict(lg):
-    srt = jnp.sort(lg, -1)[:, ::-1]
-    kk = jnp.where(k > 0, jnp.clip(k, 1, v), v).astype(jnp.int32)
-    kth = jax.lax.dynamic_index_in_dim(srt, kk - 1, axis=1, keepdims=True)
-    probs = jax.nn.softmax(srt, -1)
-    before = jnp.cumsum(probs, -1) - probs  # mass strictly before each sorted token
-    nuc = jnp.min(jnp.where(before < p, srt, jnp.inf), -1, keepdims=True)
-    return jnp.where(lg >= jnp.maximum(kth, nuc), lg, _NEG_INF)
-
-  scaled = jax.lax.cond((t > 0) & ((k > 0) | (p < 1)), restrict, lambda x: x, scaled)
-  sampled = jax.random.categorical(rng, scaled, -1)
-  return jnp.where(t > 0, sampled, jnp.argmax(logits, -1)).astype(jnp.int32)
+get_sampler = decode_samplers.get_sampler
+allowed_tokens_mask = decode_samplers.allowed_tokens_mask
 
 
 class _StaticModel:
@@ -208,15 +92,8 @@ def extend(model, params, tokens, cache):
   return logits.astype(jnp.float32), cache
 
 
-def apply_logit_mask(logits, logit_mask):
-  """Sets logits of disallowed tokens to -inf; logit_mask bool[V] or bool[B, V] or None."""
-  if logit_mask is None:
-    return logits
-  return jnp.where(logit_mask, logits, _NEG_INF)
-
-
 def sample_loop(model, params, logits, cache, done, rng, knobs, *, max_decode_len, eos_id,
-                pad_id=0, logit_mask=None):
+                pad_id=0, logit_mask=None, answers=None):
   """Extends `cache` token by token in a while_loop (for use inside jit).
 
   Args:
@@ -230,6 +107,7 @@ def sample_loop(model, params, logits, cache, done, rng, knobs, *, max_decode_le
     eos_id: int (may be traced).
     pad_id: int written after EOS.
     logit_mask: None, bool[V] or bool[B, V].
+    answers: None or int32[A, L] (see `decode_samplers.answers_array`).
 
   Returns:
     dict(tokens int32[B, L], logprobs float32[B, L], lengths int32[B]); after EOS (which
@@ -240,15 +118,20 @@ def sample_loop(model, params, logits, cache, done, rng, knobs, *, max_decode_le
                tokens=jnp.full((b, max_decode_len), pad_id, jnp.int32),
                logprobs=jnp.zeros((b, max_decode_len), jnp.float32),
                lengths=jnp.zeros((b,), jnp.int32))
+  if answers is not None:
+    state["alive"] = jnp.ones((b, answers.shape[0]), bool)
 
   def cond(s):
     return (s["step"] < max_decode_len) & ~jnp.all(s["done"])
 
   def body(s):
     step = s["step"]
-    logits = apply_logit_mask(s["logits"], logit_mask)
+    logits = decode_samplers.apply_logit_mask(s["logits"], logit_mask)
+    if answers is not None:
+      logits = decode_samplers.apply_logit_mask(logits, decode_samplers.answers_mask(
+          s["alive"], answers, step, logits.shape[-1]))
     logp = jax.nn.log_softmax(logits, -1)
-    tok = pick_tokens(logits, jax.random.fold_in(rng, step), knobs)
+    tok = decode_samplers.pick_tokens(logits, jax.random.fold_in(rng, step), knobs)
     tok = jnp.where(s["done"], pad_id, tok)
     tok_logp = jnp.take_along_axis(logp, tok[:, None], -1)[:, 0]
     new = dict(
@@ -256,6 +139,8 @@ def sample_loop(model, params, logits, cache, done, rng, knobs, *, max_decode_le
         tokens=s["tokens"].at[:, step].set(tok),
         logprobs=s["logprobs"].at[:, step].set(jnp.where(s["done"], 0.0, tok_logp)),
         lengths=s["lengths"] + (~s["done"]).astype(jnp.int32))
+    if answers is not None:
+      new["alive"] = decode_samplers.answers_update(s["alive"], answers, step, tok)
     new["logits"], new["cache"] = extend(model, params, tok, s["cache"])
     return new
 
@@ -263,8 +148,8 @@ def sample_loop(model, params, logits, cache, done, rng, knobs, *, max_decode_le
   return {k: state[k] for k in ("tokens", "logprobs", "lengths")}
 
 
-def _best_of_n(model, params, batch, rng, knobs, logit_mask, *, n, max_decode_len, eos_id,
-               pad_id, cache_dtype):
+def _best_of_n(model, params, batch, rng, knobs, logit_mask, answers, *, n, max_decode_len,
+               eos_id, pad_id, cache_dtype):
   b = batch["text"].shape[0]
   if logit_mask is not None and logit_mask.ndim == 2:
     logit_mask = jnp.repeat(logit_mask, n, axis=0)
@@ -272,7 +157,7 @@ def _best_of_n(model, params, batch, rng, knobs, logit_mask, *, n, max_decode_le
   logits, cache, example_mask = prefill(model, params, rep, max_decode_len, cache_dtype)
   out = sample_loop(model, params, logits, cache, ~example_mask, rng, knobs,
                     max_decode_len=max_decode_len, eos_id=eos_id, pad_id=pad_id,
-                    logit_mask=logit_mask)
+                    logit_mask=logit_mask, answers=answers)
   out = jax.tree.map(lambda x: x.reshape(b, n, *x.shape[1:]), out)
   sums = out["logprobs"].sum(-1)                              # [B, n]
   best = jnp.argmax(sums, axis=1)                             # [B]
@@ -285,8 +170,8 @@ def _best_of_n(model, params, batch, rng, knobs, logit_mask, *, n, max_decode_le
 
 @functools.partial(jax.jit, static_argnames=(
     "model", "max_decode_len", "kind", "n", "alpha", "pad_id", "cache_dtype"))
-def _decode_jit(model, params, batch, rng, knobs, eos_id, logit_mask, *, max_decode_len,
-                kind, n, alpha, pad_id, cache_dtype):
+def _decode_jit(model, params, batch, rng, knobs, eos_id, logit_mask, answers, *,
+                max_decode_len, kind, n, alpha, pad_id, cache_dtype):
   model = model.obj
   kw = dict(max_decode_len=max_decode_len, eos_id=eos_id, pad_id=pad_id,
             cache_dtype=cache_dtype)
@@ -295,11 +180,11 @@ def _decode_jit(model, params, batch, rng, knobs, eos_id, logit_mask, *, max_dec
     return decode_beam.beam_search(model, params, batch, beam_size=n, alpha=alpha,
                                    logit_mask=logit_mask, **kw)
   if kind == "best_of_n":
-    return _best_of_n(model, params, batch, rng, knobs, logit_mask, n=n, **kw)
+    return _best_of_n(model, params, batch, rng, knobs, logit_mask, answers, n=n, **kw)
   logits, cache, example_mask = prefill(model, params, batch, max_decode_len, cache_dtype)
   return sample_loop(model, params, logits, cache, ~example_mask, rng, knobs,
                      max_decode_len=max_decode_len, eos_id=eos_id, pad_id=pad_id,
-                     logit_mask=logit_mask)
+                     logit_mask=logit_mask, answers=answers)
 
 
 def default_cache_dtype():
@@ -308,7 +193,7 @@ def default_cache_dtype():
 
 
 def decode(model, params, batch, *, max_decode_len, sampler="greedy", eos_id, rng=None,
-           pad_id=0, logit_mask=None, cache_dtype=None):
+           pad_id=0, logit_mask=None, answers=None, cache_dtype=None):
   """Decodes a batch of prompts.
 
   Compiled once per (model config, shapes, sampler kind): calling again with the same
@@ -329,6 +214,8 @@ def decode(model, params, batch, *, max_decode_len, sampler="greedy", eos_id, rn
     rng: PRNG key for sampling samplers (default key 0).
     pad_id: id written after EOS.
     logit_mask: optional bool[V] or bool[B, V]: tokens allowed at every step.
+    answers: optional list of token-id lists: the output is forced to be one of them
+      (EOS is appended where missing); not with beam search.
     cache_dtype: KV cache dtype (default: `default_cache_dtype()`).
 
   Returns:
@@ -343,6 +230,11 @@ def decode(model, params, batch, *, max_decode_len, sampler="greedy", eos_id, rn
   cache_dtype = str(jnp.dtype(cache_dtype or default_cache_dtype()))
   if logit_mask is not None:
     logit_mask = jnp.asarray(logit_mask, bool)
+  if answers is not None:
+    if s.kind == "beam":
+      raise ValueError("answers= is not supported with beam search; rank a closed answer "
+                       "set with decode.score() instead, or use greedy / best_of_n.")
+    answers = decode_samplers.answers_array(answers, int(eos_id), int(max_decode_len))
   for k in ("image", "text", "mask_ar"):
     if k not in batch:
       raise KeyError(f"Decode batch lacks {k!r}; has {sorted(batch)}. Use an eval pp that "
@@ -358,7 +250,8 @@ def decode(model, params, batch, *, max_decode_len, sampler="greedy", eos_id, rn
   if inputs["_mask"] is None:
     inputs["_mask"] = np.ones((b,), bool)
   return _decode_jit(_StaticModel(model), params, inputs, rng, s.knobs(),
-                     jnp.int32(eos_id), logit_mask, max_decode_len=int(max_decode_len),
+                     jnp.int32(eos_id), logit_mask, answers,
+                     max_decode_len=int(max_decode_len),
                      kind=s.kind, n=s.n, alpha=s.alpha, pad_id=int(pad_id),
                      cache_dtype=cache_dtype)
 
@@ -393,10 +286,3 @@ def score(model, params, batch):
   batch.setdefault("mask_input", jnp.asarray(batch["text"]) != 0)
   batch["mask_loss"] = jnp.asarray(batch["mask_loss"], jnp.float32)
   return _score_jit(_StaticModel(model), params, batch)
-
-
-def allowed_tokens_mask(vocab_size, token_ids):
-  """bool[V] mask allowing only `token_ids` (e.g. the 1024 loc tokens, or answer tokens)."""
-  mask = np.zeros((vocab_size,), bool)
-  mask[np.asarray(token_ids, np.int64)] = True
-  return mask

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from big_vision_lite import decode as decode_lib
+from big_vision_lite import decode_samplers
 
 _NEG = -1e30
 
@@ -78,7 +79,7 @@ def beam_search(model, params, batch, *, beam_size, alpha, max_decode_len, eos_i
 
   def body(s):
     step = s["step"]
-    logp = jax.nn.log_softmax(decode_lib.apply_logit_mask(s["logits"], logit_mask), -1)
+    logp = jax.nn.log_softmax(decode_samplers.apply_logit_mask(s["logits"], logit_mask), -1)
     v = logp.shape[-1]
     logp = logp.reshape(b, k, v)
     # A finished hypothesis continues only with pad, at no cost.

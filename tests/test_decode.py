@@ -113,6 +113,17 @@ def test_topk_and_logit_mask_restrict_tokens(setup, greedy):
   assert set(np.unique(out["tokens"])) <= {5, 7, 11}
 
 
+def test_answers_constrain_output(setup):
+  answers = [[5, 9], [5, 7, 11], [20]]
+  out = _decode(setup, eos_id=1, answers=answers)
+  want = {(5, 9, 1), (5, 7, 11, 1), (20, 1)}
+  for i in range(B):
+    n = out["lengths"][i]
+    assert tuple(out["tokens"][i, :n]) in want and np.all(out["tokens"][i, n:] == 0)
+  with pytest.raises(ValueError, match="not supported with beam"):
+    _decode(setup, "beam(2)", eos_id=1, answers=answers)
+
+
 @pytest.mark.slow
 def test_beam1_is_greedy_and_beam4_scores_higher(setup, greedy):
   b1 = _decode(setup, "beam(1)")
