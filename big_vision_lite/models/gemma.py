@@ -82,6 +82,7 @@ def _fan_in(in_axis, out_axis):
 
 
 class Einsum(nn.Module):
+  """Holds one weight `w` of `shape` and applies `jnp.einsum(eqn, x, w)`."""
   shape: tuple[int, ...]
   in_axis: tuple[int, ...]
   out_axis: tuple[int, ...]
@@ -93,6 +94,7 @@ class Einsum(nn.Module):
 
 
 class RMSNorm(nn.Module):
+  """x float[..., D] -> x / rms(x) * (1 + scale); `scale` starts at zero."""
   eps: float = 1e-6
 
   @nn.compact
@@ -103,6 +105,7 @@ class RMSNorm(nn.Module):
 
 
 class Embedder(nn.Module):
+  """Tied embedding: encode int32[B, T] -> [B, T, D] * sqrt(D); decode [..., D] -> [..., V]."""
   vocab_size: int
   width: int
 
@@ -351,7 +354,8 @@ class Model(nn.Module):
     """One decode step for all examples; x: float[B, 1, D] -> (pre_logits [B, 1, D], cache).
 
     The step is written at the shared slot cache["idx"]; each example continues at its
-    own position cache["next_pos"].
+    own position cache["next_pos"]. Steps past cache_size are undefined (the slot index
+    clamps), so size the cache for all decode steps.
     """
     b = x.shape[0]
     idx, pos = cache["idx"], cache["next_pos"][:, None]
