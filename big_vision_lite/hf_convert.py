@@ -187,6 +187,25 @@ def plan(spec: Spec, scan: bool):
           yield bv_layer.format(i=i) + rule.bv, rule, [groups[i]], False
 
 
+def hf_layout(shapes: dict[str, tuple], steps=None) -> list[tuple[str, str, tuple]]:
+  """`(bv_key, hf_name, hf_shape)` of every HF tensor made from params of `shapes`.
+
+  Args:
+    shapes: {bv key: shape} of big_vision params (scanned or not).
+    steps: `list(plan(...))` for them (computed when None).
+  """
+  if steps is None:
+    steps = plan(hfc.spec_from_bv_shapes(shapes), "llm/layers/attn/attn_vec_einsum/w" in shapes)
+  out = []
+  for bv_key, rule, groups, stacked in steps:
+    shape = shapes[bv_key][1:] if stacked else shapes[bv_key]
+    # A zero-stride stand-in: to_hf only makes views, so this costs no memory.
+    probe = np.lib.stride_tricks.as_strided(np.zeros((), np.float32), shape, (0,) * len(shape))
+    hf_shapes = [x.shape for x in rule.to_hf(probe)]
+    out += [(bv_key, n, s) for g in groups for n, s in zip(g, hf_shapes)]
+  return out
+
+
 def canonical_name(key: str) -> str | None:
   """Maps an HF tensor name in any known layout to ours; None if unknown."""
   for prefix, canon in _ALIASES:
@@ -302,14 +321,8 @@ def bv_to_hf(src: str, dst_dir: str, *, dtype: str | None = None,
           np.zeros((), reader.dtype(key)), dtype).dtype
     cfg = hfc.hf_config(shapes, config_overrides,
                         dtype=str(out_dtype["llm/embedder/input_embedding"]))
-    entries = []
-    for bv_key, rule, groups, stacked in steps:
-      shape = shapes[bv_key][1:] if stacked else shapes[bv_key]
-      # A zero-stride stand-in: to_hf only makes views, so this costs no memory.
-      probe = np.lib.stride_tricks.as_strided(np.zeros((), reader.dtype(bv_key)), shape,
-                                              (0,) * len(shape))
-      hf_shapes = [x.shape for x in rule.to_hf(probe)]
-      entries += [(n, s, out_dtype[bv_key]) for g in groups for n, s in zip(g, hf_shapes)]
+    entries = [(name, shape, out_dtype[bv_key])
+               for bv_key, name, shape in hf_layout(shapes, steps)]
 
     def arrays():
       for bv_key, rule, groups, stacked in steps:

@@ -19,6 +19,7 @@ import transformers
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from big_vision_lite import checkpoint
 from big_vision_lite import hf_config
 from big_vision_lite import hf_convert
 from big_vision_lite import hf_io
@@ -380,3 +381,25 @@ def test_hub_configs_resolve_to_released_variants():
     hf_config.model_config(roped)
   with pytest.raises(ValueError, match=r"model_type='llava'.*'paligemma'"):
     hf_config.spec_from_hf_config(dict(pg1, model_type="llava"))
+
+
+@pytest.mark.parametrize("llm", ["gemma_2b", "gemma2_27b"])
+def test_full_size_layout_matches_transformers(llm):
+  """Shapes only: our params (eval_shape) -> every HF tensor of a meta-device model."""
+  model_cfg = dict(img=dict(variant="So400m/14", scan=True),
+                   llm=dict(variant=llm, vocab_size=257152, scan=True))
+  sds = jax.ShapeDtypeStruct
+  shapes = jax.eval_shape(paligemma.Model(**model_cfg).init, jax.random.PRNGKey(0),
+                          sds((1, 224, 224, 3), np.float32), sds((1, 4), np.int32),
+                          sds((1, 4), np.int32))["params"]
+  flat = {k: v.shape for k, v in checkpoint.flatten(shapes).items()}
+  cfg = hf_config.hf_config(flat)  # Released sizes: Gemma 2 extras are known.
+  assert hf_config.model_config(cfg) == dict(
+      img=dict(variant="So400m/14", pool_type="none", scan=True),
+      llm=dict(variant=llm, vocab_size=257152, scan=True))
+  with torch.device("meta"):
+    hf = transformers.PaliGemmaForConditionalGeneration(
+        transformers.PaliGemmaConfig.from_dict(cfg))
+  want = {hf_convert.canonical_name(k): tuple(v.shape) for k, v in hf.state_dict().items()}
+  assert want.pop(hf_convert.LM_HEAD) == (257152, flat["llm/embedder/input_embedding"][1])
+  assert {name: shape for _, name, shape in hf_convert.hf_layout(flat)} == want
