@@ -169,9 +169,9 @@ def _best_of_n(model, params, batch, rng, knobs, logit_mask, answers, *, n, max_
 
 
 @functools.partial(jax.jit, static_argnames=(
-    "model", "max_decode_len", "kind", "n", "alpha", "pad_id", "cache_dtype"))
-def _decode_jit(model, params, batch, rng, knobs, eos_id, logit_mask, answers, *,
-                max_decode_len, kind, n, alpha, pad_id, cache_dtype):
+    "model", "max_decode_len", "kind", "n", "pad_id", "cache_dtype"))
+def _decode_jit(model, params, batch, rng, knobs, eos_id, logit_mask, answers, alpha, *,
+                max_decode_len, kind, n, pad_id, cache_dtype):
   model = model.obj
   kw = dict(max_decode_len=max_decode_len, eos_id=eos_id, pad_id=pad_id,
             cache_dtype=cache_dtype)
@@ -250,9 +250,8 @@ def decode(model, params, batch, *, max_decode_len, sampler="greedy", eos_id, rn
   if inputs["_mask"] is None:
     inputs["_mask"] = np.ones((b,), bool)
   return _decode_jit(_StaticModel(model), params, inputs, rng, s.knobs(),
-                     jnp.int32(eos_id), logit_mask, answers,
-                     max_decode_len=int(max_decode_len),
-                     kind=s.kind, n=s.n, alpha=s.alpha, pad_id=int(pad_id),
+                     jnp.int32(eos_id), logit_mask, answers, jnp.float32(s.alpha),
+                     max_decode_len=int(max_decode_len), kind=s.kind, n=s.n, pad_id=int(pad_id),
                      cache_dtype=cache_dtype)
 
 

@@ -43,7 +43,7 @@ def beam_search(model, params, batch, *, beam_size, alpha, max_decode_len, eos_i
   Args:
     model, params, batch: as for `decode.decode`.
     beam_size: int K.
-    alpha: length normalisation exponent.
+    alpha: length normalisation exponent (float or float32 scalar).
     max_decode_len: int L.
     eos_id, pad_id: ints.
     logit_mask: None, bool[V] or bool[B, V].
@@ -69,9 +69,7 @@ def beam_search(model, params, batch, *, beam_size, alpha, max_decode_len, eos_i
       tokens=jnp.full((b, k, length), pad_id, jnp.int32),
       logprobs=jnp.zeros((b, k, length), jnp.float32))
 
-  def rank(scores, lengths):
-    if alpha == 0:
-      return scores
+  def rank(scores, lengths):  # alpha may be traced: length**0 == 1 is the plain sum.
     return scores / jnp.maximum(lengths, 1).astype(jnp.float32) ** alpha
 
   def cond(s):

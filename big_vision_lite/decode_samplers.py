@@ -54,7 +54,7 @@ class Sampler:
 
 
 def _check_positive(name, value):
-  if not value > 0:
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
     raise ValueError(f"Sampler argument {name}={value!r} must be > 0.")
 
 

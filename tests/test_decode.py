@@ -132,6 +132,10 @@ def test_beam1_is_greedy_and_beam4_scores_higher(setup, greedy):
   b4 = _decode(setup, "beam(4)")
   np.testing.assert_allclose(b4["scores"], b4["logprobs"].sum(-1), atol=1e-4)
   assert np.all(b4["scores"] >= greedy["logprobs"].sum(-1) - 1e-5)
+  # Length normalisation (alpha is data: same compiled function).
+  b4n = _decode(setup, "beam(4, alpha=0.6)", eos_id=int(greedy["tokens"][0, 2]))
+  np.testing.assert_allclose(
+      b4n["scores"], b4n["logprobs"].sum(-1) / b4n["lengths"] ** 0.6, rtol=1e-5)
 
 
 @pytest.mark.slow
@@ -178,3 +182,5 @@ def test_bad_sampler_strings():
     decode.get_sampler("best_of_n(n=2, sampler='beam(2)')")
   assert decode.get_sampler("nucleus(0.9)").kind == "token"
   assert decode.get_sampler("beam(4, alpha=0.6)").alpha == 0.6
+  with pytest.raises(ValueError, match="must be > 0"):
+    decode.get_sampler("topk(k='many')")
