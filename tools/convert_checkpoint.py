@@ -43,9 +43,12 @@ def main(argv=None):
   if os.path.isdir(args.src):
     if args.hf_config:
       raise SystemExit("--hf_config is for npz -> HF; the HF source has its own config.json.")
-    cfg = hf_convert.hf_to_bv(args.src, args.dst, dtype=args.dtype, scan=args.scan)
+    with open(os.path.join(args.src, "config.json")) as f:
+      # Checked before converting: raises if paligemma.Model cannot run the model.
+      model_cfg = hf_config.model_config(json.load(f), scan=args.scan)
+    hf_convert.hf_to_bv(args.src, args.dst, dtype=args.dtype, scan=args.scan)
     print(f"Wrote {args.dst}. paligemma.Model config:")
-    print(json.dumps(hf_config.model_config(cfg, scan=args.scan)))
+    print(json.dumps(model_cfg))
   elif args.src.endswith(".npz") and os.path.isfile(args.src):
     overrides = None
     if args.hf_config:
