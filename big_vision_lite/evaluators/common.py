@@ -183,7 +183,7 @@ def write_json(workdir, name, records):
   if workdir is None or jax.process_index() != 0:
     return None
   path = os.path.join(workdir, f"{name}_predictions.json")
-  os.makedirs(workdir, exist_ok=True)
+  os.makedirs(os.path.dirname(path), exist_ok=True)  # Names may hold "/" (vqav2/minival).
   tmp = path + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:
     json.dump(records, f, ensure_ascii=False, indent=1)
