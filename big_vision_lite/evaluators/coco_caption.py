@@ -17,7 +17,8 @@ def java_ptb_tokenize(captions_for_image):
   """Tokenises {key: [str]} with pycocoevalcap's Java PTBTokenizer."""
   if shutil.which("java") is None:
     raise RuntimeError("ptb='java' needs Java on PATH; use ptb='python' instead.")
-  from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
   data = {k: [{"caption": c} for c in caps] for k, caps in captions_for_image.items()}
   return PTBTokenizer().tokenize(data)
 

@@ -23,7 +23,8 @@ def box_iou(dets, gts, crowd):
 
   For crowd ground truths (bool[G]) the union is the detection's area, as COCO does.
   """
-  dets, gts = np.asarray(dets, np.float64).reshape(-1, 4), np.asarray(gts, np.float64).reshape(-1, 4)
+  dets = np.asarray(dets, np.float64).reshape(-1, 4)
+  gts = np.asarray(gts, np.float64).reshape(-1, 4)
   y1 = np.maximum(dets[:, None, 0], gts[None, :, 0])
   x1 = np.maximum(dets[:, None, 1], gts[None, :, 1])
   y2 = np.minimum(dets[:, None, 2], gts[None, :, 2])

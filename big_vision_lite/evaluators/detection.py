@@ -1,7 +1,7 @@
 """Object detection: COCO mAP@[.5:.95], AP50, AP75 (and AP by area) from `<loc>` outputs.
 
 big_vision has no detection evaluator; this one parses "<loc>x4 label ; ..." answers with
-`postprocess.parse_objects` and scores them with `coco_map` (pycocotools' COCOeval rules).
+`tokenizer.parse_detections` and scores them with `coco_map` (pycocotools' COCOeval rules).
 PaliGemma gives no confidences, so an image's objects are ranked in output order
 (score 1 / (1 + rank)): earlier objects count as more confident. Detections whose label
 is not a ground-truth class of the evaluated set are dropped (as COCOeval drops unknown
@@ -15,15 +15,16 @@ scaled to pixels and AP_small / AP_medium / AP_large are reported too.
 """
 import numpy as np
 
-from big_vision_lite import postprocess
+from big_vision_lite import tokenizer
 from big_vision_lite.evaluators import coco_map
 from big_vision_lite.evaluators import common
 
 
 def parse_prediction(text, height=1.0, width=1.0):
   """Parses a detection answer into {boxes float[D, 4], labels, scores} and #invalid."""
-  objects, invalid = postprocess.parse_objects(text)
-  boxes = np.asarray([o.box(height, width) for o in objects], np.float64).reshape(-1, 4)
+  objects, invalid = tokenizer.parse_detections(text)
+  scale = np.array([height, width, height, width], np.float64) / (tokenizer.NUM_LOC - 1)
+  boxes = np.asarray([o.bins * scale for o in objects], np.float64).reshape(-1, 4)
   scores = 1.0 / (1.0 + np.arange(len(objects)))
   return {"boxes": boxes, "labels": [o.label for o in objects], "scores": scores}, len(invalid)
 

@@ -13,8 +13,8 @@ codes; the codes are decoded to 64x64 mask logits by the VQ-VAE
 
 Stricter than big_vision, on purpose: big_vision reads the first 4 + 16 tokens and
 ignores whatever follows, so "<loc>x4<seg>x20" or junk after the codes still counts as
-valid; here every `;` piece must parse (`postprocess.parse_objects`: exactly 16 seg
-tokens, no stray tokens in the label) and the box must have ymax > ymin, xmax > xmin.
+valid; here every `;` piece must parse (`tokenizer.parse_segmentations`: exactly 16 seg
+tokens, no stray tokens in the label, ymax > ymin and xmax > xmin).
 Box corners are rounded to pixels (big_vision truncates), a difference of at most one
 pixel row/column of the pasted mask.
 
@@ -26,6 +26,7 @@ Masks of different sizes are zero-padded by batching; `hw_key` names an int[2]
 import numpy as np
 
 from big_vision_lite import postprocess
+from big_vision_lite import tokenizer
 from big_vision_lite.evaluators import common
 from big_vision_lite.models import vqvae
 
@@ -52,13 +53,11 @@ def mask_iou(pred, gt):
 
 def parse_answer(text):
   """Returns (box in [0, 1] (ymin, xmin, ymax, xmax), codes int32[16]) or None if invalid."""
-  objects, invalid = postprocess.parse_objects(text)
-  if invalid or not objects or objects[0].seg is None:
+  objects, invalid = tokenizer.parse_segmentations(text)
+  if invalid or not objects:
     return None
-  obj = objects[0]
-  if not (obj.loc[2] > obj.loc[0] and obj.loc[3] > obj.loc[1]):
-    return None
-  return obj.box(1.0, 1.0), np.asarray(obj.seg, np.int32)
+  obj = objects[0]  # The parser guarantees 16 codes and ymax > ymin, xmax > xmin.
+  return tuple(float(b) / (tokenizer.NUM_LOC - 1) for b in obj.bins), obj.codes
 
 
 def example_scores(parsed, logits, gt_box, gt_mask, thresholds=(0.5, 0.75)):
