@@ -40,8 +40,8 @@ def files(tmp_path_factory):
 
 
 def test_predict_single_and_jsonl(files, capsys):
-  common = ["--ckpt", files["ckpt"], "--tokenizer", files["tok"], "--res", "28",
-            "--max_decode_len", "4", "--batch_size", "2"]
+  common = ["--ckpt", files["ckpt"], "--tokenizer", files["tok"],
+            "--max_decode_len", "4", "--batch_size", "2"]  # res 28 read from the ckpt
   single = predict.main(common + ["--image", files["images"][0], "--prompt", "caption en",
                                   "--json"])
   rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

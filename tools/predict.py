@@ -6,13 +6,14 @@ r"""Runs a PaliGemma checkpoint on images and prompts and prints the answers.
   python -m tools.predict ... --prompt "segment cat" --json --vqvae vae-oid.npz
   python -m tools.predict ... --jsonl items.jsonl    # lines {"image": path, "prompt": str}
 
-The model architecture is inferred from the checkpoint's shapes unless `--model_cfg`
-(JSON of `paligemma.Model` kwargs) or `--variant` is given. Images go through the same pp
+The model architecture (and `--res`) is inferred from the checkpoint's shapes unless
+`--model_cfg` (JSON of `paligemma.Model` kwargs) or `--variant` is given. Images go through the same pp
 ops as evaluation: `decode|resize(res)|value_range(-1, 1)` (antialiased bilinear) and the
 prompt through `combine_and_keep_eval` ([BOS] prompt "\n").
 """
 import argparse
 import json
+import math
 import sys
 
 import jax
@@ -55,21 +56,36 @@ def model_config_for(flat_shapes, model_cfg=None, variant=None):
   return dict(_PG, **hf_config.model_config(hf_config.hf_config(flat_shapes)))
 
 
-def load_model(ckpt, model_cfg=None, variant=None, res=224):
+def checkpoint_res(flat_shapes):
+  """Image side the checkpoint was trained at: sqrt(#patches) * patch size (or None)."""
+  pos, emb = flat_shapes.get("img/pos_embedding"), flat_shapes.get("img/embedding/kernel")
+  if pos is None or emb is None:
+    return None
+  return math.isqrt(pos[-2]) * emb[0]
+
+
+def load_model(ckpt, model_cfg=None, variant=None, res=None):
   """Loads a big_vision-format npz (`path.npz` or `path.npz:subtree`).
 
+  Args:
+    ckpt: local path.
+    model_cfg: paligemma.Model kwargs, or None (see `model_config_for`).
+    variant: a `VARIANTS` name, or None.
+    res: image resolution (default: the checkpoint's, from its position embedding).
+
   Returns:
-    (model, params, model_cfg).
+    (model, params, model_cfg, res).
   """
   loaded = checkpoint.load_params(ckpt)
   shapes = {k: tuple(np.shape(v)) for k, v in checkpoint.flatten(loaded).items()}
+  res = res or checkpoint_res(shapes) or 224
   cfg = model_config_for(shapes, model_cfg, variant)
   model = paligemma.Model(**cfg)
   image = jax.ShapeDtypeStruct((1, res, res, 3), np.float32)
   tokens = jax.ShapeDtypeStruct((1, 2), np.int32)
   init = jax.eval_shape(model.init, jax.random.key(0), image, tokens, tokens)["params"]
   params = paligemma.load(init, {k: loaded[k] for k in loaded if k in ("img", "llm")}, cfg)
-  return model, jax.device_put(params), cfg
+  return model, jax.device_put(params), cfg, res
 
 
 def make_examples(items, tokenizer_path, res, text_len):
@@ -120,7 +136,8 @@ def parse_args(argv):
   p.add_argument("--image", help="image file (with --prompt)")
   p.add_argument("--prompt", help="prompt, e.g. 'caption en', 'detect cat'")
   p.add_argument("--jsonl", help="file of {\"image\": path, \"prompt\": str} lines")
-  p.add_argument("--res", type=int, default=224, help="image resolution of the model")
+  p.add_argument("--res", type=int, default=None,
+                 help="image resolution (default: the checkpoint's, e.g. 224 or 448)")
   p.add_argument("--text_len", type=int, default=64, help="max prompt tokens")
   p.add_argument("--sampler", default="greedy",
                  help="greedy | temperature(t=0.7) | topk(k=40) | nucleus(0.9) | beam(4) "
@@ -149,8 +166,8 @@ def main(argv=None):
   else:
     items = [{"image": args.image, "prompt": args.prompt}]
   tok = tokenizer_lib.Tokenizer(args.tokenizer)
-  model, params, _ = load_model(args.ckpt, args.model_cfg, args.variant, args.res)
-  examples = make_examples(items, args.tokenizer, args.res, args.text_len)
+  model, params, _, res = load_model(args.ckpt, args.model_cfg, args.variant, args.res)
+  examples = make_examples(items, args.tokenizer, res, args.text_len)
   answers = predict(model, params, tok, examples, sampler=args.sampler,
                     max_decode_len=args.max_decode_len, batch_size=args.batch_size,
                     rng=jax.random.key(args.seed), cache_dtype=args.cache_dtype)
