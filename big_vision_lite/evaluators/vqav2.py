@@ -5,10 +5,10 @@ leave-one-out subsets of the 10 ground-truth answers. Before matching, answers a
 normalised; two conventions exist and both are implemented:
 
 - `normalize="official"` (default), as GT-Vision-Lab/VQA `vqaEval.py` (Python 3 version):
-  the prediction is ALWAYS normalised (punctuation, lower case, number words -> digits,
-  articles dropped, contractions restored: "dont" -> "don't"); the ground truths get only
-  the punctuation step, and only when the 10 answers disagree. Ground truths are never
-  lower-cased or digit-mapped.
+  the prediction is ALWAYS normalised (whitespace, punctuation, lower case, number words
+  -> digits, articles dropped, contractions restored: "dont" -> "don't"); the ground
+  truths get only the punctuation step, and only when the 10 answers disagree. Ground
+  truths are never stripped, lower-cased or digit-mapped.
 - `normalize="big_vision"`, as big_vision's PaliGemma evaluator (its published minival
   numbers): prediction and ground truths are fully normalised, but only when the answers
   disagree; when all 10 agree, only whitespace is stripped.
@@ -111,13 +111,13 @@ def normalize_pair(prediction, answers, mode="official"):
   if mode not in MODES:
     raise ValueError(f"VQAv2 normalize={mode!r} is unknown; use one of {MODES}.")
   prediction = strip_space(prediction)
-  answers = [strip_space(a) for a in answers]
-  disagree = len(set(answers)) > 1
-  if mode == "official":
+  if mode == "official":  # Ground truths are not even whitespace-stripped.
     prediction = process_digit_article(process_punctuation(prediction))
-    if disagree:
+    if len(set(answers)) > 1:
       answers = [process_punctuation(a) for a in answers]
-  elif disagree:
+    return prediction, list(answers)
+  answers = [strip_space(a) for a in answers]
+  if len(set(answers)) > 1:
     prediction = process_digit_article(process_punctuation(prediction, 0))
     answers = [process_digit_article(process_punctuation(a, 0)) for a in answers]
   return prediction, answers

@@ -25,7 +25,8 @@ _VQAV2_CASES = [
     ("dog", ["dog"] + ["cat"] * 9, 0.3, 0.3),
     ("dog", ["dog"] * 3 + ["cat"] * 7, 0.9, 0.9),
     ("dog", ["dog"] * 4 + ["cat"] * 6, 1.0, 1.0),
-    (" yes\n", ["yes"] * 10, 1.0, 1.0),    # Whitespace is always stripped.
+    (" yes\n", ["yes"] * 10, 1.0, 1.0),    # Prediction whitespace is always stripped...
+    ("yes", ["yes "] * 10, 0.0, 1.0),     # ... ground-truth whitespace only by big_vision.
     ("1.5", ["1.5", "15"] + ["2"] * 8, 0.3, 0.3),  # A period before a digit stays.
     ("red/blue", ["red blue"] * 3 + ["x"] * 7, 0.9, 0.9),  # '/' becomes a space.
     ("red/blue", ["red/blue"] * 3 + ["x"] * 7, 0.9, 0.9),  # GTs get punctuation too...
