@@ -18,6 +18,7 @@ gathered to every host (`gather_json`) so that host 0 alone writes files.
 import difflib
 import functools
 import importlib
+import inspect
 import json
 import os
 import pkgutil
@@ -92,9 +93,17 @@ def from_config(config, predict_fns, *, tokenizer, write_note=print, workdir=Non
     if kw["batch_size"] is None:
       raise ValueError(f"evals.{name}.batch_size is not set and there is no "
                        "config.input.batch_size to default to; set one of them.")
+    kw.update(tokenizer=tokenizer, name=name, workdir=workdir)
+    sig = inspect.signature(module.Evaluator)
+    try:
+      sig.bind(predict_fn, **kw)
+    except TypeError as e:
+      valid = [p for p in sig.parameters if p not in ("predict_fn", "tokenizer", "name",
+                                                      "workdir")]
+      raise TypeError(f"evals.{name} (type {module.__name__.rsplit('.', 1)[-1]}): {e}. "
+                      f"Valid keys: {sorted(valid) + list(_RESERVED)}.") from e
     write_note(f"Building evaluator {name} ({module.__name__})...")
-    evaluator = module.Evaluator(predict_fn, tokenizer=tokenizer, name=name,
-                                 workdir=workdir, **kw)
+    evaluator = module.Evaluator(predict_fn, **kw)
     out.append((name, evaluator, log_steps))
   return out
 

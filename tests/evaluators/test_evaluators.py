@@ -179,7 +179,7 @@ def test_from_config_errors():
     build(type="vqa", log_percent=0.5)
   with pytest.raises(ValueError, match="needs total_steps"):
     build(type="vqa", log_steps=None, log_percent=0.5)
-  with pytest.raises(TypeError):
+  with pytest.raises(TypeError, match=r"evals.e \(type vqa\).*not_an_arg.*Valid keys"):
     build(type="vqa", not_an_arg=1)
 
 
