@@ -76,6 +76,12 @@ def test_visualize_detection_and_mask(files, tmp_path):
   png = np.asarray(Image.open(out))
   assert png.shape == (60, 80, 3)
   assert tuple(png[0, 10]) == visualize.PALETTE[0]  # top edge of the cat box
+  # The same from a `predict --json` line.
+  pred = tmp_path / "pred.jsonl"
+  pred.write_text(json.dumps(dict(image=img_path, prompt="detect cat", **rec)) + "\n")
+  out_pred = str(tmp_path / "pred.png")
+  visualize.main(["--image", img_path, "--pred", str(pred), "--out", out_pred])
+  np.testing.assert_array_equal(np.asarray(Image.open(out_pred)), png)
   # A segmentation: the mask is tinted inside the box.
   vq = str(tmp_path / "vq.npz")
   np.savez(vq, **vqvae.random_state_dict(enc_widths=(4, 4, 4, 4), embed_dim=8,
