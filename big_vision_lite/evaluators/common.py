@@ -187,11 +187,16 @@ def gather_json(records):
   return out
 
 
+def predictions_path(workdir, name):
+  """`{workdir}/{name}_predictions.json`, with "/" in `name` ("vqa/val") written as "_"."""
+  return os.path.join(workdir, f"{name.replace('/', '_')}_predictions.json")
+
+
 def write_json(workdir, name, records):
-  """Host 0 writes `{workdir}/{name}_predictions.json` atomically; returns the path."""
+  """Host 0 writes `predictions_path(workdir, name)` atomically; returns the path."""
   if workdir is None or jax.process_index() != 0:
     return None
-  path = os.path.join(workdir, f"{name}_predictions.json")
+  path = predictions_path(workdir, name)
   os.makedirs(os.path.dirname(path), exist_ok=True)  # Names may hold "/" (vqav2/minival).
   tmp = path + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:

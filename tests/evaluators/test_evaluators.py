@@ -1,5 +1,6 @@
 """Evaluator classes end to end with a fake predict fn and in-memory batches."""
 import json
+import os
 
 import jax
 from jax.experimental import multihost_utils
@@ -28,7 +29,7 @@ def _run(module, fake_task, examples, preds, tmp_path, **kw):
   predict_fn, tok = fake_task(examples, preds)
   ev = module.Evaluator(predict_fn, tok, workdir=str(tmp_path), **_KW, **kw)
   metrics = dict(ev.run(params={}))
-  path = tmp_path / f"{ev.name}_predictions.json"
+  path = tmp_path / os.path.basename(common.predictions_path(str(tmp_path), ev.name))
   return metrics, json.loads(path.read_text()) if path.exists() else None
 
 
@@ -195,6 +196,12 @@ def test_multihost_gathering(monkeypatch, fake_task, tmp_path):
   assert m["acc"] == 0.5 and m["num"] == 4 and len(js) == 4
   monkeypatch.setattr(jax, "process_index", lambda: 1)
   assert common.write_json(str(tmp_path), "other", [1]) is None  # Only host 0 writes.
+
+
+def test_prediction_file_names(tmp_path):
+  path = common.write_json(str(tmp_path), "vqav2/minival", [{"a": "é"}])
+  assert path == str(tmp_path / "vqav2_minival_predictions.json")
+  assert json.loads(open(path, encoding="utf-8").read()) == [{"a": "é"}]
 
 
 def test_from_config_needs_a_batch_size():
