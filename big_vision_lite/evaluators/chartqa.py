@@ -44,7 +44,7 @@ class Evaluator:
     batches = common.eval_batches(self.data, self.pp_fn, self.batch_size)
     for gt, answer in common.decoded_examples(self.predict_fn, params, self.tok, batches,
                                               ("question_id", "answer")):
-      answer, target = post(answer), post(gt["answer"])
+      answer, target = post(answer), post(str(gt["answer"]))
       ok = relaxed_match(target, answer)
       acc, relaxed, num = acc + (answer == target), relaxed + ok, num + 1
       records.append({"question_id": gt.get("question_id"), "answer": answer,

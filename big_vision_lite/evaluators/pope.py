@@ -40,7 +40,7 @@ class Evaluator:
     batches = common.eval_batches(self.data, self.pp_fn, self.batch_size)
     for gt, answer in common.decoded_examples(self.predict_fn, params, self.tok, batches,
                                               ("question_id", "answer")):
-      totals = [t + c for t, c in zip(totals, pope_counts(answer, gt["answer"]))]
+      totals = [t + c for t, c in zip(totals, pope_counts(answer, str(gt["answer"])))]
       num += 1
       records.append({"question_id": gt.get("question_id"), "answer": answer.lower()})
     records = common.gather_json(records)

@@ -44,7 +44,8 @@ class Evaluator:
                                               batches, keep):
       answer = post(answer)
       gts = gt.get("answer", gt.get("answers"))
-      gts = post(gts) if isinstance(gts, str) else [post(a) for a in common.nonempty(gts)]
+      gts = ([post(a) for a in common.nonempty(gts)] if isinstance(gts, list)
+             else post(str(gts)))
       acc, acc_any = vqa.vqa_scores(answer, gts)
       qtype = gt.get("question_type")
       if qtype is not None and qtype not in QUESTION_TYPES:

@@ -83,7 +83,8 @@ class Evaluator:
         self.predict_fn, params, self.tok, batches, ("question_id", "answer", "answers")):
       answer = self._post(answer)
       gts = gt.get("answer", gt.get("answers"))
-      gts = gts if isinstance(gts, str) or gts is None else common.nonempty(gts)
+      gts = common.nonempty(gts) if isinstance(gts, list) else gts
+      gts = str(gts) if gts is not None and not isinstance(gts, list) else gts
       rec = {"question_id": gt.get("question_id"), "answer": answer}
       if gts:  # A str (single answer) or a non-empty list.
         gts = self._post(gts) if isinstance(gts, str) else [self._post(a) for a in gts]
