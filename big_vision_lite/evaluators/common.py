@@ -128,11 +128,14 @@ def local_rows(x):
 
 
 def to_py(x):
-  """Turns numpy/bytes ground-truth values into plain Python (str, int, float, list)."""
+  """Turns ground-truth values into Python: bytes -> str, scalars -> int/float, string
+  arrays -> (nested) lists of str; numeric arrays (boxes, masks) stay numpy arrays."""
   if isinstance(x, bytes):
     return x.decode("utf-8")
   if isinstance(x, np.ndarray):
-    return [to_py(v) for v in x.tolist()] if x.ndim else to_py(x.item())
+    if not x.ndim:
+      return to_py(x.item())
+    return [to_py(v) for v in x.tolist()] if x.dtype.kind in "OSU" else x
   if isinstance(x, (list, tuple)):
     return [to_py(v) for v in x]
   if isinstance(x, np.generic):
@@ -153,7 +156,7 @@ def decoded_examples(predict_fn, params, tokenizer, batches, keep=()):
     params: model params.
     tokenizer: has `to_str(ids, stop_at_eos=True)`.
     batches: iterable of dicts of numpy arrays with `_mask` bool[B].
-    keep: ground-truth keys copied (as plain Python values) into the yielded dict.
+    keep: ground-truth keys copied (via `to_py`) into the yielded dict.
   """
   for batch in batches:
     model_batch = {k: v for k, v in batch.items() if k in MODEL_KEYS}

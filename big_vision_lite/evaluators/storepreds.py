@@ -4,6 +4,8 @@ Each record is {"id", "prompt", "answer"}, plus any extra keys listed in `keep` 
 eval pp kept. `id_key` names the example id key (e.g. "question_id", "image/id");
 `prompt_key` the raw prompt string kept by the pp (e.g. "prefix").
 """
+import numpy as np
+
 from big_vision_lite.evaluators import common
 
 
@@ -26,7 +28,8 @@ class Evaluator:
                                               batches, keys):
       rec = {"id": gt.get(self.id_key), "prompt": gt.get(self.prompt_key),
              "answer": answer}
-      rec.update({k: gt[k] for k in self.keep if k in gt})
+      rec.update({k: gt[k].tolist() if isinstance(gt[k], np.ndarray) else gt[k]
+                  for k in self.keep if k in gt})
       records.append(rec)
     records = common.gather_json(records)
     yield "num", len(records)

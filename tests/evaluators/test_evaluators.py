@@ -209,3 +209,12 @@ def test_from_config_needs_a_batch_size():
       "type": "vqa", "data": {}, "pp_fn": "x", "log_steps": 1}}})
   with pytest.raises(ValueError, match="evals.e.batch_size is not set"):
     common.from_config(config, {"decode": print}, tokenizer=None)
+
+
+def test_to_py():
+  assert common.to_py(np.array([b"a", b"\xc3\xa9"], dtype=object)) == ["a", "é"]
+  assert common.to_py(np.array([[b"a"], [b"b"]])) == [["a"], ["b"]]
+  assert common.to_py(np.int64(3)) == 3 and isinstance(common.to_py(np.float32(1)), float)
+  mask = np.zeros((4, 5, 1), np.uint8)
+  assert common.to_py(mask) is mask  # Numeric arrays stay numpy.
+  assert common.nonempty(["a", "", "b"]) == ["a", "b"]
