@@ -27,6 +27,9 @@ big_vision_lite.datasets.shapes --out DIR`) writes, once and atomically:
 
 Every row has `image` (path relative to its split folder). The same arguments give
 byte-identical files (per-image RNG seeds, fixed PNG settings, sorted JSON keys).
+
+The video split (clips of a moving shape: tasks "video_caption" and "video_qa") lives in
+`shapes_video` and is generated into `out_dir/videos` on first use of a video task.
 """
 import argparse
 import json
@@ -303,7 +306,8 @@ class DataSource(jsonl.DataSource):
   """One task of one split of the shapes dataset, generated on first use.
 
   Args:
-    task: one of TASKS.
+    task: one of TASKS, or a video task ("video_caption", "video_qa": see
+      `shapes_video`; `image` is then string[F] encoded frames).
     split: "train" or "validation".
     data_dir: where the dataset lives (or is generated).
     num_train, num_val, res, seed: generation arguments (see `ensure_shapes`).
@@ -312,17 +316,28 @@ class DataSource(jsonl.DataSource):
 
   def __init__(self, task, split="train", *, data_dir, num_train=2000, num_val=200,
                res=224, seed=0, start=0, stop=None):
-    if task not in TASKS or split not in SPLITS:
+    from big_vision_lite.datasets import shapes_video  # pylint: disable=import-outside-toplevel
+    if task not in TASKS + shapes_video.TASKS or split not in SPLITS:
       raise ValueError(f"shapes: task {task!r} / split {split!r} invalid; tasks are "
-                       f"{TASKS}, splits {SPLITS}.")
+                       f"{TASKS + shapes_video.TASKS}, splits {SPLITS}.")
     ensure_shapes(data_dir, num_train, num_val, res, seed)
     self.task = task
+    if task in shapes_video.TASKS:
+      videos = shapes_video.ensure_videos(os.path.join(data_dir, "videos"), num_train,
+                                          num_val, res, seed)
+      self._frames_dir = os.path.join(videos, split)
+      super().__init__(os.path.join(self._frames_dir, f"{task}.jsonl"), start=start,
+                       stop=stop)
+      return
     keys = ("image", "mask") if task == "segment" else ("image",)
     super().__init__(os.path.join(data_dir, split, f"{task}.jsonl"), fopen_keys=keys,
                      start=start, stop=stop)
 
   def _example(self, i):
     example = super()._example(i)
+    if self.task.startswith("video_"):
+      paths = tf.strings.join([self._frames_dir + os.sep, example.pop("frames")])
+      example["image"] = tf.map_fn(tf.io.read_file, paths, fn_output_signature=tf.string)
     if self.task == "segment":
       mask = tf.io.decode_png(example.pop("mask"), channels=1)
       example["objects/mask"] = mask[None]

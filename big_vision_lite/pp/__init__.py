@@ -7,3 +7,4 @@ from big_vision_lite.pp import ops_general  # noqa: F401
 from big_vision_lite.pp import ops_image  # noqa: F401
 from big_vision_lite.pp import ops_task  # noqa: F401
 from big_vision_lite.pp import ops_text  # noqa: F401
+from big_vision_lite.pp import ops_video  # noqa: F401
