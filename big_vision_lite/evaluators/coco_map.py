@@ -129,12 +129,18 @@ def coco_map(gts, dets, max_dets=100, area_ranges=("all", "small", "medium", "la
               [(b[2] - b[0]) * (b[3] - b[1]) for b in np.reshape(g["boxes"], (-1, 4))])
          for g in gts]
   labels = sorted({l for g in gts for l in g["labels"]})
+  images_of = {l: [] for l in labels}  # Images (in order) where a class appears.
+  for i, (g, d) in enumerate(zip(gts, dets)):
+    for l in sorted(set(g["labels"]) | set(d["labels"])):
+      if l in images_of:
+        images_of[l].append(i)
   out = {}
   for name in area_ranges:
     rng = AREA_RANGES[name]
     precisions = []
     for label in labels:
-      per_image = [_eval_image(g, d, label, rng, max_dets) for g, d in zip(gts, dets)]
+      per_image = [_eval_image(gts[i], dets[i], label, rng, max_dets)
+                   for i in images_of[label]]
       p = _precision(per_image, max_dets)
       if p is not None:
         precisions.append(p)
