@@ -38,7 +38,7 @@ from big_vision_lite import datasets
 
 _TRAIN_KEYS = ("data", "pp", "batch_size", "shuffle_buffer_size", "prefetch",
                "skip_errors")
-_PRIVATE = ("_source", "_skipped", "_seq", "_mask", "_seed")
+_PRIVATE = ("_source", "_skipped", "_seq", "_mask", "_seed", "_ok")
 
 
 def _to_dict(x):
@@ -159,6 +159,50 @@ def _source_specs(input_cfg):
   return specs
 
 
+ALL_FAIL = "every row fails"
+
+
+def _skip_failures(ds, apply, name, max_failures):
+  """`apply` on each (i, example) of `ds`; failing examples are dropped and counted.
+
+  Each example is tried alone; a failure leaves a marker, so the drop count is exact and
+  a source whose rows all fail raises (after `max_failures` in a row) instead of
+  waiting forever for a good example. Rows that fail before `apply` (reading) leave gaps
+  in the example numbers, which are counted as well.
+  """
+  spec = ds.map(apply).element_spec
+  def marker(i):
+    zeros = {key: tf.zeros([d or 0 for d in s.shape], s.dtype) for key, s in spec.items()}
+    return dict(zeros, _seq=i, _ok=tf.constant(False))
+
+  def try_one(i, example):
+    good = tf.data.Dataset.from_tensors((i, example)).map(apply)
+    good = good.map(lambda out: dict(out, _ok=tf.constant(True))).ignore_errors()
+    return good.concatenate(tf.data.Dataset.from_tensors(marker(i))).take(1)
+
+  def count(state, example):
+    last, pending = state
+    example = dict(example)
+    seq, ok = example.pop("_seq"), example.pop("_ok")
+    pending = pending + seq - last - 1 + tf.cast(tf.logical_not(ok), tf.int64)
+    check = tf.debugging.assert_less(
+        pending, tf.constant(max_failures, tf.int64), message=(
+            f"Input source {name!r}: {max_failures} rows in a row failed with "
+            f"skip_errors=True; {ALL_FAIL} (first failure below)"))
+    with tf.control_dependencies([check]):
+      skipped = tf.cast(tf.where(ok, pending, 0), tf.int32)
+    return (seq, tf.where(ok, tf.constant(0, tf.int64), pending)), dict(
+        example, _skipped=skipped, _ok=ok)
+
+  ds = ds.interleave(try_one, cycle_length=tf.data.AUTOTUNE, block_length=1,
+                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.scan((tf.constant(-1, tf.int64), tf.constant(0, tf.int64)), count)
+  ds = ds.filter(lambda ex: ex["_ok"]).map(
+      lambda ex: {key: v for key, v in ex.items() if key != "_ok"})
+  return ds.map(lambda ex: {key: tf.ensure_shape(v, spec[key].shape if key in spec
+                                                 else []) for key, v in ex.items()})
+
+
 def _host_batch_size(batch_size, process_count):
   if batch_size % process_count:
     raise ValueError(f"batch_size {batch_size} is not divisible by the {process_count} "
@@ -194,7 +238,10 @@ class Training:
       self._sources.append((name, source, pp, pp_fn))
       self.total_examples += source.total_examples
       ds = source.get_training_tfdata(int(seeds[k]), buf, process_index, process_count)
-      streams.append(self._preprocess(ds, k, name, pp_fn, skip_errors, int(seeds[k])))
+      # With skip_errors, this many failures in a row mean that every row fails.
+      max_failures = 2 * source.shard_size(process_index, process_count) + buf
+      streams.append(self._preprocess(ds, k, name, pp_fn, skip_errors, int(seeds[k]),
+                                      max_failures))
     for name, s in zip(self.names[1:], streams[1:]):
       if s.element_spec != streams[0].element_spec:
         raise ValueError(f"Mixture sources give different examples after pp: "
@@ -216,7 +263,7 @@ class Training:
     self.batches = 0
 
   @staticmethod
-  def _preprocess(ds, k, name, pp_fn, skip_errors, seed):
+  def _preprocess(ds, k, name, pp_fn, skip_errors, seed, max_failures):
     def apply(i, example):
       # Per-example stateless seed for random pp ops; resumes exactly with the stream.
       out = pp_fn(dict(example, _seed=tf.stack([tf.constant(seed, tf.int64), i])))
@@ -228,15 +275,15 @@ class Training:
                          f"{_PRIVATE}, got {out!r}.")
       return dict(out, _source=tf.constant(k, tf.int32), _seq=i)
 
-    def count_gaps(last, example):
-      example = dict(example)
-      seq = example.pop("_seq")
-      return seq, dict(example, _skipped=tf.cast(seq - last - 1, tf.int32))
-
-    ds = ds.enumerate().map(apply, num_parallel_calls=tf.data.AUTOTUNE)
-    if skip_errors:
-      ds = ds.ignore_errors()
-    return ds.scan(tf.constant(-1, tf.int64), count_gaps)
+    ds = ds.enumerate()
+    if not skip_errors:
+      def count_gaps(last, example):
+        example = dict(example)
+        seq = example.pop("_seq")
+        return seq, dict(example, _skipped=tf.cast(seq - last - 1, tf.int32))
+      ds = ds.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
+      return ds.scan(tf.constant(-1, tf.int64), count_gaps)
+    return _skip_failures(ds.ignore_errors(), apply, name, max_failures)
 
   def __iter__(self):
     return self
@@ -246,7 +293,11 @@ class Training:
     try:
       batch = next(self._iterator)
     except tf.errors.OpError as e:
-      raise diagnose(e, self._sources, self.process_index, self.process_count) from e
+      error = diagnose(e, self._sources, self.process_index, self.process_count)
+      found = re.search(r"(Input source [^\]]*" + ALL_FAIL + r"[^\]]*)", e.message)
+      if found:
+        error = ValueError(f"{found.group(1).replace(chr(92), '').rstrip('. ')}. {error}")
+      raise error from e
     batch = _numpy(batch)
     source = batch.pop("_source")
     self._counts += np.bincount(source, minlength=len(self.names))

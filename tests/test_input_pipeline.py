@@ -116,8 +116,8 @@ def test_failing_row_is_named(tmp_path):
                                seed=0)
   with pytest.raises(ValueError, match=r"row 5 .* failed in pp op 'decode'"):
     _take(it, 5)
-  (tmp_path / "bad" / "2.png").unlink()
   ev = input_pipeline.evaluation(data, _decode, 4)
+  (tmp_path / "bad" / "2.png").unlink()  # Vanishes after the source checked it.
   with pytest.raises(ValueError, match=r"row 2 .* failed while reading it"):
     list(ev)
 

@@ -10,7 +10,7 @@ address them, e.g. `objects/bbox`).
 
 `fopen_keys` names keys whose values are file paths relative to a base dir (default: the
 JSONL file's folder); the stream holds the file's bytes (`tf.string[]`) under that key.
-A path that leaves the base dir is rejected when the source is built.
+A path that leaves the base dir, or names no file, is rejected when the source is built.
 
 The whole file is parsed and checked (even outside start/stop) when the source is built, so a bad row fails with
 the file, line and key before any training starts. Rows live in memory as columns; the
@@ -172,7 +172,7 @@ class DataSource:
       if k not in ref:
         raise KeyError(f"{self._where(0)}: fopen key '{k}' not in the row's keys "
                        f"{sorted(ref)}.")
-    kinds = {}
+    kinds, files = {}, []
     for i, row in enumerate(rows):
       _check_keys(row, ref, self._where(i))
       for k, v in row.items():
@@ -180,7 +180,11 @@ class DataSource:
         kind = _kind(v, where)
         kinds[k] = kind if k not in kinds else _merge2(kinds[k], kind, where)
         if k in self.fopen_dirs:
-          self._check_path(v, k, where)
+          files.append((where, v, self._check_path(v, k, where)))
+    for where, value, full in files:  # After the path checks of the whole file.
+      if not os.path.isfile(full):
+        raise FileNotFoundError(f"{where}: file {value!r} ({full}) does not exist or is "
+                                "not a file. Fix the path or drop the row.")
     for k, kind in kinds.items():
       for path, leaf, _ in _leaves(kind, rows[0][k], (k,)):
         if leaf[0] == "list" and leaf[1] is None:
@@ -198,6 +202,7 @@ class DataSource:
       raise ValueError(f"{where}: path {value!r} resolves to {full}, outside the base dir "
                        f"{base}. Paths must stay inside it (no '..' or absolute paths "
                        "elsewhere); move the file or set base_dir/fopen_keys={key: dir}.")
+    return full
 
   def _to_columns(self, rows):
     """Returns {path tuple: tf tensors} holding every leaf of every row."""

@@ -29,12 +29,51 @@ def _image(data, op, key):
   return data[key]
 
 
-def decode_image(raw, channels=3):
+# Decoding refuses images with more pixels than this (header check before decoding), so a
+# small "decompression bomb" file cannot take gigabytes of memory.
+MAX_PIXELS = 2**26
+
+
+def _be_uint32(raw, offset):
+  """Big-endian uint32 at byte `offset` of a tf.string, as int64."""
+  hi_lo = tf.cast(tf.io.decode_raw(tf.strings.substr(raw, offset, 4), tf.uint16,
+                                   little_endian=False), tf.int64)
+  return hi_lo[0] * 65536 + hi_lo[1]
+
+
+def header_pixels(raw):
+  """Returns int64 height * width from a PNG, GIF or JPEG header (0 for other formats).
+
+  Args:
+    raw: tf.string scalar, encoded image bytes.
+  """
+  n = tf.strings.length(raw)
+  is_png = tf.logical_and(n >= 24, tf.strings.substr(raw, 0, 8, unit="BYTE") ==
+                          b"\x89PNG\r\n\x1a\n")
+  is_gif = tf.logical_and(n >= 10, tf.strings.substr(raw, 0, 3) == b"GIF")
+
+  def png():
+    return _be_uint32(raw, 16) * _be_uint32(raw, 20)
+
+  def gif():
+    w_h = tf.cast(tf.io.decode_raw(tf.strings.substr(raw, 6, 4), tf.uint16,
+                                   little_endian=True), tf.int64)
+    return w_h[0] * w_h[1]
+
+  def jpeg():
+    return tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(raw)[:2], tf.int64))
+
+  return tf.case([(is_png, png), (is_gif, gif), (tf.io.is_jpeg(raw), jpeg)],
+                 default=lambda: tf.constant(0, tf.int64), exclusive=True)
+
+
+def decode_image(raw, channels=3, max_pixels=MAX_PIXELS):
   """Decodes encoded bytes (JPEG exactly, with the accurate integer DCT; PNG/GIF/BMP).
 
   Args:
     raw: tf.string scalar.
     channels: output channels; greyscale is repeated and alpha dropped for 3.
+    max_pixels: images whose header gives more pixels fail before decoding.
 
   Returns:
     uint8[H, W, channels].
@@ -45,21 +84,32 @@ def decode_image(raw, channels=3):
   def other():
     return tf.io.decode_image(raw, channels=channels, expand_animations=False)
 
-  image = tf.cond(tf.io.is_jpeg(raw), jpeg, other)
+  check = tf.debugging.assert_less_equal(
+      header_pixels(raw), tf.constant(max_pixels, tf.int64),
+      message=f"decode: the image header gives more than max_pixels={max_pixels} pixels "
+      "(a huge image or a decompression bomb); resize the file or raise "
+      "decode(max_pixels=...)")
+  with tf.control_dependencies([check]):
+    image = tf.cond(tf.io.is_jpeg(raw), jpeg, other)
   image.set_shape([None, None, channels])
   return image
 
 
 @PP_OPS.register("decode")
-def get_decode(key="image", channels=3):
-  """Decodes `data[key]` (encoded bytes) to uint8[H, W, channels]; decoded images pass."""
+def get_decode(key="image", channels=3, max_pixels=MAX_PIXELS):
+  """Decodes `data[key]` (encoded bytes) to uint8[H, W, channels]; decoded images pass.
+
+  Images with more than `max_pixels` pixels (by their header) fail before decoding.
+  """
   builder.check_choice("decode", "channels", channels, (1, 3))
+  if not isinstance(max_pixels, int) or isinstance(max_pixels, bool) or max_pixels < 1:
+    raise ValueError(f"pp op 'decode': max_pixels={max_pixels!r} must be a positive int.")
 
   def _decode(data):
     data = dict(data)
     image = _image(data, "decode", key)
     if image.dtype == tf.string:
-      image = decode_image(image, channels)
+      image = decode_image(image, channels, max_pixels)
     elif image.shape.rank == 3 and image.shape[-1] == 1 and channels == 3:
       image = tf.image.grayscale_to_rgb(image)
     data[key] = image

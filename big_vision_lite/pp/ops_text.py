@@ -103,8 +103,22 @@ def _row_parts(data, op, tok, prefix, suffix, sep):
       if tok is None:
         raise ValueError(f"pp op '{op}': {key!r} is a string; tokenize it first with "
                          f"tok(key={key!r}, model=...) or pass model= to '{op}'.")
+      if v.shape.rank != 0:
+        raise ValueError(f"pp op '{op}': {key!r} must be one string, got shape "
+                         f"{v.shape}; pick one with choice(inkey={key!r}) first.")
       return tokenize_tf(tok, v, bos=bos, eos=eos)
-    return tf.cast(tf.reshape(v, [-1]), tf.int32)
+    if not v.dtype.is_integer or v.dtype == tf.bool or v.shape.rank != 1:
+      raise TypeError(f"pp op '{op}': {key!r} must be a string or a list of token ids "
+                      f"(int[n]), got {v.dtype.name}{v.shape}. Fix the data's {key!r}.")
+    ids = tf.cast(v, tf.int32)
+    if tok is not None:
+      check = tf.debugging.assert_less(
+          tf.reduce_max(tf.concat([ids, [0]], 0)), tok.vocab_size,
+          message=f"pp op '{op}': token ids of {key!r} exceed the vocab")
+      with tf.control_dependencies([check, tf.debugging.assert_non_negative(
+          ids, message=f"pp op '{op}': negative token ids in {key!r}")]):
+        ids = tf.identity(ids)
+    return ids
 
   p = get(prefix, bos=True)
   if tok is not None:
