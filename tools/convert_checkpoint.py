@@ -8,6 +8,10 @@ Tensors are converted one at a time, so memory stays near one tensor's size.
   python -m tools.convert_checkpoint /ckpts/paligemma2-3b-pt-224 /ckpts/pg2_224.npz
   python -m tools.convert_checkpoint /ckpts/pg2_224.npz /ckpts/pg2_hf --dtype bfloat16 \
       --hf_config /ckpts/paligemma2-3b-pt-224/config.json
+  python -m tools.convert_checkpoint /ckpts/pt_224.npz /ckpts/pt_224.b16.npz --dtype bfloat16
+
+npz -> npz (dst ends in .npz) rewrites the params in another precision (float32,
+bfloat16 as 2-byte void, float16), one layer at a time.
 
 HF -> npz prints the `paligemma.Model` config (variants inferred from config.json).
 npz -> HF infers config.json from the tensor shapes; `--hf_config` supplies the fields
@@ -19,8 +23,11 @@ import json
 import os
 import sys
 
+import numpy as np
+
 from big_vision_lite import hf_config
 from big_vision_lite import hf_convert
+from big_vision_lite import hf_io
 
 
 def parse_args(argv):
@@ -38,6 +45,20 @@ def parse_args(argv):
   return p.parse_args(argv)
 
 
+def cast_npz(src, dst, dtype):
+  """Writes the params of npz `src` to npz `dst` with float leaves cast to `dtype`."""
+  floats = {np.dtype(np.float64), *hf_io.DTYPES.values()}
+  with hf_io.NpzReader(src) as reader, hf_io.NpzWriter(dst) as out:
+    for key, shape in reader.shapes().items():
+      if reader.dtype(key) not in floats:
+        out.write(key, np.asarray(reader.array(key)))
+      elif len(shape) >= 2:  # Stacked layers (or any matrix): one slice at a time.
+        out.write_layers(key, shape[0], (hf_io.cast(np.asarray(x), dtype)
+                                         for x in reader.iter_layers(key)))
+      else:
+        out.write(key, hf_io.cast(np.asarray(reader.array(key)), dtype))
+
+
 def main(argv=None):
   args = parse_args(sys.argv[1:] if argv is None else argv)
   if os.path.isdir(args.src):
@@ -49,6 +70,12 @@ def main(argv=None):
     hf_convert.hf_to_bv(args.src, args.dst, dtype=args.dtype, scan=args.scan)
     print(f"Wrote {args.dst}. paligemma.Model config:")
     print(json.dumps(model_cfg))
+  elif args.src.endswith(".npz") and os.path.isfile(args.src) and args.dst.endswith(".npz"):
+    if args.hf_config or not args.dtype:
+      raise SystemExit("npz -> npz rewrites the dtype: pass --dtype and no --hf_config "
+                       "(--hf_config is for npz -> HF).")
+    cast_npz(args.src, args.dst, args.dtype)
+    print(f"Wrote {args.dst} ({args.dtype}).")
   elif args.src.endswith(".npz") and os.path.isfile(args.src):
     overrides = None
     if args.hf_config:

@@ -16,12 +16,26 @@ def _compile(patterns):
     raise ValueError(f"Bad dont_load regex in {list(patterns)}: {e}.") from e
 
 
+def _cast_like(x, dtype):
+  """Casts float `x` to float `dtype` (numpy, ml_dtypes for bfloat16); else returns x."""
+  dtype = np.dtype(dtype)
+  if (getattr(x, "dtype", dtype) == dtype or not jnp.issubdtype(x.dtype, jnp.floating)
+      or not jnp.issubdtype(dtype, jnp.floating)):
+    return x
+  if isinstance(x, jax.Array):
+    return x.astype(dtype)
+  return np.asarray(x).astype(dtype)
+
+
 def merge_params(loaded, init, dont_load=()):
   """Returns `init`'s tree filled with `loaded` values; checks that they match.
 
   Keys of `init` matching a `dont_load` regex (full match on "a/b/c") keep their init
   value. Every other init key must be in `loaded` with the same shape, and every loaded
-  key must be used.
+  key must be used. `init` fixes the dtypes too: a loaded float leaf (float32, bfloat16
+  or float16 checkpoints) is cast to the dtype of its init leaf, so the params compute
+  in the precision the caller initialised (e.g. float32 params to train from a bfloat16
+  release, or bfloat16 `ShapeDtypeStruct`s to serve a float32 one in half the memory).
 
   Args:
     loaded: nested dict of arrays (e.g. from `checkpoint.load_params`).
@@ -52,7 +66,7 @@ def merge_params(loaded, init, dont_load=()):
     new = loaded_flat[k]
     if tuple(np.shape(new)) != tuple(v.shape):
       bad_shapes.append(f"{k}: checkpoint {tuple(np.shape(new))} != model {tuple(v.shape)}")
-    merged[k] = new
+    merged[k] = _cast_like(new, v.dtype)
   if bad_shapes:
     raise ValueError(f"Loaded params have wrong shapes: {bad_shapes}. Fix the model "
                      "config or add these names to dont_load.")
