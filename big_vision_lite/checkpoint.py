@@ -6,7 +6,9 @@ numpy has no bfloat16, so bfloat16 arrays are stored as 2-byte void (`|V2`) and 
 back as `ml_dtypes.bfloat16` on load. `path.npz:img` selects the `img` subtree.
 """
 import os
+import tokenize
 import zipfile
+import zlib
 
 import ml_dtypes
 import numpy as np
@@ -87,7 +89,8 @@ def load_params(path):
     with np.load(fname, allow_pickle=False) as npz:
       for key in npz.files:
         flat[key] = _restore_dtype(npz[key])
-  except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+  except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, SyntaxError,
+          tokenize.TokenError) as e:
     raise ValueError(
         f"Could not read params file '{fname}': {type(e).__name__}: {e}. It must be an "
         "uncompressed numpy .npz written by save_params (or big_vision); pickled "

@@ -8,11 +8,14 @@ time, so a 28B checkpoint converts without holding it in memory:
     big_vision convention), safetensors shards are written from a precomputed
     header. Both are written under a temporary name and renamed at the end.
 """
+import contextlib
 import glob
 import json
 import os
 import struct
+import tokenize
 import zipfile
+import zlib
 
 import ml_dtypes
 import numpy as np
@@ -24,6 +27,22 @@ _ST_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16,
               "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
 _ST_NAMES = {np.dtype(v): k for k, v in _ST_DTYPES.items()}
 _BF16_VOID = np.dtype("V2")
+
+
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, SyntaxError,
+                tokenize.TokenError, ValueError)
+
+
+@contextlib.contextmanager
+def _reading(where):
+  """Re-raises a read/parse error of a corrupt file as a ValueError naming `where`."""
+  try:
+    yield
+  except _READ_ERRORS as e:
+    if isinstance(e, ValueError) and str(e).startswith(("Member '", "Could not read")):
+      raise
+    raise ValueError(f"Could not read {where}: {type(e).__name__}: {e}. The file is "
+                     "corrupt or not a numpy .npz; re-download or re-convert it.") from e
 
 
 def cast(x: np.ndarray, dtype: str) -> np.ndarray:
@@ -39,8 +58,16 @@ class SafetensorsDir:
   def __init__(self, path: str):
     index = os.path.join(path, "model.safetensors.index.json")
     if os.path.exists(index):
-      with open(index) as f:
-        weight_map = json.load(f)["weight_map"]
+      try:
+        with open(index, encoding="utf-8") as f:
+          weight_map = json.load(f)["weight_map"]
+        valid = isinstance(weight_map, dict) and all(
+            isinstance(v, str) for v in weight_map.values())
+      except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{index}: corrupt index ({type(e).__name__}: {e}); it must be "
+                         'JSON {"weight_map": {tensor: file}}.') from e
+      if not valid:
+        raise ValueError(f"{index}: weight_map must map tensor names to file names.")
       self.files = sorted({os.path.join(path, v) for v in weight_map.values()})
     else:
       weight_map = None
@@ -80,19 +107,35 @@ def _read_header(fname):
     n = struct.unpack("<Q", f.read(8))[0] if size >= 8 else size
     if n + 8 > size:
       raise ValueError(f"{fname} is not a safetensors file (header length {n}, size {size}).")
-    header = json.loads(f.read(n))
+    try:
+      header = json.loads(f.read(n).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+      raise ValueError(f"{fname}: corrupt safetensors header (not UTF-8 JSON: {e}); "
+                       "re-download or re-convert the file.") from e
+  if not isinstance(header, dict):
+    raise ValueError(f"{fname}: corrupt safetensors header (a JSON "
+                     f"{type(header).__name__}, not an object).")
   header.pop("__metadata__", None)
   out = {}
   for key, e in header.items():
+    if not isinstance(e, dict) or not {"dtype", "shape", "data_offsets"} <= set(e):
+      raise ValueError(f"Tensor '{key}' in {fname}: corrupt header entry {e!r} (needs "
+                       "dtype, shape and data_offsets).")
     if e["dtype"] not in _ST_DTYPES:
       raise ValueError(f"Tensor '{key}' in {fname} has dtype {e['dtype']}; supported: "
                        f"{sorted(_ST_DTYPES)}.")
-    start, end = (8 + n + o for o in e["data_offsets"])
+    offsets, shape = e["data_offsets"], e["shape"]
+    if (not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape)
+        or not isinstance(offsets, list) or len(offsets) != 2
+        or not all(type(o) is int and o >= 0 for o in offsets)):
+      raise ValueError(f"Tensor '{key}' in {fname}: corrupt shape {shape!r} or "
+                       f"data_offsets {offsets!r} (need non-negative ints).")
+    start, end = (8 + n + o for o in offsets)
     dtype = np.dtype(_ST_DTYPES[e["dtype"]])
-    if end - start != dtype.itemsize * int(np.prod(e["shape"])) or end > size:
-      raise ValueError(f"Tensor '{key}' in {fname}: offsets {e['data_offsets']} do not fit "
-                       f"shape {e['shape']} {e['dtype']} (file truncated?).")
-    out[key] = (dtype, tuple(e["shape"]), start, end)
+    if end - start != dtype.itemsize * int(np.prod(shape)) or end > size:
+      raise ValueError(f"Tensor '{key}' in {fname}: offsets {offsets} do not fit "
+                       f"shape {shape} {e['dtype']} (file truncated?).")
+    out[key] = (dtype, tuple(shape), start, end)
   return out
 
 
@@ -156,7 +199,13 @@ class NpzReader:
 
   def __init__(self, path: str):
     self.path = path
-    self._zf = zipfile.ZipFile(path)
+    try:
+      self._zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+      raise ValueError(f"Could not read npz file '{path}': {type(e).__name__}: {e}. It "
+                       "must be a numpy .npz (a zip of .npy files); re-download or "
+                       "re-convert it.") from e
+    self._crcs = {}
     self._members, self._headers, self._offsets = {}, {}, {}
     infos = self._zf.infolist()
     if any(i.filename.startswith("params/") for i in infos):
@@ -166,10 +215,11 @@ class NpzReader:
       key = name[:-4] if name.endswith(".npy") else name
       key = key[len("params/"):] if key.startswith("params/") else key
       self._members[key] = name
-      with self._zf.open(info) as f:
+      with _reading(f"member '{name}' of npz file '{path}'"), self._zf.open(info) as f:
         self._headers[key] = _npy_header(f, f"{path}:{name}")
         if info.compress_type == zipfile.ZIP_STORED:
           self._offsets[key] = _data_start(self._zf.fp, info) + f.tell()
+          self._crcs[key] = (info.CRC, f.tell(), info.file_size)
 
   def shapes(self) -> dict[str, tuple]:
     return {k: h[0] for k, h in self._headers.items()}
@@ -183,10 +233,30 @@ class NpzReader:
     if key in self._offsets:
       if not int(np.prod(shape)):
         return np.zeros(shape, dtype)
+      self._check_stored(key, shape, dtype)
       return np.memmap(self.path, dtype, "r", offset=self._offsets[key], shape=shape)
-    with self._zf.open(self._members[key]) as f:
-      _npy_header(f, key)
-      return np.frombuffer(f.read(), dtype).reshape(shape)
+    with _reading(f"member '{self._members[key]}' of npz file '{self.path}'"):
+      with self._zf.open(self._members[key]) as f:
+        _npy_header(f, key)
+        return np.frombuffer(f.read(), dtype).reshape(shape)
+
+  def _check_stored(self, key, shape, dtype):
+    """Checks the zip CRC of a memory-mapped member (zipfile checks streamed ones)."""
+    crc, header_len, file_size = self._crcs[key]
+    nbytes = dtype.itemsize * int(np.prod(shape))
+    where = f"Member '{self._members[key]}' of npz file '{self.path}'"
+    if header_len + nbytes != file_size or self._offsets[key] + nbytes > os.path.getsize(
+        self.path):
+      raise ValueError(f"{where}: {nbytes} data bytes do not fit the member size "
+                       f"{file_size} / the file (truncated?); re-download or re-convert.")
+    data = np.memmap(self.path, np.uint8, "r", offset=self._offsets[key] - header_len,
+                     shape=(file_size,))
+    got = 0
+    for i in range(0, file_size, 1 << 26):  # 64 MB at a time.
+      got = zlib.crc32(data[i:i + (1 << 26)], got)
+    if got != crc:
+      raise ValueError(f"{where}: CRC mismatch (the file is corrupt); re-download or "
+                       "re-convert it.")
 
   def iter_layers(self, key: str):
     """Yields `x[i]` for each index of the leading axis, reading one at a time."""
@@ -195,10 +265,11 @@ class NpzReader:
       yield from self.array(key)
       return
     nbytes = dtype.itemsize * int(np.prod(shape[1:]))
-    with self._zf.open(self._members[key]) as f:
-      _npy_header(f, key)
-      for _ in range(shape[0]):
-        yield np.frombuffer(f.read(nbytes), dtype).reshape(shape[1:])
+    with _reading(f"member '{self._members[key]}' of npz file '{self.path}'"):
+      with self._zf.open(self._members[key]) as f:
+        _npy_header(f, key)
+        for _ in range(shape[0]):
+          yield np.frombuffer(f.read(nbytes), dtype).reshape(shape[1:])
 
   def __enter__(self):
     return self
