@@ -1,6 +1,8 @@
 """Training metrics: `metrics.jsonl`, TensorBoard events and a console progress line.
 
-Only process 0 writes. One JSON object per logged step, e.g.
+Only process 0 writes. One JSON object per logged training step (evaluator results are
+lines of their own, keys prefixed by the evaluator's name: `{"step": 100, "vqa/acc": 0.8}`),
+e.g.
 `{"step": 10, "loss": 2.3, "lr": 0.001, "grad_norm": ..., "examples_seen/shapes": 320,
 "steps_per_sec": 3.1, "examples_per_sec": 99.2, "eta_sec": 42.0}`.
 """
@@ -38,7 +40,8 @@ class MetricsWriter:
   def write(self, step, metrics, *, prefix="train"):
     """Logs `metrics` (dict of floats) at `step`; adds speeds and ETA for training."""
     out = {"step": int(step)}
-    out.update({k: float(v) for k, v in metrics.items()})
+    name = (lambda k: k) if prefix == "train" else (lambda k: f"{prefix}/{k}")
+    out.update({name(k): float(v) for k, v in metrics.items()})
     if prefix == "train" and self._last is not None:
       now = time.monotonic()
       dt, ds = now - self._last[0], step - self._last[1]
@@ -64,13 +67,13 @@ class MetricsWriter:
     with self._tb.as_default():
       for k, v in out.items():
         if k != "step":
-          tag = k if prefix == "train" else f"{prefix}/{k}"
-          tf.summary.write(tag, tf.constant(v, tf.float32), step=step, metadata=meta)
+          tf.summary.write(k, tf.constant(v, tf.float32), step=step, metadata=meta)
     self._tb.flush()
 
   def _line(self, out, prefix):
     if prefix != "train":
-      items = ", ".join(f"{k}={v:.4g}" for k, v in out.items() if k != "step")
+      items = ", ".join(f"{k.split('/', 1)[1]}={v:.4g}" for k, v in out.items()
+                        if k != "step")
       return f"[{prefix}] step {out['step']}: {items}"
     line = (f"step {out['step']}/{self.total_steps} loss {out.get('loss', float('nan')):.4f}"
             f" lr {out.get('lr', 0.0):.3g} |g| {out.get('grad_norm', 0.0):.3g}")

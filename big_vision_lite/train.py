@@ -58,8 +58,9 @@ def init_train_state(config, model_mod, model, mesh, batch, total_steps, rng):
   plan = sharding.to_shardings(sharding.make_plan(shapes, strategy, mesh), mesh)
   if config.get("model_init"):
     host = jax.device_get(jax.jit(init)(rng))
-    load_kw = dict(config.get("model_load", {}))
-    host = model_mod.load(host, config.model_init, config.get("model"), **load_kw)
+    plain = lambda x: x.to_dict() if hasattr(x, "to_dict") else x
+    host = model_mod.load(host, plain(config.model_init), plain(config.get("model")),
+                          **plain(config.get("model_load", {})))
     params = _place(host, plan)
   else:
     params = jax.jit(init, out_shardings=plan)(rng)

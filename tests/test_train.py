@@ -1,6 +1,7 @@
 """End-to-end tests of `train(config, workdir)` on the tiny config (real data + model)."""
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -101,10 +102,17 @@ def test_golden_sharding_plan(data_dir):
 
 
 def test_train_two_steps(data_dir, tmp_path):
-  out = train.train(_config(data_dir), str(tmp_path))
+  c = _config(data_dir)
+  c.evals = {"val": dict(
+      type="perplexity", pred="logits", log_percent=1.0, batch_size=8,
+      data=dict(c.input.caption.data, split="validation"), pp_fn=c.input.caption.pp)}
+  out = train.train(c, str(tmp_path))
   assert out["step"] == 2 and not out["stopped"]
+  assert np.isfinite(out["evals"]["val/perplexity"])
   assert all(np.isfinite(v) for v in out["losses"].values())
   lines = _lines(str(tmp_path))
+  assert lines[-1]["val/num"] == 8
+  lines = [l for l in lines if "loss" in l]
   assert [l["step"] for l in lines] == [1, 2]
   for key in ("loss", "lr", "grad_norm", "param_norm", "update_norm",
               "examples_seen/caption", "examples_seen/vqa", "examples_per_sec", "eta_sec"):
@@ -154,14 +162,32 @@ def test_lora_and_export(data_dir, tmp_path):
   from tools import export_lora  # pylint: disable=import-outside-toplevel
   c = _config(data_dir, "total_steps=2", lora=dict(
       rank=2, alpha=4.0, targets="llm/layers/(attn|mlp)/.*", dropout=0.1))
+  model, shapes = _param_shapes(c)
+  init = jax.jit(lambda r: model.init(r, jnp.zeros((1, 28, 28, 3)), jnp.zeros((1, 23), jnp.int32),
+                                      jnp.zeros((1, 23), jnp.int32))["params"])(jax.random.key(3))
+  checkpoint.save_params(jax.device_get(init), str(tmp_path / "init.npz"))
+  c.model_init = str(tmp_path / "init.npz")
   out = train.train(c, str(tmp_path / "w"))
+  # Base weights (the loaded ones) are unchanged outside the adapted einsums.
+  np.testing.assert_array_equal(out["params"]["img"]["head"]["kernel"],
+                                init["img"]["head"]["kernel"])
+  assert not np.array_equal(out["params"]["llm"]["layers"]["mlp"]["linear"],
+                            init["llm"]["layers"]["mlp"]["linear"])
   path, step = export_lora.export(c, str(tmp_path / "w"), str(tmp_path / "merged.npz"))
   assert step == 2
   merged = checkpoint.load_params(path)
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), b),
                out["params"], merged)
-  _, shapes = _param_shapes(c)
   assert jax.tree.map(lambda x: x.shape, merged) == jax.tree.map(lambda x: x.shape, shapes)
+
+
+def test_sigterm_sets_the_stop_event():
+  event, restore = train._sigterm_event()  # pylint: disable=protected-access
+  try:
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert event.wait(5)
+  finally:
+    restore()
 
 
 def test_duration_errors():
