@@ -92,7 +92,7 @@ def _captions(clip, rng):
   n = len(clip["objects"])
   caps = [f"{art(name)} moves {d}",
           f"{art(mover['size'] + ' ' + name)} moving {d}{past}",
-          f"the {name} slides to the {d}",
+          f"the {name} slides {d}",
           f"{shapes.NUMBERS[n]} shape{'s' * (n > 1)}; the {name} moves {d}",
           f"a video of {art(name)} moving {d}{past}"]
   return caps, caps[int(rng.integers(len(caps)))]
