@@ -1,0 +1,108 @@
+"""Memory benchmarks: per-device state bytes under sharding plans, and fit checks.
+
+`bench_sharding` compares the `fsdp` and `replicate` plans on the simulated devices:
+parameter + optimizer bytes per device (from the shardings) and the step time.
+`fit_fsdp` shows a model (PaliGemma 3B by default) fits N devices of a given size under
+FSDP for several remat policies, from the compiled step's `memory_analysis()` with
+abstract inputs (`jax.eval_shape`; no real weights). `fit_finetune` does the same for
+the attention-only SGD recipe on one device, beside the analytic estimate of
+`flops.finetune_memory`.
+"""
+import jax
+import numpy as np
+
+from big_vision_lite import benchmark_timing as timing
+from big_vision_lite import benchmark_train as bt
+from big_vision_lite import flops
+from big_vision_lite import sharding
+
+PLANS = {"fsdp": [(".*", "fsdp(axis='data')")], "replicate": [(".*", "replicate")]}
+GB = 1e9
+
+
+def per_device_bytes(tree):
+  """Bytes that the most loaded device holds of `tree` (ShapeDtypeStructs with shardings)."""
+  total = 0
+  for x in jax.tree.leaves(tree):
+    shape = x.sharding.shard_shape(x.shape) if x.sharding is not None else x.shape
+    total += int(np.prod(shape)) * np.dtype(x.dtype).itemsize
+  return total
+
+
+def make_data_mesh(devices=None):
+  """A one-axis ("data") mesh over `devices` (default all)."""
+  return sharding.make_mesh([("data", -1)], devices)
+
+
+def bench_sharding(model_name, *, batch, res, text_len, iters, remat="nothing_saveable",
+                   jit_check=True):
+  """The `sharding` sub-command: one row per plan (fsdp, replicate) on all devices."""
+  mesh = make_data_mesh()
+  rows = []
+  for plan, strategy in PLANS.items():
+    cfg = bt.model_config(model_name, remat=remat)
+    step = bt.make_train_step(cfg, batch=batch, res=res, text_len=text_len, mesh=mesh,
+                              strategy=strategy)
+    compiled = bt.compile_step(step)
+    mem = timing.compiled_memory(compiled)
+    r = bt.run_steps(step, res=res, text_len=text_len, iters=iters, compiled=compiled,
+                     jit_check=jit_check)
+    rows.append(dict(plan=plan, devices=mesh.size,
+                     params_mb=per_device_bytes(step["state"]["params"]) / 2**20,
+                     opt_mb=per_device_bytes(step["state"]["opt"]) / 2**20,
+                     state_mb=per_device_bytes(step["state"]) / 2**20,
+                     compiled_peak_mb=mem.get("peak", 0) / 2**20, step_s=r["step_s"],
+                     examples_per_s=batch / r["step_s"], compiles=r["compiles"]))
+  return dict(rows=rows, config=dict(model=model_name, batch=batch, res=res,
+                                     text_len=text_len, remat=remat))
+
+
+def fit_fsdp(model_name="paligemma-3b", *, batch, res, text_len, device_gb=16.0,
+             remats=("nothing_saveable", "dots_with_no_batch_dims_saveable", "none"),
+             compute_dtypes=("bfloat16",), scan=True):
+  """Compiled per-device memory of the FSDP train step (f32 master weights, Adam).
+
+  Args:
+    batch: global batch over all devices of the process.
+    device_gb: capacity to compare with (GB, 1e9 bytes).
+
+  Returns:
+    dict(rows: one per (remat, compute dtype) with state_gb, temp_gb, peak_gb, fits).
+  """
+  mesh = make_data_mesh()
+  rows = []
+  for dtype in compute_dtypes:
+    for remat in remats:
+      cfg = bt.model_config(model_name, scan=scan, remat=remat, compute_dtype=dtype)
+      step = bt.make_train_step(cfg, batch=batch, res=res, text_len=text_len, mesh=mesh,
+                                strategy=PLANS["fsdp"], compute_dtype=dtype)
+      mem = timing.compiled_memory(bt.compile_step(step))
+      rows.append(dict(remat=remat, compute=dtype, devices=mesh.size,
+                       state_gb=per_device_bytes(step["state"]) / GB,
+                       temp_gb=mem.get("temp", 0) / GB, peak_gb=mem.get("peak", 0) / GB,
+                       fits=mem.get("peak", 0) <= device_gb * GB))
+  return dict(rows=rows, config=dict(model=model_name, batch=batch, res=res,
+                                     text_len=text_len, device_gb=device_gb, scan=scan))
+
+
+def fit_finetune(model_name="paligemma-3b", *, batch=8, res=224, text_len=128,
+                 device_gb=16.0, remat="nothing_saveable", scan=True):
+  """Attention-only SGD fine-tuning on one device: analytic estimate vs compiled step.
+
+  Frozen weights bf16, trained attention weights f32 (the notebook's recipe).
+
+  Returns:
+    dict(estimate (bytes, see flops.finetune_memory), compiled (bytes), fits, rows).
+  """
+  cfg = bt.model_config(model_name, scan=scan, remat=remat)
+  est = flops.finetune_memory(cfg, res=res, text_len=text_len, batch=batch)
+  step = bt.make_train_step(cfg, batch=batch, res=res, text_len=text_len, opt=bt.ATTN_SGD,
+                            frozen_dtype="bfloat16")
+  mem = timing.compiled_memory(bt.compile_step(step))
+  rows = [dict(part=k, estimate_gb=est[k] / GB) for k in
+          ("params", "grads", "opt_state", "activations", "total")]
+  rows += [dict(part=f"compiled_{k}", compiled_gb=v / GB) for k, v in mem.items()]
+  return dict(rows=rows, estimate=est, compiled=mem,
+              fits=mem.get("peak", est["total"]) <= device_gb * GB,
+              config=dict(model=model_name, batch=batch, res=res, text_len=text_len,
+                          device_gb=device_gb, remat=remat))

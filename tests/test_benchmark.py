@@ -1,0 +1,77 @@
+"""Smoke tests of every `tools/benchmark.py` sub-command on the micro model, and flops."""
+import json
+
+import jax
+import numpy as np
+
+from big_vision_lite import benchmark_train as bt
+from big_vision_lite import flops
+from tools import benchmark
+
+SMALL = ["--model", "micro", "--batch", "8", "--res", "28", "--text_len", "8", "--iters", "1"]
+
+
+def _run(tmp_path, cmd, *extra):
+  path = str(tmp_path / f"{cmd}.json")
+  result = benchmark.main([cmd, *SMALL, "--json", path, *extra])
+  with open(path) as f:
+    written = json.load(f)
+  assert written["command"] == cmd and written["machine"]["cpus"] >= 1
+  return result
+
+
+def test_train_rates_mfu_and_flops_cross_check(tmp_path, capsys):
+  r = _run(tmp_path, "train", "--remat", "none", "--peak_n", "256")
+  (row,) = r["rows"]
+  assert row["steps_per_s"] > 0 and 0 < row["mfu"] < 1.5
+  assert row["compiles"] == 1 and row["donated"] and np.isfinite(row["loss"])
+  check = r["xla_check"]
+  # Unrolled XLA count ~ analytic (plus elementwise ops); the scanned one counts one layer.
+  assert 0.95 < check["unrolled_over_analytic"] < 1.3
+  assert check["scanned_over_analytic"] < check["unrolled_over_analytic"]
+  assert "| remat |" in capsys.readouterr().out
+
+
+def test_decode_matches_hf_and_reports_ratios(tmp_path):
+  r = _run(tmp_path, "decode", "--prompt_len", "4", "--new_tokens", "3", "--batches", "1")
+  assert set(r["ratios"]) == {"1"}
+  assert all(v["same_tokens"] and v["decode_tok_s"] > 0 for v in r["ratios"].values())
+  assert set(r["roofline"]) == {"float32", "bfloat16"}
+  assert r["roofline"]["bfloat16"]["bytes_mb"] < r["roofline"]["float32"]["bytes_mb"]
+
+
+def test_input_rates(tmp_path):
+  train = tmp_path / "train.json"
+  train.write_text(json.dumps({"config": {"res": 28}, "rows": [{"examples_per_s": 10.0}]}))
+  r = _run(tmp_path, "input", "--resolutions", "28", "--data_dir", str(tmp_path / "d"),
+           "--train_json", str(train))
+  (row,) = r["rows"]
+  assert row["examples_per_s"] > 0 and row["input_over_train"] == row["examples_per_s"] / 10
+
+
+def test_sharding_fsdp_holds_an_eighth(tmp_path):
+  r = _run(tmp_path, "sharding", "--no-jit_check")
+  fsdp, repl = r["rows"]
+  assert fsdp["plan"] == "fsdp" and fsdp["devices"] == 8
+  assert fsdp["state_mb"] < repl["state_mb"] / 4 and fsdp["step_s"] > 0
+
+
+def test_memory_fit_and_finetune_estimate(tmp_path):
+  r = _run(tmp_path, "memory", "--fsdp_batch", "8", "--remat", "nothing_saveable",
+           "--finetune_text_len", "8")
+  assert all(row["fits"] for row in r["fsdp"]["rows"]) and r["finetune"]["fits"]
+  est = r["finetune"]["estimate"]
+  assert est["n_trainable"] > 0 and est["opt_state"] == 0
+  assert est["grads"] == 4 * est["n_trainable"]
+
+
+def test_train_flops_match_parameter_count():
+  """Matmul FLOPs per token of the decoder = 2 x its matmul params (eval_shape count)."""
+  cfg = bt.model_config("bench-small")
+  shapes = flops.param_shapes(cfg, res=224)
+  n_layers = flops.count(shapes, lambda k: k.startswith("llm/layers/") and "norm" not in k)
+  f = flops.train_flops(cfg, res=224, text_len=32, batch=1)
+  assert f["llm_matmul"] == 2 * (256 + 31) * n_layers
+  n_vit = flops.count(shapes, lambda k: "encoderblock" in k and k.endswith("kernel"))
+  assert f["vit_matmul"] == 2 * 256 * n_vit
+  assert jax.tree.leaves(shapes)[0].dtype == np.float32

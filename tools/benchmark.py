@@ -1,0 +1,148 @@
+r"""Benchmarks: train step, decoding vs Hugging Face, input pipeline, sharding, memory fit.
+
+Each sub-command prints a Markdown table and writes JSON (with the machine and date).
+
+  python -m tools.benchmark train     # steps/s, examples/s, model FLOPs, MFU, remat on/off
+  python -m tools.benchmark decode    # prefill/decode tokens/s vs HF generate, roofline
+  python -m tools.benchmark input     # pipeline examples/s at 224/448 px vs the train step
+  python -m tools.benchmark sharding  # per-device state bytes and step time: fsdp vs replicate
+  python -m tools.benchmark memory    # PaliGemma-3B fits: FSDP 8 x 16 GB, attention-only SGD
+
+Defaults are the "bench-small" shape (ViT S/14 at 224 px + a 6-layer Gemma-1-style
+decoder of width 512, batch 8, text 32, f32, Adam); `--model micro` is a smoke test.
+"""
+import argparse
+import json
+import os
+import sys
+
+import jax
+
+SUBCOMMANDS = ("train", "decode", "input", "sharding", "memory")
+
+
+def parse_args(argv):
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+  sub = p.add_subparsers(dest="cmd", required=True)
+  common = argparse.ArgumentParser(add_help=False)
+  common.add_argument("--model", default="bench-small",
+                      help="bench-small | micro | paligemma-3b")
+  common.add_argument("--batch", type=int, default=8)
+  common.add_argument("--res", type=int, default=224)
+  common.add_argument("--text_len", type=int, default=32)
+  common.add_argument("--iters", type=int, default=3, help="timed steps / repetitions")
+  common.add_argument("--jit_check", action=argparse.BooleanOptionalAction, default=True,
+                      help="train/sharding: count jit compiles over 2 extra steps")
+  common.add_argument("--json", default=None,
+                      help="output JSON (default workdirs/benchmark/<cmd>.json)")
+  t = sub.add_parser("train", parents=[common], help="train step speed and MFU")
+  t.add_argument("--remat", default="nothing_saveable,none",
+                 help="comma-separated remat policies (jax.checkpoint_policies names, none)")
+  t.add_argument("--scan", action=argparse.BooleanOptionalAction, default=False)
+  t.add_argument("--dtype", default="float32", help="compute dtype (bfloat16: f32 master)")
+  t.add_argument("--xla_check", action=argparse.BooleanOptionalAction, default=True,
+                 help="compare analytic FLOPs with XLA cost_analysis (unrolled and scanned)")
+  t.add_argument("--peak_n", type=int, default=2048, help="matmul size of the peak")
+  d = sub.add_parser("decode", parents=[common], help="ours vs HF generate")
+  d.add_argument("--prompt_len", type=int, default=16)
+  d.add_argument("--new_tokens", type=int, default=16)
+  d.add_argument("--batches", default="1,8")
+  d.add_argument("--hf", action=argparse.BooleanOptionalAction, default=True)
+  d.add_argument("--inner", type=int, default=1, help="calls per timing (best of)")
+  d.add_argument("--weights", default="float32,bfloat16",
+                 help="weight dtypes; batch-1 latency is measured for each")
+  i = sub.add_parser("input", parents=[common], help="tf.data pipeline examples/s")
+  i.add_argument("--resolutions", default="224,448")
+  i.add_argument("--data_dir", default="workdirs/benchmark/data")
+  i.add_argument("--train_json", default=None,
+                 help="a `train` JSON (or res=path,...) to compare the step's consumption")
+  s = sub.add_parser("sharding", parents=[common], help="fsdp vs replicate")
+  s.add_argument("--devices", type=int, default=8, help="simulated CPU devices")
+  m = sub.add_parser("memory", parents=[common], help="PaliGemma-3B memory fit")
+  m.add_argument("--devices", type=int, default=8, help="simulated CPU devices")
+  m.add_argument("--device_gb", type=float, default=16.0)
+  m.add_argument("--fsdp_batch", type=int, default=32, help="global batch of the FSDP fit")
+  m.add_argument("--remat", default="nothing_saveable,dots_with_no_batch_dims_saveable")
+  m.add_argument("--finetune_text_len", type=int, default=128)
+  return p.parse_args(argv)
+
+
+def _train_rates(spec):
+  """{res: examples/s} from a train JSON path, or from 'res=path,...'."""
+  if not spec:
+    return {}
+  pairs = [x.split("=", 1) for x in spec.split(",")] if "=" in spec else [(None, spec)]
+  out = {}
+  for res, path in pairs:
+    with open(path) as f:
+      r = json.load(f)
+    out[int(res or r["config"]["res"])] = max(row["examples_per_s"] for row in r["rows"])
+  return out
+
+
+def run(args):
+  """Runs one sub-command; returns (result dict, printed text)."""
+  # pylint: disable=import-outside-toplevel
+  from big_vision_lite import benchmark_timing as timing
+  from big_vision_lite import benchmark_train as bt
+  shape = dict(batch=args.batch, res=args.res, text_len=args.text_len)
+  if args.cmd == "train":
+    r = bt.bench_train(args.model, iters=args.iters, remats=args.remat.split(","),
+                       scan=args.scan, compute_dtype=args.dtype, xla_check=args.xla_check,
+                       peak_n=args.peak_n, jit_check=args.jit_check, **shape)
+    text = [timing.table(f"train ({args.model})", r["rows"])]
+    if r["xla_check"]:
+      text.append(timing.table("FLOPs per step: analytic vs XLA", [r["xla_check"]]))
+  elif args.cmd == "decode":
+    from big_vision_lite import benchmark_decode as bd
+    r = bd.bench_decode(bt.model_config(args.model), res=args.res, prompt_len=args.prompt_len,
+                        new_tokens=args.new_tokens, reps=args.iters, inner=args.inner,
+                        batches=[int(b) for b in args.batches.split(",")], with_hf=args.hf,
+                        weight_dtypes=args.weights.split(","))
+    text = [timing.table(f"decode ({args.model})", r["rows"])]
+    if r["ratios"]:
+      text.append(timing.table("ours / HF (median of per-pair ratios)",
+                               [dict(batch=b, **v) for b, v in r["ratios"].items()]))
+    text.append(timing.table("batch-1 latency vs weight-streaming bound",
+                             [dict(weights=k, **v) for k, v in r["roofline"].items()]))
+  elif args.cmd == "input":
+    from big_vision_lite import benchmark_input as bi
+    r = bi.bench_input(args.data_dir, resolutions=[int(x) for x in args.resolutions.split(",")],
+                       batch_size=args.batch, text_len=args.text_len, batches=args.iters,
+                       train_examples_per_s=_train_rates(args.train_json))
+    text = [timing.table("input pipeline", r["rows"])]
+  elif args.cmd == "sharding":
+    from big_vision_lite import benchmark_memory as bm
+    r = bm.bench_sharding(args.model, iters=args.iters, jit_check=args.jit_check, **shape)
+    text = [timing.table(f"sharding ({args.model}, {jax.device_count()} devices)", r["rows"])]
+  else:
+    from big_vision_lite import benchmark_memory as bm
+    model = "paligemma-3b" if args.model == "bench-small" else args.model
+    fsdp = bm.fit_fsdp(model, batch=args.fsdp_batch, res=args.res, text_len=args.text_len,
+                       device_gb=args.device_gb, remats=args.remat.split(","))
+    ft = bm.fit_finetune(model, batch=args.batch, res=args.res,
+                         text_len=args.finetune_text_len, device_gb=args.device_gb)
+    r = dict(fsdp=fsdp, finetune=ft)
+    text = [timing.table(f"{model} FSDP train step per device (Adam, f32 master)",
+                         fsdp["rows"]),
+            timing.table(f"{model} attention-only SGD, one device (fits {args.device_gb} "
+                         f"GB: {ft['fits']})", ft["rows"])]
+  return r, "\n\n".join(text)
+
+
+def main(argv=None):
+  """Parses the arguments, runs the sub-command, prints its tables, writes its JSON."""
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  if args.cmd in ("sharding", "memory"):
+    jax.config.update("jax_num_cpu_devices", args.devices)  # Before any device is used.
+  from big_vision_lite import benchmark_timing as timing  # pylint: disable=import-outside-toplevel
+  result, text = run(args)
+  path = args.json or os.path.join("workdirs", "benchmark", f"{args.cmd}.json")
+  timing.write_json(path, {"command": args.cmd, "args": vars(args), **result})
+  print(text)
+  print(f"\nJSON: {path}")
+  return result
+
+
+if __name__ == "__main__":
+  main()
