@@ -1,8 +1,10 @@
 """What `train.train` sets up before the loop: flags, data, durations, evaluators.
 
 Durations (big_vision names): `total_steps|total_epochs|total_examples` (exactly one),
-and for `log_training`, `ckpt` and `keep_ckpt` at most one of `_steps|_epochs|
-_examples|_percent`. Startup preparation (`ensure_shapes`, `train_tokenizer` config
+and for `log_training` (default: 5% of the run), `ckpt` (periodic checkpoints; a final
+one is always written) and `keep_ckpt` (checkpoints at multiples of it are kept for
+good) at most one of `_steps|_epochs|_examples|_percent`. `keep_ckpts` (default 1) is how
+many recent checkpoints are kept. Startup preparation (`ensure_shapes`, `train_tokenizer` config
 keys) runs here, on host 0, never at config import.
 """
 import difflib

@@ -181,6 +181,26 @@ def test_lora_and_export(data_dir, tmp_path):
   assert jax.tree.map(lambda x: x.shape, merged) == jax.tree.map(lambda x: x.shape, shapes)
 
 
+def test_interrupted_save_leaves_latest_good_checkpoint(tmp_path):
+  from big_vision_lite import resume  # pylint: disable=import-outside-toplevel
+  state = {"w": jnp.arange(6.0).reshape(2, 3), "n": {"c": jnp.int32(3)}}
+  ckpt = resume.Checkpointer(str(tmp_path), keep=2)
+  ckpt.save(1, state, data_state={"pos": np.arange(3)}, rng=jax.random.key(1))
+  ckpt.close()
+  # A crash while writing step 2 leaves only orbax's temporary folder behind.
+  os.makedirs(tmp_path / "checkpoints" / "2.orbax-checkpoint-tmp-1234" / "state")
+  ckpt = resume.Checkpointer(str(tmp_path), keep=2)
+  assert ckpt.latest_step() == 1
+  data, rng = ckpt.restore_meta(1)
+  np.testing.assert_array_equal(data["pos"], np.arange(3))
+  assert jax.random.key_data(rng).tolist() == jax.random.key_data(jax.random.key(1)).tolist()
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+      x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])), state)
+  back = ckpt.restore_state(1, abstract)
+  jax.tree.map(np.testing.assert_array_equal, back, state)
+  ckpt.close()
+
+
 def test_sigterm_sets_the_stop_event():
   event, restore = train._sigterm_event()  # pylint: disable=protected-access
   try:
