@@ -1,0 +1,121 @@
+"""Checks a training config before any data, model or compilation work.
+
+`check(config, mesh)` raises a one-line error naming the key, the value and the valid
+choices for: unknown top-level keys, unknown model/tower/evaluator/optax/schedule names,
+unknown model config keys, sharding rules naming axes the mesh lacks, and a batch size
+that the devices along the batch axes do not divide. `train.train` calls it right after
+building the mesh (the mesh itself is checked by `sharding.make_mesh`).
+"""
+import dataclasses
+import difflib
+import importlib
+import pkgutil
+
+import numpy as np
+
+_DURATIONS = ("steps", "epochs", "examples", "percent")
+TOP_KEYS = tuple(sorted({
+    "input", "model_name", "model", "model_init", "model_load", "seed", "tokenizer",
+    "train_tokenizer", "ensure_shapes", "optax_name", "optax", "lr", "wd", "lr_mults",
+    "wd_mults", "grad_clip_norm", "schedule", "label_smoothing", "grad_accum_steps",
+    "mesh", "sharding_strategy", "sharding_rules", "lora", "evals", "keep_ckpts",
+    "total_steps", "total_epochs", "total_examples"} | {
+        f"{name}_{unit}" for name in ("log_training", "ckpt", "keep_ckpt")
+        for unit in _DURATIONS}))
+
+
+def _unknown(kind, name, known):
+  close = difflib.get_close_matches(str(name), list(known), n=1)
+  hint = f" Did you mean {close[0]!r}?" if close else ""
+  return f"Unknown {kind} {name!r}.{hint} Valid: {sorted(known)}."
+
+
+def _modules(package):
+  pkg = importlib.import_module(package)
+  return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__))
+
+
+def _check_keys(kind, given, valid):
+  for key in given:
+    if key not in valid:
+      raise ValueError(_unknown(kind, key, valid))
+
+
+def _fields(module_name):
+  """Constructor fields of `big_vision_lite.models.<module_name>.Model`."""
+  model = importlib.import_module(f"big_vision_lite.models.{module_name}").Model
+  return {f.name for f in dataclasses.fields(model)} - {"parent", "name"}
+
+
+def check_model(config):
+  """Model name, tower names and model config keys."""
+  name = config.get("model_name", "paligemma")
+  models = [m for m in _modules("big_vision_lite.models") if m not in ("common", "lora")]
+  if name not in models:
+    raise ValueError(_unknown("config.model_name", name, models))
+  model = dict(config.get("model") or {})
+  _check_keys(f"config.model key (of models/{name}.py Model)", model, _fields(name))
+  if name != "paligemma":
+    return
+  for tower, default in (("img", "vit"), ("llm", "gemma")):
+    tower_name = model.get(f"{tower}_model", default)
+    if tower_name not in models:
+      raise ValueError(_unknown(f"config.model.{tower}_model", tower_name, models))
+    _check_keys(f"config.model.{tower} key (of models/{tower_name}.py Model)",
+                dict(model.get(tower) or {}), _fields(tower_name))
+
+
+def check_optimizer(config):
+  """optax_name and schedule names (the optimizer itself is built later)."""
+  import optax  # pylint: disable=import-outside-toplevel
+  from big_vision_lite import optim  # pylint: disable=import-outside-toplevel
+  name = config.get("optax_name", "scale_by_adam")
+  if not callable(getattr(optax, str(name), None)):
+    transforms = [n for n in dir(optax) if n.startswith("scale_by_")] + ["trace", "identity"]
+    raise ValueError(_unknown("config.optax_name", name, transforms))
+  for _, sched in optim.schedule_rules(config):
+    if sched is not None:
+      optim.make_schedule(sched, total_steps=100)
+
+
+def check_evals(config):
+  types = [t for t in _modules("big_vision_lite.evaluators") if t != "common"]
+  for name, cfg in dict(config.get("evals") or {}).items():
+    kind = dict(cfg).get("type", name)
+    if kind not in types:
+      raise ValueError(_unknown(f"evaluator type of config.evals.{name}", kind, types))
+
+
+def check_sharding(config, mesh):
+  """Sharding rules name mesh axes; the batch axes divide the batch size."""
+  axes = tuple(mesh.axis_names)
+  batch_axes = axes
+  for logical, target in config.get("sharding_rules") or ():
+    targets = target if isinstance(target, (tuple, list)) else (target,)
+    for t in targets:
+      if t is not None and t not in axes:
+        raise ValueError(f"config.sharding_rules maps {logical!r} to mesh axis {t!r}, "
+                         f"which config.mesh lacks. Valid: {list(axes)}.")
+    if logical == "act_batch":
+      batch_axes = tuple(t for t in targets if t is not None)
+  n = int(np.prod([mesh.shape[a] for a in batch_axes]))
+  batch_size = config.input.get("batch_size") if "input" in config else None
+  if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+    raise ValueError(f"config.input.batch_size={batch_size!r} must be a positive int "
+                     f"(a multiple of {n}, the devices along the batch axes {batch_axes}).")
+  accum = config.get("grad_accum_steps", 1)
+  if batch_size % (n * accum):
+    raise ValueError(
+        f"config.input.batch_size={batch_size} is not divisible by {n * accum} = "
+        f"{n} devices along the batch axes {batch_axes} (mesh {dict(mesh.shape)}) x "
+        f"grad_accum_steps={accum}. Valid: a multiple of {n * accum}, e.g. "
+        f"{max(1, round(batch_size / (n * accum))) * n * accum}.")
+
+
+def check(config, mesh):
+  """Raises ValueError (one line: key, value, valid choices) for a bad config."""
+  _check_keys("config key", config.keys(), TOP_KEYS)
+  check_model(config)
+  check_optimizer(config)
+  check_evals(config)
+  check_sharding(config, mesh)
