@@ -19,7 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from big_vision_lite import optim
-from big_vision_lite import resume
 from big_vision_lite import sharding
 from big_vision_lite import steps as steps_lib
 from big_vision_lite import train_setup

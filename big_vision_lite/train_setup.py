@@ -10,12 +10,10 @@ keys) runs here, on host 0, never at config import.
 import difflib
 import importlib
 import itertools
-import json
 import os
 import pkgutil
 
 import jax
-import numpy as np
 
 from big_vision_lite import metrics_log
 from big_vision_lite import resume

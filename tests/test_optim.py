@@ -28,11 +28,9 @@ def test_frozen_params_get_no_state_and_zero_update():
   assert sum(x.size for x in jax.tree.leaves(st)) <= 4  # Counters only.
   g = jax.tree.map(jnp.ones_like, p)
   u, _ = tx.update(g, st, p)
-  flat = dict(zip(jax.tree.leaves(jax.tree.map(lambda x: 0, p)), jax.tree.leaves(u)))
   np.testing.assert_allclose(u["llm"]["layers"]["attn"]["q_einsum"]["w"], -0.1)
   assert all(float(jnp.abs(x).max()) == 0 for x in jax.tree.leaves(u["img"]))
   assert float(jnp.abs(u["llm"]["layers"]["mlp"]["linear"]).max()) == 0
-  del flat
 
 
 def test_default_wd_reaches_gemma_and_vit_weights_not_norms():
