@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from big_vision_lite import config_check
 from big_vision_lite import optim
 from big_vision_lite import sharding
 from big_vision_lite import steps as steps_lib
@@ -230,6 +231,7 @@ def train(config, workdir, *, stop=None):
     evals {"name/metric": value}, params (eval params: LoRA merged), stopped (bool)).
   """
   mesh = make_mesh(config)
+  config_check.check(config, mesh)
   run = train_setup.setup(config, workdir)
   ts = init_train_state(config, run["model_mod"], run["model"], mesh, run["first"],
                         run["total_steps"], run["rng"])
