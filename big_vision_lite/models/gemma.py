@@ -131,6 +131,7 @@ class Attention(nn.Module):
   head_dim: int
   query_pre_attn_scalar: float
   softcap: float | None = None
+  impl: str = "reference"
 
   @nn.compact
   def __call__(self, x, positions, mask, kv_cache=None, cache_idx=None):
@@ -149,6 +150,12 @@ class Attention(nn.Module):
       k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, cache_idx, 0, 0))
       v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, cache_idx, 0, 0))
     b, t = q.shape[:2]
+    if self.impl != "reference":  # Fused kernel; q is already scaled.
+      encoded = jax.nn.dot_product_attention(
+          q, k.astype(q.dtype), v.astype(q.dtype), mask=mask[:, None], scale=1.0,
+          implementation=self.impl)
+      out = Einsum((n, h, d), (0, 1), (2,), name="attn_vec_einsum")("BTNH,NHD->BTD", encoded)
+      return out, (k, v)
     q = jnp.reshape(q, (b, t, k_heads, n // k_heads, h))  # [B, T, K, G, H]
     logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k.astype(q.dtype)).astype(jnp.float32)
     if self.softcap:
@@ -179,6 +186,7 @@ class Block(nn.Module):
   cfg: dict
   dropout: float = 0.0
   dropout_bdims: tuple[int, ...] = ()
+  attn_impl: str = "reference"
 
   @nn.compact
   def __call__(self, x, xs, positions, kv_positions, mask, cache_idx, deterministic,
@@ -195,7 +203,7 @@ class Block(nn.Module):
     y = RMSNorm(cfg["norm_eps"], name="pre_attention_norm")(x)
     y, kv = Attention(cfg["num_heads"], cfg["num_kv_heads"], cfg["width"], cfg["head_dim"],
                       cfg["query_pre_attn_scalar"], cfg["attn_logits_softcap"],
-                      name="attn")(y, positions, mask, kv_cache, cache_idx)
+                      self.attn_impl, name="attn")(y, positions, mask, kv_cache, cache_idx)
     if cfg["post_norms"]:
       y = RMSNorm(cfg["norm_eps"], name="post_attention_norm")(y)
     x = x + drop(y, deterministic)
@@ -209,7 +217,9 @@ class Block(nn.Module):
 class Model(nn.Module):
   """Gemma decoder; `variant` (see get_config) sets the architecture, fields override.
 
-  Soft-caps and the sliding window are disabled by passing 0 for them.
+  Soft-caps and the sliding window are disabled by passing 0 for them. `attn_impl`:
+  "reference" (einsum + softmax, every backend and feature) or "xla" / "cudnn"
+  (`jax.nn.dot_product_attention`, no attention soft-cap).
   """
   variant: str | None = None
   width: int | None = None
@@ -231,6 +241,7 @@ class Model(nn.Module):
   embed_dtype: str = "float32"
   scan: bool = False
   remat_policy: str = "nothing_saveable"
+  attn_impl: str = "reference"
 
   @property
   def cfg(self):
@@ -258,7 +269,16 @@ class Model(nn.Module):
     if self.remat_policy != "none":
       block = nn.remat(Block, prevent_cse=not self.scan, static_argnums=(7, 8),
                        policy=getattr(jax.checkpoint_policies, self.remat_policy))
-    kw = dict(cfg=cfg, dropout=self.dropout, dropout_bdims=self.dropout_bdims)
+    impls = ("reference", "xla", "cudnn")
+    if self.attn_impl not in impls:
+      raise ValueError(f"attn_impl={self.attn_impl!r}; valid: {impls} ('reference' is the "
+                       "einsum path for any backend, 'xla'/'cudnn' use "
+                       "jax.nn.dot_product_attention).")
+    if self.attn_impl != "reference" and cfg["attn_logits_softcap"]:
+      raise ValueError(f"attn_impl={self.attn_impl!r} has no attention soft-cap; use "
+                       "attn_impl='reference' or attn_logits_softcap=0.")
+    kw = dict(cfg=cfg, dropout=self.dropout, dropout_bdims=self.dropout_bdims,
+              attn_impl=self.attn_impl)
     if self.scan:
       self.layers = nn.scan(
           block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},

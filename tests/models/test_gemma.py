@@ -120,3 +120,22 @@ def test_load_grows_vocab_and_reports_errors():
   _, mha = _init(num_kv_heads=4)
   with pytest.raises(ValueError, match="Missing .*qkv_einsum"):
     gemma.load(mha, params)
+
+
+@pytest.mark.parametrize("num_kv_heads", [1, 4])
+def test_dot_product_attention_matches_reference(num_kv_heads):
+  """attn_impl="xla" (jax.nn.dot_product_attention) == the einsum path (valid rows)."""
+  kw = dict(variant="gemma_tiny", num_kv_heads=num_kv_heads)
+  ref, params = _init(**kw)
+  tokens = jnp.asarray(np.random.default_rng(0).integers(0, 300, (2, 7)), jnp.int32)
+  fast = gemma.Model(**kw, attn_impl="xla")
+  mask = jnp.broadcast_to(jnp.tril(jnp.ones((7, 7), bool)), (2, 7, 7)) & (
+      jnp.arange(7) < jnp.array([[7], [5]]))[:, None, :]
+  want = ref.apply({"params": params}, tokens, mask=mask)[0]
+  got = fast.apply({"params": params}, tokens, mask=mask)[0]
+  np.testing.assert_allclose(got[0], want[0], atol=1e-5)
+  np.testing.assert_allclose(got[1, :5], want[1, :5], atol=1e-5)
+  with pytest.raises(ValueError, match="attn_impl='fast'.*valid"):
+    gemma.Model(**kw, attn_impl="fast").apply({"params": params}, tokens)
+  with pytest.raises(ValueError, match="no attention soft-cap"):
+    gemma.Model(variant="gemma2_tiny", attn_impl="xla").init(jax.random.key(0), tokens)
