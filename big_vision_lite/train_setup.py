@@ -13,6 +13,7 @@ import itertools
 import os
 import pkgutil
 
+import flax.linen as nn
 import jax
 
 from big_vision_lite import metrics_log
@@ -161,18 +162,20 @@ def make_predict_fns(config, model, mesh, tokenizer):
 
   @jax.jit
   def _logits(params, batch):
+    mask = batch.get("mask_input")
     return model.apply({"params": params}, batch["image"], batch["text"],
-                       batch["mask_ar"], train=False)
+                       batch["mask_ar"], input_mask=None if mask is None else mask > 0,
+                       train=False)
 
   def logits(params, batch):
-    with jax.set_mesh(mesh):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(list(rules or ())):
       return _logits(params, to_global(batch))
 
   def decode(params, batch, **kw):
     from big_vision_lite import decode as decode_lib  # pylint: disable=import-outside-toplevel
     if "eos_id" not in kw:
       kw["eos_id"] = tokenizer.eos_id if tokenizer is not None else 1
-    with jax.set_mesh(mesh):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(list(rules or ())):
       return decode_lib.decode(model, params, to_global(batch), **kw)
   return {"logits": logits, "decode": decode}
 
