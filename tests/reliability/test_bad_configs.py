@@ -106,3 +106,16 @@ def test_every_shipped_config_passes_the_check():
       checked += 1
   assert checked >= 3
   assert jax.device_count() == 8
+
+
+@pytest.mark.parametrize("overrides", [c[0] for c in CASES[:3]] + [
+    dict(input__batch_size=12), dict(evals={"ppl": dict(type="perplexityy")})])
+def test_train_rejects_bad_config_before_any_work(tmp_path, monkeypatch, overrides):
+  from big_vision_lite import train  # pylint: disable=import-outside-toplevel
+
+  def no_jit(*args, **kwargs):
+    raise AssertionError(f"jax.jit called before the config was checked: {args} {kwargs}")
+  monkeypatch.setattr(jax, "jit", no_jit)
+  with pytest.raises((ValueError, KeyError)):
+    train.train(_cfg(**overrides), str(tmp_path / "w"))
+  assert not os.path.exists(tmp_path / "w")  # Nothing written, no data generated.
