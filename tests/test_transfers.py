@@ -1,0 +1,89 @@
+"""Transfer configs: each builds (real and mock) and runs 1 step + its evals in mode=mock.
+
+The mock runs share one tiny model shape, res and text_len; the optimizer numbers
+(compile-time constants of the update step) are set to shared values here so that XLA
+compilations are reused through a persistent compilation cache enabled for this module
+only. The configs' own numbers are checked by the build tests.
+"""
+import importlib
+
+import jax
+import numpy as np
+import pytest
+
+from big_vision_lite import train
+from big_vision_lite.evaluators import common as eval_common
+from big_vision_lite.pp import builder
+from tests.transfer_fixtures import mock_dir, xla_cache  # noqa: F401 pylint: disable=unused-import
+from transfers import common
+
+TASKS = ("ai2d", "aokvqa_da", "aokvqa_mc", "chartqa", "coco35l", "cococap", "detection",
+         "docvqa", "gqa", "infovqa", "nlvr2", "ocrvqa", "okvqa", "pope", "refcoco_seg",
+         "rsvqa_hr", "rsvqa_lr", "science_qa", "screen2words", "stvqa", "tallyqa",
+         "textcaps", "textvqa", "vqav2", "widgetcap")
+CONFIGS = ("forkme",) + TASKS
+# Shared optimizer numbers for the mock runs (one compilation of the update step; LLM
+# dropout is set to 0 for the same reason).
+SHARED = dict(lr=1e-3, wd=0.0, label_smoothing=0.0, optax=dict(b2=0.999))
+
+
+def get_config(name, arg):
+  return importlib.import_module(f"transfers.{name}").get_config(arg)
+
+
+def _evals(c):
+  return {name: dict(ev) for name, ev in c.evals.items()}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_real_config_builds(name):
+  c = get_config(name, "")
+  assert c.input.batch_size > 0
+  assert sum(k in c for k in ("total_steps", "total_epochs", "total_examples")) == 1
+  assert c.model_name == "paligemma" and c.model.llm.vocab_size == common.PALIGEMMA_VOCAB
+  assert str(c.model_init).endswith(".npz") and c.tokenizer.endswith(".model")
+  assert c.sharding_strategy == [(".*", "fsdp(axis='data')")]
+  assert c.evals
+  for ev in _evals(c).values():
+    eval_common._evaluator_module(ev["type"])  # pylint: disable=protected-access
+    assert "combine_and_keep" in ev["pp_fn"]
+  big = get_config(name, "size=9b,res=448,ckpt_dir=/ckpts")
+  assert big.model.llm.variant == "gemma2_9b" and big.model.img.variant == "So400m/14"
+  assert big.model_init.startswith("/ckpts/paligemma2-10b-pt-448")
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_mock_config_pp_strings_resolve(name, mock_dir):
+  c = get_config(name, f"mode=mock,mock_dir={mock_dir}")
+  assert c.total_steps == (0 if name == "pope" else 1)
+  assert c.model.llm.variant == "gemma_tiny" and len(c.evals) == 1
+  sources = [c.input] if "name" in c.input.data else [c.input[k] for k in c.input.data]
+  for s in sources:
+    assert s.data.name == "shapes"
+    builder.get_preprocess_fn(s.get("pp", c.input.get("pp")))
+  for ev in _evals(c).values():
+    builder.get_preprocess_fn(ev["pp_fn"])
+
+
+def test_bad_args_are_rejected():
+  with pytest.raises(ValueError, match="size='4b' is unknown"):
+    get_config("vqav2", "size=4b")
+  with pytest.raises(ValueError, match="mode='fast' is unknown"):
+    get_config("vqav2", "mode=fast")
+  with pytest.raises(ValueError, match="Unknown config arg 'rez'"):
+    get_config("vqav2", "rez=448")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.usefixtures("xla_cache")
+def test_mock_one_step_and_evals(name, mock_dir, tmp_path):
+  c = get_config(name, f"mode=mock,mock_dir={mock_dir}")
+  if c.optax_name != "identity":
+    c.update(SHARED)
+  c.model.llm.dropout = 0.0  # A compile-time constant of the update step too.
+  out = train.train(c, str(tmp_path))
+  assert out["step"] == c.total_steps
+  assert all(np.isfinite(v) for v in out["losses"].values())
+  for ev in c.evals:
+    assert any(k.startswith(f"{ev}/") for k in out["evals"]), (ev, sorted(out["evals"]))

@@ -1,0 +1,51 @@
+r"""PaliGemma transfer to AI2D (diagram multiple choice; published recipe).
+
+  python -m big_vision_lite.train --config transfers/ai2d.py:res=448,data_dir=/tfds \
+      --workdir /tmp/ai2d
+
+Prompt "answer en {question} choose from: {option 1} \t {option 2} ..."; the target is
+the correct option's text. Data: rows with image, question, id, answer and
+`choices_str` (the `possible_answers` joined by " \t "; prepare it when exporting the
+data). Evaluator: accuracy (exact match; the options are in the prompt, so no
+lower-casing).
+"""
+import ml_collections
+
+from transfers import common
+
+MOCK_PP = ('const("yes \\t no \\t red \\t three", key="choices_str")'
+           '|copy(inkey="suffix", outkey="answer")|const(0, key="id")')
+
+
+def get_config(arg=None):
+  """Best published hyper-parameters: 10 epochs, lr 1e-5, wd 1e-6, batch 256."""
+  a = common.parse(arg, res=224, text_len=128, batch_size=256, final_split=False)
+  c = ml_collections.ConfigDict()
+  prompt = 'strfmt("answer en {question} choose from: {choices_str}", outkey="prefix")'
+
+  # Input.
+  split = "train" if a.final_split else "train[:-1024]"
+  c.input = dict(data=common.tfds("ai2d", split, a), batch_size=a.batch_size,
+                 shuffle_buffer_size=50_000,
+                 pp=common.train_pp(a, prompt, 'copy(inkey="answer", outkey="suffix")'))
+  c.total_epochs = 10
+
+  # Model.
+  common.model(c, a)
+
+  # Optimizer.
+  common.optimizer(c, lr=1e-5, wd=1e-6)
+
+  # Sharding.
+  common.fsdp(c)
+
+  # Evaluation.
+  pp = common.eval_pp(a, prompt, 'copy(inkey="id", outkey="question_id")',
+                      keep=("answer", "question_id"))
+  c.evals = {}
+  for name, split in [("minival", "train[-1024:]"), ("eval", "test")]:
+    c.evals[f"ai2d/{name}"] = common.decode_eval(
+        "vqa", common.tfds("ai2d", split, a), pp, a, log_percent=0.125)
+  c.evals["ai2d/eval/pplx"] = common.pplx_eval(
+      common.tfds("ai2d", "test", a), c.input.pp, log_percent=0.125)
+  return common.finish(c, a, mock_task="vqa", mock_pp=MOCK_PP)

@@ -1,0 +1,47 @@
+r"""PaliGemma transfer to DocVQA (published recipe).
+
+  python -m big_vision_lite.train --config transfers/docvqa.py:res=896,data_dir=/tfds \
+      --workdir /tmp/docvqa
+
+Data: TFDS `docvqa` (keys image, question, answers, question_id). The prompt is the bare
+question. Evaluator: ANLS (lower-cased, whitespace collapsed).
+"""
+import ml_collections
+
+from transfers import common
+
+MOCK_PP = 'const(0, key="question_id")'
+
+
+def get_config(arg=None):
+  """Best published hyper-parameters: 10 epochs, lr 1e-5, wd 1e-6, batch 256."""
+  a = common.parse(arg, res=896, text_len=32, batch_size=256, final_split=False)
+  c = ml_collections.ConfigDict()
+  prompt = 'copy(inkey="question", outkey="prefix")'
+
+  # Input.
+  split = "train+val" if a.final_split else "train[:-5%]"
+  c.input = dict(data=common.tfds("docvqa", split, a), batch_size=a.batch_size,
+                 shuffle_buffer_size=50_000,
+                 pp=common.train_pp(a, prompt, 'choice(inkey="answers", outkey="suffix")'))
+  c.total_epochs = 10
+
+  # Model.
+  common.model(c, a)
+
+  # Optimizer.
+  common.optimizer(c, lr=1e-5, wd=1e-6)
+
+  # Sharding.
+  common.fsdp(c)
+
+  # Evaluation.
+  pp = common.eval_pp(a, prompt, keep=("answers", "question_id"))
+  c.evals = {}
+  for name, split in [("minival", "train[-5%:]"), ("eval", "val")]:
+    c.evals[f"docvqa/{name}"] = common.decode_eval(
+        "vqa", common.tfds("docvqa", split, a), pp, a, log_percent=0.125,
+        to_lower=True, strip=True)
+  c.evals["docvqa/eval/pplx"] = common.pplx_eval(
+      common.tfds("docvqa", "val", a), c.input.pp, log_percent=0.05)
+  return common.finish(c, a, mock_task="vqa", mock_pp=MOCK_PP)

@@ -1,0 +1,51 @@
+r"""PaliGemma transfer to GQA (balanced; published recipe).
+
+  python -m big_vision_lite.train --config transfers/gqa.py:res=224,data_dir=/tfds \
+      --workdir /tmp/gqa
+
+Data: TFDS `gqa` (keys image, question, answer, example_id). Prompt
+"answer en {question}". Evaluator: accuracy on testdev_balanced. The ViT is frozen at
+448 px and trained at 224 px, as in the published sweep.
+"""
+import ml_collections
+
+from transfers import common
+
+MOCK_PP = 'copy(inkey="suffix", outkey="answer")|const(0, key="example_id")'
+
+
+def get_config(arg=None):
+  """Best published hyper-parameters: 1 epoch, lr 1e-5, wd 0, batch 256."""
+  a = common.parse(arg, res=224, text_len=32, batch_size=256, final_split=False,
+                   freeze_vit=-1)
+  c = ml_collections.ConfigDict()
+  prompt = 'strfmt("answer en {question}", outkey="prefix")'
+  freeze_vit = a.res >= 448 if a.freeze_vit == -1 else bool(a.freeze_vit)
+
+  # Input.
+  split = "train_balanced+val_balanced" if a.final_split else "train_balanced"
+  c.input = dict(data=common.tfds("gqa", split, a), batch_size=a.batch_size,
+                 shuffle_buffer_size=50_000,
+                 pp=common.train_pp(a, prompt, 'copy(inkey="answer", outkey="suffix")'))
+  c.total_epochs = 1
+
+  # Model.
+  common.model(c, a)
+
+  # Optimizer.
+  common.optimizer(c, lr=1e-5, wd=0.0, freeze_vit=freeze_vit)
+
+  # Sharding.
+  common.fsdp(c)
+
+  # Evaluation.
+  pp = common.eval_pp(a, prompt, 'copy(inkey="example_id", outkey="question_id")',
+                      keep=("answer", "question_id"))
+  c.evals = {}
+  for name, split, freq in [("val_balanced", "val_balanced", 0.125),
+                            ("testdev_balanced", "testdev_balanced", 1.0)]:
+    c.evals[f"gqa/{name}"] = common.decode_eval(
+        "vqa", common.tfds("gqa", split, a), pp, a, log_percent=freq)
+  c.evals["gqa/minival/pplx"] = common.pplx_eval(
+      common.tfds("gqa", "val_balanced[:5%]", a), c.input.pp, log_percent=0.05)
+  return common.finish(c, a, mock_task="vqa", mock_pp=MOCK_PP)

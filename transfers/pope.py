@@ -1,0 +1,47 @@
+r"""POPE (object hallucination), zero-shot: an eval-only config (0 training steps).
+
+  python -m big_vision_lite.train --config transfers/pope.py:ckpt=/ckpts/my_model.npz,data_dir=/tfds \
+      --workdir /tmp/pope
+
+Data: TFDS `pope_random`, `pope_popular`, `pope_adversarial` (split test; keys image,
+question, answer "yes"/"no", question_id). The prompt is the bare question. Evaluator:
+accuracy, precision/recall/F1 of "yes". Point `ckpt` at the model to evaluate.
+"""
+import ml_collections
+
+from transfers import common
+
+MOCK_PP = 'copy(inkey="suffix", outkey="answer")|const(0, key="question_id")'
+DATASETS = ("pope_random", "pope_popular", "pope_adversarial")
+
+
+def get_config(arg=None):
+  """Evaluates the checkpoint on the three POPE sets without training."""
+  a = common.parse(arg, res=224, text_len=48, batch_size=256)
+  c = ml_collections.ConfigDict()
+  prompt = 'strfmt("{question}", outkey="prefix")'
+
+  # Input (never read for training: it only fixes the shapes of the train state).
+  pp = common.train_pp(a, prompt, 'copy(inkey="answer", outkey="suffix")')
+  c.input = dict(data={ds: 1.0 for ds in DATASETS}, batch_size=a.batch_size)
+  for ds in DATASETS:
+    c.input[ds] = dict(data=common.tfds(ds, "test", a), pp=pp)
+  c.total_steps = 0
+
+  # Model.
+  common.model(c, a)
+
+  # Optimizer (a placeholder: nothing is trained).
+  c.optax_name = "identity"
+  c.lr = 0.0
+
+  # Sharding.
+  common.fsdp(c)
+
+  # Evaluation.
+  eval_pp = common.eval_pp(a, prompt, keep=("question_id", "answer"))
+  c.evals = {}
+  for ds in DATASETS:
+    c.evals[f"pope/{ds}"] = common.decode_eval(
+        "pope", common.tfds(ds, "test", a), eval_pp, a, log_percent=1.0)
+  return common.finish(c, a, mock_task="vqa", mock_pp=MOCK_PP)
