@@ -18,10 +18,11 @@ class MetricsWriter:
     workdir: the run folder. total_steps: for the ETA. batch_size: global batch size.
     enabled: False on hosts other than 0 (they write nothing).
     write_note: function(str) for the console line.
+    resume_step: the step training resumes from; lines logged after it are dropped.
   """
 
   def __init__(self, workdir, *, total_steps, batch_size, enabled=True,
-               write_note=print):
+               write_note=print, resume_step=0):
     self.total_steps = total_steps
     self.batch_size = batch_size
     self.enabled = enabled
@@ -30,8 +31,27 @@ class MetricsWriter:
     self._tb = None
     self._path = os.path.join(workdir, "metrics.jsonl")
     if enabled:
+      self._truncate(resume_step)
       import tensorflow as tf  # pylint: disable=import-outside-toplevel
       self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tb"))
+
+  def _truncate(self, resume_step):
+    """Drops lines of steps after `resume_step` (logged before a crash, about to be
+    redone) and a torn last line, so no step appears twice; atomic rewrite."""
+    if not os.path.exists(self._path):
+      return
+    keep = []
+    with open(self._path) as f:
+      for line in f:
+        try:
+          if json.loads(line)["step"] <= resume_step:
+            keep.append(line if line.endswith("\n") else line + "\n")
+        except (ValueError, KeyError):
+          continue
+    tmp = self._path + ".tmp"
+    with open(tmp, "w") as f:
+      f.writelines(keep)
+    os.replace(tmp, self._path)
 
   def start(self, step):
     """Marks the clock (call right before the first timed step)."""

@@ -148,7 +148,7 @@ def setup(config, workdir):
   it = iter(data)
   first = next(it)
   writer = metrics_log.MetricsWriter(workdir, total_steps=total, batch_size=bs,
-                                     enabled=jax.process_index() == 0)
+                                     enabled=jax.process_index() == 0, resume_step=step)
   return dict(workdir=workdir, model_mod=model_mod, model=model_mod.Model(**config.get("model", {})),
               data=data, iter=itertools.chain([first], it), first=first, total_steps=total,
               durations=durations, ckpt=ckpt, step=step, rng=rng, writer=writer)

@@ -201,6 +201,23 @@ def test_interrupted_save_leaves_latest_good_checkpoint(tmp_path):
   ckpt.close()
 
 
+def test_metrics_after_resume_step_are_dropped(tmp_path):
+  from big_vision_lite import metrics_log  # pylint: disable=import-outside-toplevel
+  w = metrics_log.MetricsWriter(str(tmp_path), total_steps=5, batch_size=2,
+                                write_note=lambda _: None)
+  for step in (1, 2, 3):
+    w.write(step, {"loss": float(step)})
+  w.close()
+  with open(tmp_path / "metrics.jsonl", "a") as f:
+    f.write('{"step": 4, "lo')  # Torn by a crash.
+  w = metrics_log.MetricsWriter(str(tmp_path), total_steps=5, batch_size=2,
+                                write_note=lambda _: None, resume_step=2)
+  w.write(3, {"loss": 3.5})
+  w.close()
+  assert [(l["step"], l["loss"]) for l in _lines(str(tmp_path))] == [(1, 1.0), (2, 2.0),
+                                                                      (3, 3.5)]
+
+
 def test_sigterm_sets_the_stop_event():
   event, restore = train._sigterm_event()  # pylint: disable=protected-access
   try:
