@@ -15,7 +15,9 @@ paths relative to it) or a prepared TFDS dataset ("tfds:name:split"). Default:
                                                prefix "segment {thing}" (needs `vqvae`)
   grounded     image, box [4], caption         prefix "caption <loc>x4" (region caption)
 
-With mode=mock each task reads the bundled shapes data mapped into its keys.
+With mode=mock each task reads the bundled shapes data mapped into its keys (the
+segment task then needs `{mock_dir}/vqvae_mock.npz` or `vqvae=`: any file in the
+vae-oid.npz layout, e.g. from `models.vqvae.random_state_dict()`).
 """
 from transfers import common
 

@@ -27,7 +27,7 @@ def get_config(arg=None):
   jsonl = lambda f: dict(name="jsonl", fname=f, fopen_keys=("image",))
 
   # Input.
-  c.input = dict(data=jsonl(a.train or f"{a.data_dir}/train.jsonl"),
+  c.input = dict(data=jsonl(a.train or f"{a.data_dir or 'data'}/train.jsonl"),
                  batch_size=a.batch_size, shuffle_buffer_size=10_000,
                  pp=common.train_pp(a, prompt, target))
   c.total_epochs = a.total_epochs
@@ -42,7 +42,7 @@ def get_config(arg=None):
   common.fsdp(c)
 
   # Evaluation.
-  val = jsonl(a.val or f"{a.data_dir}/val.jsonl")
+  val = jsonl(a.val or f"{a.data_dir or 'data'}/val.jsonl")
   pp = common.eval_pp(a, prompt, keep=("image/id", "objects/bbox", "objects/label"))
   c.evals = {}
   c.evals["detection/val"] = common.decode_eval("detection", val, pp, a, log_percent=0.1)

@@ -15,7 +15,10 @@ MOCK_PP = 'copy(inkey="suffix", outkey="answer")|const(0, key="example_id")'
 
 
 def get_config(arg=None):
-  """Best published hyper-parameters: 1 epoch, lr 1e-5, wd 0, batch 256."""
+  """Best published hyper-parameters: 1 epoch, lr 1e-5, wd 0, batch 256.
+
+  `freeze_vit`: -1 (default) is the published choice (frozen at res >= 448); 0 or 1 forces.
+  """
   a = common.parse(arg, res=224, text_len=32, batch_size=256, final_split=False,
                    freeze_vit=-1)
   c = ml_collections.ConfigDict()

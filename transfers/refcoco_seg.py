@@ -23,7 +23,7 @@ EVAL_SETS = [("refcoco/val", "ref_coco/refcoco_unc", "validation"),
 
 
 def get_config(arg=None):
-  """Best published hyper-parameters per resolution (BEST)."""
+  """Best published hyper-parameters per resolution (BEST; batch_size=-1 takes BEST's)."""
   a = common.parse(arg, res=448, text_len=48, batch_size=-1, vqvae="")
   c = ml_collections.ConfigDict()
   lr, dropout, batch_size = BEST.get(a.res, BEST[448])

@@ -17,7 +17,8 @@ BEST = {224: (1e-5, 1e-6, 256), 448: (1e-5, 1e-6, 128), 896: (3e-6, 3e-7, 32)}
 
 
 def get_config(arg=None):
-  """Best published hyper-parameters per resolution (BEST), label smoothing 0.1."""
+  """Best published hyper-parameters per resolution (BEST; batch_size=-1 takes
+  BEST's), label smoothing 0.1."""
   a = common.parse(arg, res=896, text_len=48, batch_size=-1, final_split=False)
   c = ml_collections.ConfigDict()
   lr, wd, batch_size = BEST.get(a.res, BEST[896])
