@@ -87,3 +87,17 @@ def test_mock_one_step_and_evals(name, mock_dir, tmp_path):
   assert all(np.isfinite(v) for v in out["losses"].values())
   for ev in c.evals:
     assert any(k.startswith(f"{ev}/") for k in out["evals"]), (ev, sorted(out["evals"]))
+
+
+def test_forkme_defaults_run_out_of_the_box_and_lora(tmp_path):
+  c = get_config("forkme", f"size=tiny,res=28,mock_dir={tmp_path}")
+  assert c.input.data.fname == f"{tmp_path}/train/caption.jsonl"
+  assert c.ensure_shapes.out_dir == str(tmp_path) and c.model_init is None
+  assert c.tokenizer == c.train_tokenizer.out_path == f"{tmp_path}/tokenizer.model"
+  assert set(c.evals) == {"val/pplx", "val/store"}
+  own = get_config("forkme", "train=/d/t.jsonl,prompt=answer en {question},lora=8")
+  assert "ensure_shapes" not in own and not own.evals
+  assert "strfmt('answer en {question}', outkey='prefix')" in own.input.pp
+  assert own.lora.rank == 8 and own.schedule[1][0] == "llm/.*" and own.schedule[1][1]
+  frozen = get_config("forkme", "freeze_vit")
+  assert frozen.schedule[0] == ("img/.*", None)

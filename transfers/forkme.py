@@ -50,9 +50,8 @@ def get_config(arg=None):
   # Optimizer: freeze a tower with freeze_vit / freeze_llm, or train LoRA adapters only.
   common.optimizer(c, lr=a.lr, wd=3e-7, freeze_vit=a.freeze_vit,
                    freeze_llm=a.freeze_llm)
-  if a.lora:
+  if a.lora:  # Then only the adapters train (their paths are llm/...); base is frozen.
     c.lora = dict(rank=a.lora, alpha=float(a.lora), targets="llm/layers/(attn|mlp)/.*")
-    c.schedule = dict(decay_type="cosine", warmup_percent=0.05)  # Adapters only.
 
   # Sharding: FSDP over all devices (params and optimizer state split over "data").
   common.fsdp(c)
