@@ -83,7 +83,11 @@ def load_params(path):
   if not os.path.exists(fname):
     raise FileNotFoundError(
         f"Params file '{fname}' (from '{path}') does not exist. Pass the local path of a "
-        "big_vision .npz file, optionally followed by ':subtree'.")
+        "big_vision .npz file, optionally followed by ':subtree'. Released PaliGemma "
+        "checkpoints (e.g. paligemma-3b-pt-224.npz, paligemma2-3b-pt-448.b16.npz) come "
+        "from Kaggle (google/paligemma, google/paligemma-2, JAX variants) or Hugging Face "
+        "(google/paligemma2-3b-pt-448-jax); Hugging Face safetensors convert with "
+        "`python -m tools.convert_checkpoint HF_DIR out.npz`. Nothing is downloaded here.")
   flat = {}
   try:
     with np.load(fname, allow_pickle=False) as npz:

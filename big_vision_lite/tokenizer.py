@@ -117,7 +117,9 @@ class Tokenizer:
     except OSError as e:
       raise FileNotFoundError(f"Cannot read tokenizer model {model_path!r}: {e}. Pass the "
                               "path of a SentencePiece .model file (e.g. "
-                              "paligemma_tokenizer.model).") from e
+                              "paligemma_tokenizer.model, shipped with the released checkpoints on Kaggle "
+                              "google/paligemma, or `python -m tools.make_tokenizer` for "
+                              "your own).") from e
     self.model_path = model_path
     self.sp = spm.SentencePieceProcessor()
     self.sp.LoadFromSerializedProto(extend_proto_with_loc_seg(data))
