@@ -3,25 +3,26 @@ r"""PaliGemma transfer to AI2D (diagram multiple choice; published recipe).
   python -m big_vision_lite.train --config transfers/ai2d.py:res=448,data_dir=/tfds \
       --workdir /tmp/ai2d
 
-Prompt "answer en {question} choose from: {option 1} \t {option 2} ..."; the target is
-the correct option's text. Data: rows with image, question, id, answer and
-`choices_str` (the `possible_answers` joined by " \t "; prepare it when exporting the
-data). Evaluator: accuracy (exact match; the options are in the prompt, so no
-lower-casing).
+Prompt "answer en  {question} choose from: {option 1} \t {option 2} ..." (the published
+prompt, two spaces after "en"); the target is the correct option's text. Data: TFDS
+`ai2d` (keys image, question, possible_answers [n], answer, id). Evaluator: accuracy
+(exact match; the options are in the prompt, so no lower-casing).
 """
 import ml_collections
 
 from transfers import common
 
-MOCK_PP = ('const("yes \\t no \\t red \\t three", key="choices_str")'
+MOCK_PP = ('const(["yes", "no", "red", "three"], key="possible_answers")'
            '|copy(inkey="suffix", outkey="answer")|const(0, key="id")')
+PROMPT = ('strjoin(" \\t ", inkey="possible_answers", outkey="ansstr")'
+          '|strfmt("answer en  {question} choose from: {ansstr}", outkey="prefix")')
 
 
 def get_config(arg=None):
   """Best published hyper-parameters: 10 epochs, lr 1e-5, wd 1e-6, batch 256."""
   a = common.parse(arg, res=224, text_len=128, batch_size=256, final_split=False)
   c = ml_collections.ConfigDict()
-  prompt = 'strfmt("answer en {question} choose from: {choices_str}", outkey="prefix")'
+  prompt = PROMPT
 
   # Input.
   split = "train" if a.final_split else "train[:-1024]"

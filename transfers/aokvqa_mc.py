@@ -3,31 +3,39 @@ r"""PaliGemma transfer to A-OKVQA, multiple-choice mode (published recipe).
   python -m big_vision_lite.train --config transfers/aokvqa_mc.py:res=224,data_dir=/tfds \
       --workdir /tmp/aokvqa_mc
 
-Prompt "answer en {question} choose from: {choice 1} \t {choice 2} ..."; the target is
-the correct choice. Data: rows with image, question, question_id, `choices_str` (the
-choices joined by " \t ") and `answer` (the correct choice's text); prepare these two
-keys from A-OKVQA's `multiple_choice_possible_answers` / `multiple_choice_correct_idx`
-when exporting the data (TFDS or JSONL). Evaluator: accuracy (exact match).
+Prompt "answer en  {question} choose from: {choice 1} \t {choice 2} ..." (the published
+prompt, two spaces after "en"); the target is the correct choice's text. Data: TFDS
+`aokvqa` (keys image, question, question_id, multiple_choice_possible_answers [n],
+multiple_choice_correct_idx). Evaluator: accuracy (exact match).
 """
 import ml_collections
 
 from transfers import common
 
-MOCK_PP = ('const("yes \\t no \\t red \\t three", key="choices_str")'
-           '|copy(inkey="suffix", outkey="answer")|const(0, key="question_id")')
+MOCK_PP = ('const(["yes", "no", "red", "three"], key="multiple_choice_possible_answers")'
+           '|const(0, key="multiple_choice_correct_idx")|const(0, key="question_id")')
+OPTS = "multiple_choice_possible_answers"
+PROMPT = (f'strjoin(" \\t ", inkey="{OPTS}", outkey="ansstr")'
+          '|strfmt("answer en  {question} choose from: {ansstr}", outkey="prefix")')
+
+
+def target(outkey):
+  """The correct choice's text -> `outkey`."""
+  return f'getidx(inkey="{OPTS}", index_key="multiple_choice_correct_idx", outkey="{outkey}")'
+
 
 
 def get_config(arg=None):
   """Best published hyper-parameters: 15 epochs, lr 5e-6, wd 0, batch 128."""
   a = common.parse(arg, res=224, text_len=128, batch_size=128, final_split=False)
   c = ml_collections.ConfigDict()
-  prompt = 'strfmt("answer en {question} choose from: {choices_str}", outkey="prefix")'
+  prompt = PROMPT
 
   # Input.
   split = "train+val" if a.final_split else "train"
   c.input = dict(data=common.tfds("aokvqa", split, a), batch_size=a.batch_size,
                  shuffle_buffer_size=50_000,
-                 pp=common.train_pp(a, prompt, 'copy(inkey="answer", outkey="suffix")'))
+                 pp=common.train_pp(a, prompt, target("suffix")))
   c.total_epochs = 15
 
   # Model.
@@ -40,7 +48,7 @@ def get_config(arg=None):
   common.fsdp(c)
 
   # Evaluation.
-  pp = common.eval_pp(a, prompt, keep=("answer", "question_id"))
+  pp = common.eval_pp(a, prompt, target("answer"), keep=("answer", "question_id"))
   c.evals = {}
   for name, split in [("minitrain", "train[:5%]"), ("eval", "val")]:
     c.evals[f"aokvqa_mc/{name}"] = common.decode_eval(

@@ -3,19 +3,32 @@ r"""PaliGemma transfer to NLVR2 (is the sentence true of the image pair?; publis
   python -m big_vision_lite.train --config transfers/nlvr2.py:res=224,data_dir=/tfds \
       --workdir /tmp/nlvr2
 
-Prompt "answer en {sentence}", target "True"/"False". Data: rows with image, sentence,
-label and example_id, where `image` shows the left and right images side by side (the
-reference feeds the two images as two frames; this repo's pp has no op stacking two
-images, so compose them when exporting the data). Evaluator: accuracy.
+Prompt "answer en {sentence}", target "True"/"False". Data: TFDS `nlvr2` (keys
+image_left, image_right, sentence, label, example_id). As in the reference, each image is
+resized to res x res and the pair is stacked as two frames: image float32[2, res, res, 3]
+(2 * P image tokens). Evaluator: accuracy.
 """
 import ml_collections
 
 from transfers import common
 
-MOCK_PP = ('copy(inkey="question", outkey="sentence")|copy(inkey="suffix", outkey="label")'
+MOCK_PP = ('copy(inkey="image", outkey="image_left")|copy(inkey="image", outkey="image_right")'
+           '|copy(inkey="question", outkey="sentence")|copy(inkey="suffix", outkey="label")'
            '|const(0, key="example_id")')
 # res -> (lr, wd, epochs) of the published sweep.
 BEST = {224: (1e-5, 1e-6, 3), 448: (3e-6, 3e-7, 10)}
+
+
+def pair_pp(a, *ops, train):
+  """Both images resized and stacked as frames, the task's `ops`, the token row."""
+  images = [common.image_pp(a.res, key=k) for k in ("image_left", "image_right")]
+  images.append('stack_images(inkeys=["image_left", "image_right"], outkey="image")')
+  if train:
+    row = f"combine_and_keep_train({a.text_len}, model={a.tokenizer!r})"
+  else:
+    row = (f"combine_and_keep_eval({a.text_len}, keep=('answer', 'question_id'), "
+           f"model={a.tokenizer!r})")
+  return "|".join([*images, *ops, row])
 
 
 def get_config(arg=None):
@@ -29,7 +42,7 @@ def get_config(arg=None):
   split = "train+dev" if a.final_split else "train"
   c.input = dict(data=common.tfds("nlvr2", split, a), batch_size=a.batch_size,
                  shuffle_buffer_size=50_000,
-                 pp=common.train_pp(a, prompt, 'copy(inkey="label", outkey="suffix")'))
+                 pp=pair_pp(a, prompt, 'copy(inkey="label", outkey="suffix")', train=True))
   c.total_epochs = epochs
 
   # Model.
@@ -42,9 +55,8 @@ def get_config(arg=None):
   common.fsdp(c)
 
   # Evaluation.
-  pp = common.eval_pp(a, prompt, 'copy(inkey="label", outkey="answer")',
-                      'copy(inkey="example_id", outkey="question_id")',
-                      keep=("answer", "question_id"))
+  pp = pair_pp(a, prompt, 'copy(inkey="label", outkey="answer")',
+               'copy(inkey="example_id", outkey="question_id")', train=False)
   c.evals = {}
   for name, split in [("dev", "dev"), ("test", "test")]:
     c.evals[f"nlvr2/{name}"] = common.decode_eval(

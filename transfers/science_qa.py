@@ -3,17 +3,22 @@ r"""PaliGemma transfer to ScienceQA (image questions, QCM -> A format; published
   python -m big_vision_lite.train --config transfers/science_qa.py:res=448,data_dir=/tfds \
       --workdir /tmp/science_qa
 
-Data: TFDS `science_qa` (keys image, question, hint, indexed_choices "(A) x (B) y",
-indexed_answer "A", _id). Prompt "Question: ...\nContext: ...\nOptions: ...\nAnswer:",
-target "The answer is A.". Evaluator: accuracy of the parsed letter. The ViT is frozen.
-(The reference also shuffles the choices per example; this config uses them in order.)
+Data: TFDS `science_qa` (keys image, question, hint, choices [n], answer (index),
+indexed_choices "(A) x, (B) y", indexed_answer "A", _id). Prompt "Question: ...\nContext:
+...\nOptions: ...\nAnswer:", target "The answer is A.". As in the reference, training
+shuffles the options per example (seeded by the example's `_seed`) and re-letters them;
+evaluation uses the dataset's order. Evaluator: accuracy of the parsed letter. The ViT
+is frozen.
 """
 import ml_collections
 
 from transfers import common
 
-MOCK_PP = ('const("", key="hint")|const("(A) yes (B) no", key="indexed_choices")'
-           '|const("A", key="indexed_answer")|const(0, key="_id")')
+MOCK_PP = ('const("", key="hint")|const("(A) yes, (B) no", key="indexed_choices")'
+           '|const("A", key="indexed_answer")|const(0, key="_id")'
+           '|const(["yes", "no"], key="choices")|const(0, key="answer")')
+SHUFFLE = ('drop("indexed_choices", "indexed_answer")'
+           '|sci_qa_choices_shuffle(choice_str_inkey="choices", ans_inkey="answer")')
 PREFIX = "Question: {question}\nContext: {hint}\nOptions: {indexed_choices}\nAnswer:"
 SUFFIX = "The answer is {indexed_answer}."
 
@@ -28,7 +33,8 @@ def get_config(arg=None):
   split = "train+val" if a.final_split else "train"
   c.input = dict(data=common.tfds("science_qa", split, a), batch_size=a.batch_size,
                  shuffle_buffer_size=50_000,
-                 pp=common.train_pp(a, prompt, f"strfmt({SUFFIX!r}, outkey='suffix')"))
+                 pp=common.train_pp(a, SHUFFLE, prompt,
+                                    f"strfmt({SUFFIX!r}, outkey='suffix')"))
   c.total_epochs = 20
 
   # Model.

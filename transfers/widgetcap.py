@@ -3,16 +3,26 @@ r"""PaliGemma transfer to WidgetCaption (UI widget captions) (published recipe).
   python -m big_vision_lite.train --config transfers/widgetcap.py:res=224,data_dir=/tfds \
       --workdir /tmp/widgetcap
 
-Data: TFDS `widgetcap` (keys image, image/id, texts [n]). Prompt "caption en"; the target is
-one of the references. Evaluator: CIDEr.
-The reference draws the widget's bounding box into the image; this repo's pp has no
-drawing op, so export the images with the box drawn.
+Data: TFDS `widgetcap` (keys image, image/id, texts [n], bbox [4] = (ymin, xmin, ymax,
+xmax) in [0, 1]). As in the reference, the widget's box is drawn in red into the resized
+image. Prompt "caption en"; the target is one of the references. Evaluator: CIDEr.
 """
 import ml_collections
 
 from transfers import common
 
-MOCK_PP = 'copy(inkey="captions", outkey="texts")|const(0, key="image/id")'
+MOCK_PP = ('copy(inkey="captions", outkey="texts")|const(0, key="image/id")'
+           '|const([0.1, 0.2, 0.7, 0.9], key="bbox")')
+
+
+def boxed_pp(a, *ops, keep=None):
+  """Image with the widget's box drawn, the task's `ops`, the token row (train: keep=None)."""
+  image = f"decode|resize({a.res})|draw_bbox(bbox_key='bbox')|value_range(-1, 1)"
+  if keep is None:
+    row = f"combine_and_keep_train({a.text_len}, model={a.tokenizer!r})"
+  else:
+    row = f"combine_and_keep_eval({a.text_len}, keep={keep!r}, model={a.tokenizer!r})"
+  return "|".join([image, *ops, row])
 
 
 def get_config(arg=None):
@@ -24,7 +34,7 @@ def get_config(arg=None):
   # Input.
   c.input = dict(data=common.tfds("widgetcap", "train+dev" if a.final_split else "train", a), batch_size=a.batch_size,
                  shuffle_buffer_size=50_000,
-                 pp=common.train_pp(a, prompt, 'choice(inkey="texts", outkey="suffix")'))
+                 pp=boxed_pp(a, prompt, 'choice(inkey="texts", outkey="suffix")'))
   c.total_epochs = 4
 
   # Model.
@@ -37,8 +47,8 @@ def get_config(arg=None):
   common.fsdp(c)
 
   # Evaluation.
-  pp = common.eval_pp(a, 'copy(inkey="texts", outkey="captions")', prompt,
-                      keep=("image/id", "captions"))
+  pp = boxed_pp(a, 'copy(inkey="texts", outkey="captions")', prompt,
+                keep=("image/id", "captions"))
   c.evals = {}
   for name, split in [("dev", "dev"), ("test", "test")]:
     c.evals[f"widgetcap/{name}"] = common.decode_eval(
