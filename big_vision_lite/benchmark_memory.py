@@ -36,23 +36,32 @@ def make_data_mesh(devices=None):
 
 def bench_sharding(model_name, *, batch, res, text_len, iters, remat="nothing_saveable",
                    jit_check=True):
-  """The `sharding` sub-command: one row per plan (fsdp, replicate) on all devices."""
+  """The `sharding` sub-command: one row per plan (fsdp, replicate) on all devices.
+
+  The plans' steps are timed in turn within each iteration (median over iterations).
+  """
   mesh = make_data_mesh()
-  rows = []
+  runs = []
   for plan, strategy in PLANS.items():
-    cfg = bt.model_config(model_name, remat=remat)
-    step = bt.make_train_step(cfg, batch=batch, res=res, text_len=text_len, mesh=mesh,
-                              strategy=strategy)
+    step = bt.make_train_step(bt.model_config(model_name, remat=remat), batch=batch,
+                              res=res, text_len=text_len, mesh=mesh, strategy=strategy)
     compiled = bt.compile_step(step)
-    mem = timing.compiled_memory(compiled)
-    r = bt.run_steps(step, res=res, text_len=text_len, iters=iters, compiled=compiled,
-                     jit_check=jit_check)
+    one, finish = bt.make_runner(step, res=res, text_len=text_len, compiled=compiled)
+    one()  # Warm-up.
+    runs.append((plan, step, timing.compiled_memory(compiled), one, finish, []))
+  for _ in range(iters):
+    for *_, one, _, times in runs:
+      times.append(timing.time_calls(one, iters=1, warmup=0)["min"])
+  rows = []
+  for plan, step, mem, _, finish, times in runs:
+    r = finish(jit_check)
+    step_s = float(np.median(times))
     rows.append(dict(plan=plan, devices=mesh.size,
                      params_mb=per_device_bytes(step["state"]["params"]) / 2**20,
                      opt_mb=per_device_bytes(step["state"]["opt"]) / 2**20,
                      state_mb=per_device_bytes(step["state"]) / 2**20,
-                     compiled_peak_mb=mem.get("peak", 0) / 2**20, step_s=r["step_s"],
-                     examples_per_s=batch / r["step_s"], compiles=r["compiles"]))
+                     compiled_peak_mb=mem.get("peak", 0) / 2**20, step_s=step_s,
+                     examples_per_s=batch / step_s, compiles=r["compiles"]))
   return dict(rows=rows, config=dict(model=model_name, batch=batch, res=res,
                                      text_len=text_len, remat=remat))
 
@@ -86,23 +95,31 @@ def fit_fsdp(model_name="paligemma-3b", *, batch, res, text_len, device_gb=16.0,
 
 
 def fit_finetune(model_name="paligemma-3b", *, batch=8, res=224, text_len=128,
-                 device_gb=16.0, remat="nothing_saveable", scan=True):
+                 device_gb=16.0, remat="nothing_saveable", scan=True,
+                 compute_dtypes=("float32", "bfloat16")):
   """Attention-only SGD fine-tuning on one device: analytic estimate vs compiled step.
 
-  Frozen weights bf16, trained attention weights f32 (the notebook's recipe).
+  Frozen weights bf16, trained attention weights f32 (the notebook's recipe); the step
+  computes in each of `compute_dtypes` (f32: frozen weights are upcast where used).
 
   Returns:
-    dict(estimate (bytes, see flops.finetune_memory), compiled (bytes), fits, rows).
+    dict(estimate (bytes, see flops.finetune_memory), compiled {dtype: bytes}, fits
+    {dtype: bool}, rows).
   """
   cfg = bt.model_config(model_name, scan=scan, remat=remat)
   est = flops.finetune_memory(cfg, res=res, text_len=text_len, batch=batch)
-  step = bt.make_train_step(cfg, batch=batch, res=res, text_len=text_len, opt=bt.ATTN_SGD,
-                            frozen_dtype="bfloat16")
-  mem = timing.compiled_memory(bt.compile_step(step))
   rows = [dict(part=k, estimate_gb=est[k] / GB) for k in
           ("params", "grads", "opt_state", "activations", "total")]
-  rows += [dict(part=f"compiled_{k}", compiled_gb=v / GB) for k, v in mem.items()]
-  return dict(rows=rows, estimate=est, compiled=mem,
-              fits=mem.get("peak", est["total"]) <= device_gb * GB,
+  compiled, fits = {}, {}
+  for dtype in compute_dtypes:
+    step = bt.make_train_step(bt.model_config(model_name, scan=scan, remat=remat,
+                                              compute_dtype=dtype),
+                              batch=batch, res=res, text_len=text_len, opt=bt.ATTN_SGD,
+                              frozen_dtype="bfloat16", compute_dtype=dtype)
+    mem = compiled[dtype] = timing.compiled_memory(bt.compile_step(step))
+    fits[dtype] = mem.get("peak", est["total"]) <= device_gb * GB
+    rows += [dict(part=f"compiled_{k}", compute=dtype, compiled_gb=v / GB)
+             for k, v in mem.items() if k in ("argument", "temp", "peak")]
+  return dict(rows=rows, estimate=est, compiled=compiled, fits=fits,
               config=dict(model=model_name, batch=batch, res=res, text_len=text_len,
                           device_gb=device_gb, remat=remat))

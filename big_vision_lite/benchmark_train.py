@@ -5,6 +5,8 @@ with the train state donated), built for a model config and a synthetic batch. M
 analytic model FLOPs per second (`flops.train_flops`) over the peak of a large matmul of
 the same dtype measured in the same process.
 """
+import time
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -92,7 +94,8 @@ def make_train_step(model_cfg, *, batch, res, text_len, opt=None, compute_dtype=
     batch, res, text_len: batch shape (global batch when `mesh` is given).
     opt: optimizer config dict (optim keys; default ADAM).
     compute_dtype: "bfloat16" computes in bf16 from the (f32) master params: the loss
-      casts them, so gradients and updates stay f32.
+      casts them, so gradients and updates stay f32. Frozen params enter the loss
+      through `stop_gradient`.
     frozen_dtype: dtype of the frozen params (e.g. "bfloat16"); default: f32 like all.
     mesh, strategy: shard the state with the `sharding_strategy` plan over `mesh`
       (the batch over all mesh axes); None: one device.
@@ -111,10 +114,15 @@ def make_train_step(model_cfg, *, batch, res, text_len, opt=None, compute_dtype=
                           shapes, mask)
   tx, _ = optim.make(config, shapes, total_steps)
   rules = [(sharding.ACT_BATCH, tuple(mesh.axis_names))] if mesh is not None else []
-  loss = steps.make_loss_fn(model, rules=rules)
-  if compute_dtype != "float32":
-    base_loss = loss
-    loss = lambda p, base, b, r: base_loss(_cast_floats(p, compute_dtype), base, b, r)
+  base_loss = steps.make_loss_fn(model, rules=rules)
+
+  def loss(params, base, b, rng):
+    # Frozen params are constants: no gradient is computed for them (inside a scanned
+    # layer loop XLA cannot drop those gradients afterwards, as it can when unrolled).
+    params = jax.tree.map(lambda p, m: p if m else jax.lax.stop_gradient(p), params, mask)
+    if compute_dtype != "float32":
+      params = _cast_floats(params, compute_dtype)
+    return base_loss(params, base, b, rng)
   update = steps.make_update_fn(loss, tx, trainable_mask=mask)
   state = {"params": shapes, "opt": jax.eval_shape(tx.init, shapes)}
   b = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
@@ -174,37 +182,35 @@ def compile_step(step):
     return step["update"].lower(*args).compile()
 
 
-def run_steps(step, *, res, text_len, iters, warmup=1, compiled=None, jit_check=True):
-  """Times `iters` real steps after `warmup`; checks recompiles and donation.
+def make_runner(step, *, res, text_len, compiled=None):
+  """Real state and batch for `step`; returns `(one, finish)`.
+
+  `one()` runs one step and blocks; `finish(jit_check)` returns dict(compiles, donated,
+  loss): with jit_check, 2 more steps go through the jitted function and `compiles` is
+  its number of compiled entries (1 = no recompilation across steps).
 
   Args:
-    compiled: the step compiled ahead of time (`compile_step`); timed instead of the
+    compiled: the step compiled ahead of time (`compile_step`); run instead of the
       jitted function (saves a second compile).
-    jit_check: also run 2 steps through the jitted function and count its compiled
-      entries (1 = no recompilation across steps).
-
-  Returns:
-    dict(step_s (median), step_min_s, warmup_s, compiles (None without jit_check),
-    donated (the old state was consumed), loss).
   """
   state = init_state(step, res, text_len)
   batch = place_batch(step, fake_batch(step["batch"]["text"].shape[0], res, text_len))
   box = {"state": state, "m": None}
   first_leaf = jax.tree.leaves(state)[0]
-  fn = compiled if compiled is not None else step["update"]
 
   def one():
-    box["state"], box["m"] = _call(step, box["state"], batch, jax.random.key(1), fn)
+    box["state"], box["m"] = _call(step, box["state"], batch, jax.random.key(1), compiled)
     jax.block_until_ready(box["m"])
-  r = timing.time_calls(one, iters=iters, warmup=warmup)
-  compiles = None
-  if jit_check:
-    for i in range(2):
-      box["state"], box["m"] = _call(step, box["state"], batch, jax.random.key(i))
-    compiles = step["update"]._cache_size()  # pylint: disable=protected-access
-  return dict(step_s=r["median"], step_min_s=r["min"], warmup_s=r["warmup_s"],
-              compiles=compiles, donated=bool(first_leaf.is_deleted()),
-              loss=float(box["m"]["loss"]))
+
+  def finish(jit_check):
+    compiles = None
+    if jit_check:
+      for i in range(2):
+        box["state"], box["m"] = _call(step, box["state"], batch, jax.random.key(i))
+      compiles = step["update"]._cache_size()  # pylint: disable=protected-access
+    return dict(compiles=compiles, donated=bool(first_leaf.is_deleted()),
+                loss=float(box["m"]["loss"]))
+  return one, finish
 
 
 def _xla_flops(compiled):
@@ -225,12 +231,15 @@ def bench_train(model_name, *, batch, res, text_len, iters, remats=("nothing_sav
                 jit_check=True):
   """The `train` sub-command: one row per remat policy, plus the FLOPs cross-check.
 
+  The rows' steps and the matmul peak are timed in turn within each iteration, and MFU
+  is the median over iterations of (model FLOPs / step time) / that iteration's peak,
+  so a changing machine load affects the rows and the peak alike.
+
   Returns:
-    dict(rows, flops (analytic parts), xla_check, peak).
+    dict(rows, flops (analytic parts), xla_check, peaks (GFLOP/s per iteration)).
   """
-  peak = timing.matmul_peak(compute_dtype, n=peak_n)
   fl = flops.train_flops(model_config(model_name), res=res, text_len=text_len, batch=batch)
-  rows, xla = [], {}
+  runners, xla = [], {}
   for remat in remats:
     cfg = model_config(model_name, scan=scan, remat=remat, compute_dtype=compute_dtype)
     step = make_train_step(cfg, batch=batch, res=res, text_len=text_len,
@@ -238,20 +247,30 @@ def bench_train(model_name, *, batch, res, text_len, iters, remats=("nothing_sav
     compiled = compile_step(step)
     if remat == "none" and compute_dtype == "float32":
       xla[scan] = _xla_flops(compiled)
-    mem = timing.compiled_memory(compiled)
-    r = run_steps(step, res=res, text_len=text_len, iters=iters, compiled=compiled,
-                  jit_check=jit_check)
+    one, finish = make_runner(step, res=res, text_len=text_len, compiled=compiled)
+    t0 = time.perf_counter()
+    one()  # Warm-up (first call of the executable).
+    first = time.perf_counter() - t0
+    runners.append((remat, timing.compiled_memory(compiled), one, finish, first))
+  times, peaks = [[] for _ in runners], []
+  for _ in range(iters):
+    peaks.append(timing.matmul_peak(compute_dtype, n=peak_n, iters=2)["flops_per_s"])
+    for i, (_, _, one, _, _) in enumerate(runners):
+      times[i].append(timing.time_calls(one, iters=1, warmup=0)["min"])
+  rows = []
+  for i, (remat, mem, _, finish, first) in enumerate(runners):
+    r = finish(jit_check and i == 0)  # One jit check suffices.
+    step_s = float(np.median(times[i]))
+    mfu = float(np.median([fl["train"] / t / p for t, p in zip(times[i], peaks)]))
     rows.append(dict(
-        remat=remat, scan=scan, dtype=compute_dtype, step_s=r["step_s"],
-        steps_per_s=1.0 / r["step_s"], examples_per_s=batch / r["step_s"],
-        model_gflop=fl["train"] / 1e9, achieved_gflops=fl["train"] / r["step_s"] / 1e9,
-        peak_gflops=peak["flops_per_s"] / 1e9,
-        mfu=fl["train"] / r["step_s"] / peak["flops_per_s"],
+        remat=remat, scan=scan, dtype=compute_dtype, step_s=step_s,
+        steps_per_s=1.0 / step_s, examples_per_s=batch / step_s,
+        model_gflop=fl["train"] / 1e9, achieved_gflops=fl["train"] / step_s / 1e9,
+        peak_gflops=float(np.median(peaks)) / 1e9, mfu=mfu,
         compiled_peak_mb=mem.get("peak", 0) / 2**20, temp_mb=mem.get("temp", 0) / 2**20,
         host_peak_rss_mb=timing.host_rss()["peak_rss_bytes"] / 2**20,
         device_peak_mb=(timing.device_peak_memory() or 0) / 2**20,
-        compiles=r["compiles"], donated=r["donated"], loss=r["loss"],
-        first_step_s=r["warmup_s"]))
+        compiles=r["compiles"], donated=r["donated"], loss=r["loss"], first_step_s=first))
   check = {}
   if xla_check:
     for s in (False, True):
@@ -261,5 +280,5 @@ def bench_train(model_name, *, batch, res, text_len, iters, remats=("nothing_sav
                  xla_scanned_gflop=xla[True] / 1e9,
                  unrolled_over_analytic=xla[False] / fl["train"],
                  scanned_over_analytic=xla[True] / fl["train"])
-  return dict(rows=rows, flops=fl, xla_check=check, peak=peak,
+  return dict(rows=rows, flops=fl, xla_check=check, peaks=[p / 1e9 for p in peaks],
               config=dict(model=model_name, batch=batch, res=res, text_len=text_len))

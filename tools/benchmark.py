@@ -62,7 +62,9 @@ def parse_args(argv):
   m.add_argument("--devices", type=int, default=8, help="simulated CPU devices")
   m.add_argument("--device_gb", type=float, default=16.0)
   m.add_argument("--fsdp_batch", type=int, default=32, help="global batch of the FSDP fit")
-  m.add_argument("--remat", default="nothing_saveable,dots_with_no_batch_dims_saveable")
+  m.add_argument("--remat", default="nothing_saveable,dots_with_no_batch_dims_saveable",
+                 help="remat policies of the FSDP fit (empty: skip it)")
+  m.add_argument("--finetune_compute", default="float32,bfloat16")
   m.add_argument("--finetune_text_len", type=int, default=128)
   return p.parse_args(argv)
 
@@ -118,15 +120,18 @@ def run(args):
   else:
     from big_vision_lite import benchmark_memory as bm
     model = "paligemma-3b" if args.model == "bench-small" else args.model
-    fsdp = bm.fit_fsdp(model, batch=args.fsdp_batch, res=args.res, text_len=args.text_len,
-                       device_gb=args.device_gb, remats=args.remat.split(","))
-    ft = bm.fit_finetune(model, batch=args.batch, res=args.res,
-                         text_len=args.finetune_text_len, device_gb=args.device_gb)
-    r = dict(fsdp=fsdp, finetune=ft)
-    text = [timing.table(f"{model} FSDP train step per device (Adam, f32 master)",
-                         fsdp["rows"]),
-            timing.table(f"{model} attention-only SGD, one device (fits {args.device_gb} "
-                         f"GB: {ft['fits']})", ft["rows"])]
+    r, text = {}, []
+    if args.remat:
+      r["fsdp"] = bm.fit_fsdp(model, batch=args.fsdp_batch, res=args.res,
+                              text_len=args.text_len, device_gb=args.device_gb,
+                              remats=args.remat.split(","))
+      text.append(timing.table(f"{model} FSDP train step per device (Adam, f32 master)",
+                               r["fsdp"]["rows"]))
+    ft = r["finetune"] = bm.fit_finetune(
+        model, batch=args.batch, res=args.res, text_len=args.finetune_text_len,
+        device_gb=args.device_gb, compute_dtypes=args.finetune_compute.split(","))
+    text.append(timing.table(f"{model} attention-only SGD, one device (fits "
+                             f"{args.device_gb} GB: {ft['fits']})", ft["rows"]))
   return r, "\n\n".join(text)
 
 

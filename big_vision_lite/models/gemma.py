@@ -120,7 +120,13 @@ class Embedder(nn.Module):
     return x * jnp.sqrt(self.width).astype(x.dtype)
 
   def decode(self, x):
-    return jnp.dot(x, self.input_embedding.T)
+    """x: float[..., D] -> float[..., V] (the tied output projection)."""
+    # The table is the left operand, contracted on its minor dim, so XLA:CPU reads it in
+    # place instead of materialising its [D, V] transpose at every call (decode steps).
+    dtype = jnp.result_type(x, self.input_embedding)
+    emb, rows = self.input_embedding.astype(dtype), x.reshape(-1, x.shape[-1]).astype(dtype)
+    y = jax.lax.dot_general(emb, rows, (((1,), (1,)), ((), ())))  # [V, B*T]
+    return y.T.reshape(x.shape[:-1] + (emb.shape[0],))
 
 
 class Attention(nn.Module):
