@@ -155,7 +155,8 @@ def bench_decode(model_cfg, *, res, prompt_len, new_tokens, batches=(1, 8), reps
     inputs = prompts(1, res, prompt_len)
     r = bench_pair({"ours": (ours_fn(model, p16, inputs, 1),
                              ours_fn(model, p16, inputs, new_tokens))},
-                   batch=1, prompt_tokens=prompt_tokens, new_tokens=new_tokens, reps=reps, inner=inner)
+                   batch=1, prompt_tokens=prompt_tokens, new_tokens=new_tokens, reps=reps,
+                   inner=inner)
     rows.append(dict(batch=1, impl="ours", weights=dtype, **r["ours"]))
     lat[(dtype, 1)] = r["ours"]["decode_token_s"]
   roof = {}
