@@ -30,8 +30,8 @@ def _unknown(kind, name, known):
   return f"Unknown {kind} {name!r}.{hint} Valid: {sorted(known)}."
 
 
-def _modules(package):
-  pkg = importlib.import_module(package)
+def _modules(pkg):
+  """Module names of the package `pkg` (a module object)."""
   return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__))
 
 
@@ -50,7 +50,8 @@ def _fields(module_name):
 def check_model(config):
   """Model name, tower names and model config keys."""
   name = config.get("model_name", "paligemma")
-  models = [m for m in _modules("big_vision_lite.models") if m not in ("common", "lora")]
+  models = [m for m in _modules(importlib.import_module("big_vision_lite.models"))
+            if m not in ("common", "lora")]
   if name not in models:
     raise ValueError(_unknown("config.model_name", name, models))
   model = dict(config.get("model") or {})
@@ -79,7 +80,8 @@ def check_optimizer(config):
 
 
 def check_evals(config):
-  types = [t for t in _modules("big_vision_lite.evaluators") if t != "common"]
+  types = [t for t in _modules(importlib.import_module("big_vision_lite.evaluators"))
+           if t != "common"]
   for name, cfg in dict(config.get("evals") or {}).items():
     kind = dict(cfg).get("type", name)
     if kind not in types:

@@ -31,14 +31,14 @@ class MetricsWriter:
     self._tb = None
     self._path = os.path.join(workdir, "metrics.jsonl")
     if enabled:
-      self._truncate(resume_step)
+      self.drop_after(resume_step)
       import tensorflow as tf  # pylint: disable=import-outside-toplevel
       self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tb"))
 
-  def _truncate(self, resume_step):
+  def drop_after(self, resume_step):
     """Drops lines of steps after `resume_step` (logged before a crash, about to be
     redone) and a torn last line, so no step appears twice; atomic rewrite."""
-    if not os.path.exists(self._path):
+    if not self.enabled or not os.path.exists(self._path):
       return
     keep = []
     with open(self._path) as f:

@@ -1,5 +1,9 @@
 """Orbax train-state checkpoints: save (async, atomic), keep policy, resume.
 
+`restore_latest` resumes from the newest checkpoint that reads back: a corrupt one (bad
+metadata, missing or damaged array files, damaged data position) is reported and the
+previous kept checkpoint (`keep_ckpts` > 1) is used instead.
+
 A checkpoint `WORKDIR/checkpoints/<step>/` holds the train state's leaves (params,
 optimizer state) in `state/` and a JSON `meta/` with the step and the RNG key. Each
 process's data iterator position (a dict of numpy arrays; hosts differ) goes to
@@ -11,10 +15,18 @@ the state that `init_train_state` builds, with that state's shardings.
 """
 import os
 import re
+import zipfile
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+
+class CheckpointMismatchError(ValueError):
+  """A readable checkpoint that does not fit this config (never skipped)."""
+
+
+_UNREADABLE = (ValueError, OSError, KeyError, EOFError, TypeError, zipfile.BadZipFile)
 
 
 class Checkpointer:
@@ -93,13 +105,37 @@ class Checkpointer:
     meta = self._mngr.item_metadata(int(step))
     n_saved = len(meta["state"]) if meta and meta.get("state") is not None else None
     if n_saved is not None and n_saved != len(leaves):
-      raise ValueError(f"Checkpoint {self.directory}/{step} has {n_saved} arrays but "
-                       f"this config's train state has {len(leaves)}: the config changed "
-                       "(model, optimizer, LoRA or frozen params). Use a fresh workdir.")
+      raise CheckpointMismatchError(
+          f"Checkpoint {self.directory}/{step} has {n_saved} arrays but "
+          f"this config's train state has {len(leaves)}: the config changed "
+          "(model, optimizer, LoRA or frozen params). Use a fresh workdir.")
     out = self._mngr.restore(int(step), args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target)))
     return jax.tree.unflatten(treedef, [out["state"][f"{i:06d}"]
                                         for i in range(len(leaves))])
+
+  def restore_latest(self, abstract_state, write_note=print):
+    """Returns `(step, state, data_state, rng)` of the newest readable checkpoint.
+
+    Returns None when there is no checkpoint. A checkpoint that fails to read is
+    reported through `write_note` and skipped; if none reads, raises ValueError.
+    """
+    failed = []
+    for step in sorted(self._mngr.all_steps(), reverse=True):
+      try:
+        data_state, rng = self.restore_meta(step)
+        return step, self.restore_state(step, abstract_state), data_state, rng
+      except CheckpointMismatchError:
+        raise
+      except _UNREADABLE as e:  # Corrupt files: fall back to the previous checkpoint.
+        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:400]
+        failed.append(f"{step} ({why})")
+        write_note(f"Checkpoint {self.directory}/{step} is unreadable ({why}); falling "
+                   "back to the previous checkpoint.")
+    if failed:
+      raise ValueError(f"No readable checkpoint in {self.directory}: {failed}. Delete the "
+                       "corrupt step folders or use a fresh workdir.")
+    return None
 
   def wait(self):
     """Blocks until an in-flight async save is complete on disk."""

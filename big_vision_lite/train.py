@@ -235,10 +235,10 @@ def train(config, workdir, *, stop=None):
   run = train_setup.setup(config, workdir)
   ts = init_train_state(config, run["model_mod"], run["model"], mesh, run["first"],
                         run["total_steps"], run["rng"])
-  if run["step"]:
-    ts["state"] = run["ckpt"].restore_state(run["step"], jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-        ts["state"], ts["shardings"]))
+  state = train_setup.resume_from_checkpoint(run, jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      ts["state"], ts["shardings"]))
+  ts["state"] = ts["state"] if state is None else state
   run["eval_params"] = eval_params_fn(config, ts)
   update = make_update_fn(config, run["model"], ts, mesh)
   try:

@@ -141,17 +141,31 @@ def setup(config, workdir):
                "keep": duration(config, "keep_ckpt", **kw)}
   ckpt = resume.Checkpointer(workdir, keep=config.get("keep_ckpts", 1),
                              keep_period=durations["keep"])
-  step, rng = ckpt.latest_step() or 0, jax.random.key(config.get("seed", 0))
-  if step:
-    state, rng = ckpt.restore_meta(step)
-    data.set_state(state)
+  # The checkpoint (and its data position) is restored by `resume_from_checkpoint`.
+  step, rng = 0, jax.random.key(config.get("seed", 0))
   it = iter(data)
   first = next(it)
   writer = metrics_log.MetricsWriter(workdir, total_steps=total, batch_size=bs,
-                                     enabled=jax.process_index() == 0, resume_step=step)
+                                     enabled=jax.process_index() == 0,
+                                     resume_step=ckpt.latest_step() or 0)
   return dict(workdir=workdir, model_mod=model_mod, model=model_mod.Model(**config.get("model", {})),
               data=data, iter=itertools.chain([first], it), first=first, total_steps=total,
               durations=durations, ckpt=ckpt, step=step, rng=rng, writer=writer)
+
+
+def resume_from_checkpoint(run, abstract_state):
+  """Restores the newest readable checkpoint into `run` (step, rng, data position).
+
+  Returns the restored train state, or None (no checkpoint: `run` is unchanged).
+  """
+  restored = run["ckpt"].restore_latest(abstract_state, write_note=run["writer"].write_note)
+  if restored is None:
+    return None
+  run["step"], state, data_state, run["rng"] = restored
+  run["data"].set_state(data_state)
+  run["iter"] = iter(run["data"])
+  run["writer"].drop_after(run["step"])  # Older than the newest on disk after a fallback.
+  return state
 
 
 def make_predict_fns(config, model, mesh, tokenizer):

@@ -4,9 +4,12 @@ Faults: truncation (several lengths), zero bytes, random garbage, flipped bytes 
 data and in the headers), compressed members, and for safetensors corrupt JSON headers
 (not UTF-8, not an object, missing fields, negative/overlapping offsets, huge lengths).
 """
+import glob
 import io
 import json
 import os
+import re
+import shutil
 import struct
 
 import numpy as np
@@ -149,3 +152,84 @@ def test_npz_with_io_bytes_roundtrip_still_loads(tmp_path):
   got = checkpoint.flatten(checkpoint.load_params(str(path)))
   np.testing.assert_array_equal(got["img/kernel"], PARAMS["img"]["kernel"])
   assert os.path.getsize(path) > 0
+
+
+def _orbax_faults():
+  """{name: fn(step_dir, data_state_file)} corrupting one saved training checkpoint."""
+  def trunc(path):
+    with open(path, "rb") as f:
+      data = f.read()
+    with open(path, "wb") as f:
+      f.write(data[:len(data) // 2])
+
+  def garble(path):
+    with open(path, "rb") as f:
+      data = bytearray(f.read())
+    data[len(data) // 2] ^= 0xFF
+    data[0] ^= 0x55
+    with open(path, "wb") as f:
+      f.write(bytes(data))
+
+  def each(fn, pattern):
+    return lambda d, _: [fn(p) for p in glob.glob(os.path.join(d, pattern))]
+
+  return {
+      "trunc_arrays": each(trunc, "state/d/*"),
+      "garble_arrays": each(garble, "state/d/*"),
+      "empty_manifest": each(lambda p: open(p, "wb").close(), "state/manifest.ocdbt"),
+      "garble_array_metadata": each(garble, "state/_METADATA"),
+      "garble_meta": each(garble, "meta/metadata"),
+      "no_state": lambda d, _: shutil.rmtree(os.path.join(d, "state")),
+      "trunc_data_state": lambda _, f: trunc(f),
+      "no_data_state": lambda _, f: os.remove(f),
+  }
+
+
+@pytest.fixture(scope="module")
+def orbax_run(tmp_path_factory):
+  """A workdir with training checkpoints at steps 1 and 2 of a small state."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from big_vision_lite import resume  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path_factory.mktemp("orbax"))
+  state = {"params": {"w": jax.numpy.arange(64.0).reshape(8, 8)}, "opt": [jax.numpy.ones(3)]}
+  ckpt = resume.Checkpointer(workdir, keep=2)
+  for step in (1, 2):
+    ckpt.save(step, jax.tree.map(lambda x, s=step: x + s, state),
+              data_state={"pos": np.asarray([step])}, rng=jax.random.key(step))
+  ckpt.close()
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                         sharding=x.sharding), state)
+  return workdir, abstract
+
+
+@pytest.mark.parametrize("fault", sorted(_orbax_faults()))
+def test_corrupt_latest_training_checkpoint_falls_back_saying_so(orbax_run, tmp_path, fault):
+  from big_vision_lite import resume  # pylint: disable=import-outside-toplevel
+  src, abstract = orbax_run
+  workdir = str(tmp_path / "w")
+  shutil.copytree(src, workdir)
+  _orbax_faults()[fault](os.path.join(workdir, "checkpoints", "2"),
+                         os.path.join(workdir, "data_state", "2_p0.npz"))
+  notes = []
+  ckpt = resume.Checkpointer(workdir, keep=2)
+  step, state, data_state, _ = ckpt.restore_latest(abstract, write_note=notes.append)
+  ckpt.close()
+  assert step == 1 and int(data_state["pos"][0]) == 1
+  np.testing.assert_array_equal(np.asarray(state["params"]["w"]),
+                                np.arange(64.0).reshape(8, 8) + 1)
+  assert len(notes) == 1 and re.search(r"checkpoints/2 is unreadable .*falling back",
+                                       notes[0]), notes
+
+
+def test_all_training_checkpoints_corrupt_is_one_clear_error(orbax_run, tmp_path):
+  from big_vision_lite import resume  # pylint: disable=import-outside-toplevel
+  src, abstract = orbax_run
+  workdir = str(tmp_path / "w")
+  shutil.copytree(src, workdir)
+  for step in (1, 2):
+    shutil.rmtree(os.path.join(workdir, "checkpoints", str(step), "state"))
+  ckpt = resume.Checkpointer(workdir, keep=2)
+  with pytest.raises(ValueError, match=r"No readable checkpoint in .*checkpoints: \['2 .*"
+                     r"'1 .*Delete the corrupt step folders"):
+    ckpt.restore_latest(abstract, write_note=lambda _: None)
+  ckpt.close()
