@@ -3,6 +3,7 @@ import json
 
 import jax
 import numpy as np
+import pytest
 
 from big_vision_lite import benchmark_train as bt
 from big_vision_lite import flops
@@ -49,6 +50,7 @@ def test_input_rates(tmp_path):
   assert row["examples_per_s"] > 0 and row["input_over_train"] == row["examples_per_s"] / 10
 
 
+@pytest.mark.slow  # 8 simulated devices, two plans: ~25 s of CPU.
 def test_sharding_fsdp_holds_an_eighth(tmp_path):
   r = _run(tmp_path, "sharding", "--no-jit_check")
   fsdp, repl = r["rows"]
@@ -56,6 +58,7 @@ def test_sharding_fsdp_holds_an_eighth(tmp_path):
   assert fsdp["state_mb"] < repl["state_mb"] / 4 and fsdp["step_s"] > 0
 
 
+@pytest.mark.slow  # Three compiles on 8 simulated devices.
 def test_memory_fit_and_finetune_estimate(tmp_path):
   r = _run(tmp_path, "memory", "--fsdp_batch", "8", "--remat", "nothing_saveable",
            "--finetune_text_len", "8", "--finetune_compute", "bfloat16")
