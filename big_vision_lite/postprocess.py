@@ -1,7 +1,7 @@
 """Turns decoded PaliGemma text into detections and segmentation masks.
 
 Detection and segmentation answers are `;`-separated objects, each
-`<locYMIN><locXMIN><locYMAX><locXMAX>[<segXXX> x 16] label`; parsing is done by the
+`<locYMIN><locXMIN><locYMAX><locXMAX>[<segNNN> x 16] label`; parsing is done by the
 tokenizer's codecs (`tokenizer.parse_detections` / `parse_segmentations`: loc k means the
 coordinate k / 1023, seg values index the VQ-VAE codebook of `models/vqvae.py`). This
 module converts the parsed objects to pixels and masks.
@@ -89,8 +89,8 @@ def segmentations(text, height, width, vqvae_params):
 def to_json(text, height, width, vqvae_params=None):
   """A JSON-ready summary of an answer: text, detections or segmentations, invalid parts.
 
-  Answers with `<segXXX>` tokens are parsed as segmentations (masks as COCO RLE when
-  `vqvae_params` is given, else the 16 codes), others with `<locXXXX>` tokens as
+  Answers with `<segNNN>` tokens are parsed as segmentations (masks as COCO RLE when
+  `vqvae_params` is given, else the 16 codes), others with `<locNNNN>` tokens as
   detections; plain text (captions, answers) has no objects.
 
   Returns:

@@ -1,4 +1,4 @@
-"""Gemma SentencePiece tokenizer plus the PaliGemma `<locXXXX>` / `<segXXX>` token sets.
+"""Gemma SentencePiece tokenizer plus the PaliGemma `<locNNNN>` / `<segNNN>` token sets.
 
 PaliGemma's vocabulary is the Gemma vocabulary (256000 pieces) followed by 1024 location
 tokens `<loc0000>`..`<loc1023>` and 128 segmentation tokens `<seg000>`..`<seg127>`:
@@ -237,7 +237,7 @@ def _parse_object(piece, want_seg):
   """Returns (ParsedObject, None) or (None, reason)."""
   m = _OBJ_RE.match(piece.strip())
   if not m:
-    return None, "does not start with 4 <locXXXX> tokens"
+    return None, "does not start with 4 <locNNNN> tokens"
   bins = np.array([int(k) for k in _LOC_RE.findall(m.group(1))], np.int32)
   if bins.max() >= NUM_LOC:
     return None, f"loc index {int(bins.max())} > {NUM_LOC - 1}"
@@ -248,11 +248,11 @@ def _parse_object(piece, want_seg):
   if want_seg:
     codes = np.array([int(c) for c in seg], np.int32)
     if len(codes) != NUM_SEG_CODES:
-      return None, f"{len(codes)} <segXXX> tokens, need {NUM_SEG_CODES}"
+      return None, f"{len(codes)} <segNNN> tokens, need {NUM_SEG_CODES}"
     if codes.max() >= NUM_SEG:
       return None, f"seg index {int(codes.max())} > {NUM_SEG - 1}"
   elif seg:
-    return None, "unexpected <segXXX> tokens in a detection"
+    return None, "unexpected <segNNN> tokens in a detection"
   label = m.group(3).strip()
   if "<loc" in label or "<seg" in label:
     return None, "loc/seg tokens inside the label (missing ';' separator?)"

@@ -105,7 +105,7 @@ def test_parse_reports_invalid_pieces():
   assert [o.label for o in objs] == ["ok"]
   reasons = [r for _, r in invalid]
   assert reasons[0].startswith("empty box") and "does not start" in reasons[1]
-  assert "does not start" in reasons[2] and "unexpected <segXXX>" in reasons[3]
+  assert "does not start" in reasons[2] and "unexpected <segNNN>" in reasons[3]
   assert "inside the label" in reasons[4]
   assert tl.parse_detections("") == ([], [])
 
@@ -121,7 +121,7 @@ def test_segmentation_round_trip_and_checks():
   objs, invalid = tl.parse_segmentations(
       "<loc0001><loc0002><loc0003><loc0004><seg001> x ; "
       "<loc0001><loc0002><loc0003><loc0004>" + "<seg200>" * 16)
-  assert not objs and "1 <segXXX> tokens, need 16" in invalid[0][1]
+  assert not objs and "1 <segNNN> tokens, need 16" in invalid[0][1]
   assert "seg index 200 > 127" in invalid[1][1]
   with pytest.raises(ValueError, match="must be 16 ints in"):
     tl.seg_to_str([0, 0, 1, 1], [1, 2])

@@ -1,6 +1,6 @@
 """The PaliGemma segmentation VQ-VAE: 64x64 masks <-> 16 codes out of 128.
 
-PaliGemma writes a segmentation mask as 16 `<segXXX>` tokens: the VQ-VAE encoder maps a
+PaliGemma writes a segmentation mask as 16 `<segNNN>` tokens: the VQ-VAE encoder maps a
 mask of the object's box, resized to 64x64, onto a 4x4 grid of codebook indices (row-major),
 and the decoder maps the 16 indices back to 64x64 mask logits (> 0 means "inside").
 
@@ -218,7 +218,7 @@ def _split(params):
 
 
 def encode_masks(params, masks):
-  """Encodes masks into codebook indices (the `<segXXX>` numbers).
+  """Encodes masks into codebook indices (the `<segNNN>` numbers).
 
   Args:
     params: from `load_vqvae`.
@@ -248,7 +248,7 @@ def decode_codes(params, codes):
   """
   codes = jnp.asarray(codes, jnp.int32)
   if codes.ndim != 2 or codes.shape[1] != GRID * GRID:
-    raise ValueError(f"codes shape {codes.shape} != (N, 16): pass the 16 <segXXX> "
+    raise ValueError(f"codes shape {codes.shape} != (N, 16): pass the 16 <segNNN> "
                      "numbers of each mask.")
   arrays, config = _split(params)
   return _decode(arrays, codes, config)
