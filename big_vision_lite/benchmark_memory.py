@@ -102,24 +102,45 @@ def fit_finetune(model_name="paligemma-3b", *, batch=8, res=224, text_len=128,
   Frozen weights bf16, trained attention weights f32 (the notebook's recipe); the step
   computes in each of `compute_dtypes` (f32: frozen weights are upcast where used).
 
+  On a backend without bf16 matmuls (XLA:CPU) the compiled recipe also holds f32 copies
+  of the frozen bf16 weights, made only to upcast them: its temp is that backend's, not
+  an accelerator's. So the same step is also compiled with every weight in f32 (nothing
+  to upcast): its temp (activations, trainable gradients and workspace, all in f32: an
+  upper bound of the bf16-compute temp) plus the recipe's compiled argument bytes is the
+  "compiled_bound" checked against `device_gb`.
+
   Returns:
-    dict(estimate (bytes, see flops.finetune_memory), compiled {dtype: bytes}, fits
-    {dtype: bool}, rows).
+    dict(estimate (bytes, see flops.finetune_memory), compiled {dtype or "f32_weights":
+    bytes}, bound (bytes), fits {dtype / "bound": bool}, rows).
   """
   cfg = bt.model_config(model_name, scan=scan, remat=remat)
   est = flops.finetune_memory(cfg, res=res, text_len=text_len, batch=batch)
   rows = [dict(part=k, estimate_gb=est[k] / GB) for k in
           ("params", "grads", "opt_state", "activations", "total")]
   compiled, fits = {}, {}
-  for dtype in compute_dtypes:
+
+  def compile_mem(dtype, frozen_dtype):
     step = bt.make_train_step(bt.model_config(model_name, scan=scan, remat=remat,
                                               compute_dtype=dtype),
                               batch=batch, res=res, text_len=text_len, opt=bt.ATTN_SGD,
-                              frozen_dtype="bfloat16", compute_dtype=dtype)
-    mem = compiled[dtype] = timing.compiled_memory(bt.compile_step(step))
+                              frozen_dtype=frozen_dtype, compute_dtype=dtype)
+    return timing.compiled_memory(bt.compile_step(step))
+
+  for dtype in compute_dtypes:
+    mem = compiled[dtype] = compile_mem(dtype, "bfloat16")
     fits[dtype] = mem.get("peak", est["total"]) <= device_gb * GB
     rows += [dict(part=f"compiled_{k}", compute=dtype, compiled_gb=v / GB)
              for k, v in mem.items() if k in ("argument", "temp", "peak")]
-  return dict(rows=rows, estimate=est, compiled=compiled, fits=fits,
+  ref = compiled["f32_weights"] = compile_mem("float32", None)
+  rows.append(dict(part="compiled_temp", compute="float32, all weights f32",
+                   compiled_gb=ref.get("temp", 0) / GB))
+  recipe = next(iter(compiled.values()))
+  bound = None
+  if ref and recipe:
+    bound = recipe["argument"] + recipe["output"] - recipe["alias"] + ref["temp"]
+    fits["bound"] = bound <= device_gb * GB
+    rows.append(dict(part="compiled_bound", compute="recipe args + f32 temp",
+                     compiled_gb=bound / GB))
+  return dict(rows=rows, estimate=est, compiled=compiled, bound=bound, fits=fits,
               config=dict(model=model_name, batch=batch, res=res, text_len=text_len,
                           device_gb=device_gb, remat=remat))

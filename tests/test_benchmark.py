@@ -63,7 +63,12 @@ def test_memory_fit_and_finetune_estimate(tmp_path):
   r = _run(tmp_path, "memory", "--fsdp_batch", "8", "--remat", "nothing_saveable",
            "--finetune_text_len", "8", "--finetune_compute", "bfloat16")
   assert all(row["fits"] for row in r["fsdp"]["rows"])
-  assert r["finetune"]["fits"] == {"bfloat16": True}
+  ft = r["finetune"]
+  assert ft["fits"] == {"bfloat16": True, "bound": True}
+  # The bound: the recipe's compiled arguments (bf16 frozen) + an all-f32 compile's temp.
+  recipe, ref = ft["compiled"]["bfloat16"], ft["compiled"]["f32_weights"]
+  assert ref["argument"] > recipe["argument"]
+  assert ft["bound"] == recipe["argument"] + recipe["output"] - recipe["alias"] + ref["temp"]
   est = r["finetune"]["estimate"]
   assert est["n_trainable"] > 0 and est["opt_state"] == 0
   assert est["grads"] == 4 * est["n_trainable"]

@@ -59,6 +59,10 @@ def test_notebook_runs_with_tiny_model(tmp_path):
   assert 160 <= n_train <= 180, line
   for part in ("gradients", "activations", "total"):
     assert any(l.strip().startswith(part) and "GB" in l for l in text.splitlines()), part
+  # ... checked against the compiled 3B step (abstract inputs).
+  bound = next(l for l in text.splitlines() if l.strip().startswith("bound "))
+  assert "fits 16 GB: True" in bound and "recipe arguments + f32 temp" in bound
+  assert "f32 weights  temp" in text
   assert text.count("step ") >= 2 and "loss" in text
   pngs = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
   assert pngs == 5  # 2 before, loss curve, 2 after.
