@@ -2,6 +2,7 @@
 import inspect
 import os
 
+import numpy as np
 import pytest
 
 from big_vision_lite import config_args
@@ -43,3 +44,23 @@ def test_unknown_arg_raises():
   with pytest.raises(ValueError, match="Unknown config arg"):
     demo.get_config("total_step=3")
   assert config_args.parse_arg("") is not None
+
+
+@pytest.mark.slow  # Data + tokenizer generation, two train steps and four evaluators.
+def test_demo_runs_end_to_end_and_reports_every_metric(tmp_path):
+  from big_vision_lite import train  # pylint: disable=import-outside-toplevel
+  data_dir = str(tmp_path / "shapes")
+  c = demo.get_config(f"data_dir={data_dir},num_train=300,num_val=8,total_steps=2,"
+                      "batch_size=8")
+  for ev in c.evals.values():
+    ev.batch_size = 8
+  workdir = str(tmp_path / "work")
+  out = train.train(c, workdir)
+  assert out["step"] == 2
+  ev = out["evals"]
+  for key in ("vqa/acc", "caption/cider", "caption/bleu4", "detect/map", "detect/ap50",
+              "caption_pplx/perplexity"):
+    assert key in ev and np.isfinite(ev[key]), key
+  assert ev["vqa/num"] == ev["caption/num"] == 8
+  for name in ("vqa", "caption", "detect"):
+    assert os.path.exists(os.path.join(workdir, f"{name}_predictions.json")), name

@@ -8,6 +8,8 @@ are scored once (the first one's caption and references count).
 """
 import shutil
 
+import jax
+
 from big_vision_lite.evaluators import caption_metrics
 from big_vision_lite.evaluators import common
 from big_vision_lite.evaluators import ptb_tokenizer
@@ -46,7 +48,11 @@ def score_captions(predictions, references, metrics=("cider", "bleu4", "rouge_l"
 
 
 class Evaluator:
-  """Captioning; the eval pp must keep `image/id` and `captions` (list of str)."""
+  """Captioning; the eval pp must keep `image/id` and `captions` (list of str).
+
+  Examples sharing an `id_key` value are one image (its first caption is scored);
+  `id_key=None` scores every example as its own image.
+  """
 
   def __init__(self, predict_fn, tokenizer, *, data, pp_fn, batch_size,
                metrics=("cider", "bleu4", "rouge_l"), ptb="python",
@@ -64,9 +70,12 @@ class Evaluator:
     """Evaluates `params`; yields (metric name, value)."""
     records = []
     batches = common.eval_batches(self.data, self.pp_fn, self.batch_size)
-    for gt, caption in common.decoded_examples(self.predict_fn, params, self.tok,
-                                               batches, (self.id_key, "captions")):
-      records.append({"image_id": gt.get(self.id_key), "caption": caption,
+    keep = (self.id_key, "captions") if self.id_key else ("captions",)
+    for i, (gt, caption) in enumerate(common.decoded_examples(
+        self.predict_fn, params, self.tok, batches, keep)):
+      # Without an id key every example is its own image (one caption per image).
+      image_id = gt.get(self.id_key) if self.id_key else f"{jax.process_index()}/{i}"
+      records.append({"image_id": image_id, "caption": caption,
                       "refs": common.nonempty(gt.get("captions") or [])})
     records = common.gather_json(records)
     preds, refs = {}, {}

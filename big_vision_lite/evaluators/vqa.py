@@ -60,15 +60,17 @@ class Evaluator:
   """Accuracy, acc_any and ANLS for VQA tasks with `answer` or `answers` ground truth.
 
   Options: `to_lower` lower-cases prediction and answers before matching (DocVQA's
-  official ANLS lower-cases and collapses whitespace: use `to_lower=True, strip=True`).
+  official ANLS lower-cases and collapses whitespace: use `to_lower=True, strip=True`);
+  `type_key` names a kept field (e.g. "question_type") to also report `acc/<type>`.
   """
 
   def __init__(self, predict_fn, tokenizer, *, data, pp_fn, batch_size, to_lower=False,
-               strip=False, anls_threshold=0.5, name="vqa", workdir=None):
+               strip=False, anls_threshold=0.5, type_key=None, name="vqa", workdir=None):
     self.predict_fn, self.tok = predict_fn, tokenizer
     self.data, self.pp_fn, self.batch_size = data, pp_fn, batch_size
     self.to_lower, self.strip = to_lower, strip
     self.anls_threshold, self.name, self.workdir = anls_threshold, name, workdir
+    self.type_key = type_key
 
   def _post(self, s):
     s = s.lower() if self.to_lower else s
@@ -79,8 +81,9 @@ class Evaluator:
     acc = acc_any = anls_sum = scored = 0.0
     records = []
     batches = common.eval_batches(self.data, self.pp_fn, self.batch_size)
-    for gt, answer in common.decoded_examples(
-        self.predict_fn, params, self.tok, batches, ("question_id", "answer", "answers")):
+    keep = ("question_id", "answer", "answers") + ((self.type_key,) if self.type_key else ())
+    for gt, answer in common.decoded_examples(self.predict_fn, params, self.tok, batches,
+                                              keep):
       answer = self._post(answer)
       gts = gt.get("answer", gt.get("answers"))
       gts = common.nonempty(gts) if isinstance(gts, list) else gts
@@ -92,6 +95,8 @@ class Evaluator:
         acc, acc_any, scored = acc + a, acc_any + a_any, scored + 1
         anls_sum += anls(answer, gts, self.anls_threshold)
         rec["gts"] = [gts] if isinstance(gts, str) else gts
+        if self.type_key:
+          rec["type"], rec["acc"] = str(gt.get(self.type_key)), a
       records.append(rec)
     records = common.gather_json(records)
     acc, acc_any, anls_sum, scored = common.process_sum([acc, acc_any, anls_sum, scored])
@@ -99,5 +104,11 @@ class Evaluator:
       yield "acc", acc / scored
       yield "acc_any", acc_any / scored
       yield "anls", anls_sum / scored
+    by_type = {}
+    for r in records:
+      if "type" in r:
+        by_type.setdefault(r["type"], []).append(r["acc"])
+    for t, v in sorted(by_type.items()):
+      yield f"acc/{t}", sum(v) / len(v)
     yield "num", len(records)
     common.write_json(self.workdir, self.name, records)

@@ -66,6 +66,12 @@ def test_vqa_single_and_multi(fake_task, tmp_path):
   examples = [{"question_id": 1, "answers": ["a", "a", "b"]}]
   m, _ = _run(vqa, fake_task, examples, ["A"], tmp_path, to_lower=True)
   assert m["acc"] == pytest.approx(2 / 3) and m["acc_any"] == 1.0
+  examples = [{"question_id": i, "answer": a, "question_type": t} for i, (a, t) in
+              enumerate([("red", "color"), ("2", "count"), ("blue", "color")])]
+  m, js = _run(vqa, fake_task, examples, ["red", "3", "green"], tmp_path,
+               type_key="question_type")
+  assert m["acc/color"] == 0.5 and m["acc/count"] == 0.0 and m["acc"] == pytest.approx(1 / 3)
+  assert js[0]["type"] == "color" and js[0]["acc"] == 1.0
 
 
 def test_small_task_evaluators(fake_task, tmp_path):
@@ -116,6 +122,12 @@ def test_coco_caption(fake_task, tmp_path):
   assert m["cider"] == pytest.approx(want["cider"]) and m["cider"] > 0.5
   assert set(m) == {"cider", "bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "num"}
   assert js[0] == {"image_id": 0, "caption": "A cat on a table."}
+  # id_key=None: each example is its own image (same scores without any id field).
+  no_ids = [{"captions": e["captions"]} for e in examples]
+  m2, js2 = _run(coco_caption, fake_task, no_ids,
+                 ["A cat on a table.", "a dog", "the cup is small", "a banana"], tmp_path,
+                 id_key=None)
+  assert m2 == m and [r["image_id"] for r in js2] == ["0/0", "0/1", "0/2", "0/3"]
 
 
 def test_detection(fake_task, tmp_path):
