@@ -61,6 +61,6 @@ def test_demo_runs_end_to_end_and_reports_every_metric(tmp_path):
   for key in ("vqa/acc", "caption/cider", "caption/bleu4", "detect/map", "detect/ap50",
               "caption_pplx/perplexity"):
     assert key in ev and np.isfinite(ev[key]), key
-  assert ev["vqa/num"] == ev["caption/num"] == 8
+  assert ev["caption/num"] == ev["detect/num"] == 8 and ev["vqa/num"] == 16  # 2 per image.
   for name in ("vqa", "caption", "detect"):
     assert os.path.exists(os.path.join(workdir, f"{name}_predictions.json")), name
