@@ -134,7 +134,7 @@ def fit_finetune(model_name="paligemma-3b", *, batch=8, res=224, text_len=128,
   ref = compiled["f32_weights"] = compile_mem("float32", None)
   rows.append(dict(part="compiled_temp", compute="float32, all weights f32",
                    compiled_gb=ref.get("temp", 0) / GB))
-  recipe = next(iter(compiled.values()))
+  recipe = compiled[compute_dtypes[0]]  # Same arguments for every compute dtype.
   bound = None
   if ref and recipe:
     bound = recipe["argument"] + recipe["output"] - recipe["alias"] + ref["temp"]
