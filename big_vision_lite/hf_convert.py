@@ -228,9 +228,7 @@ def hf_to_bv(src_dir: str, dst: str, *, dtype: str | None = None, scan: bool = T
   """
   if dtype is not None:
     hf_io.cast(np.zeros(()), dtype)  # Validates the name before any work.
-  with open(os.path.join(src_dir, "config.json")) as f:
-    cfg = json.load(f)
-  cfg = hfc.resolve(cfg)
+  cfg = hfc.resolve(hf_io.read_json(os.path.join(src_dir, "config.json")))
   spec = hfc.spec_from_hf_config(cfg)
   src = hf_io.SafetensorsDir(src_dir)
   found = {}  # canonical name -> name in the file

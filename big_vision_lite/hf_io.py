@@ -45,6 +45,24 @@ def _reading(where):
                      "corrupt or not a numpy .npz; re-download or re-convert it.") from e
 
 
+def read_json(path: str, what: str = "config.json") -> dict:
+  """Reads a JSON object file; a missing, non-UTF-8 or non-JSON file is a ValueError
+  naming the file (FileNotFoundError when missing)."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      out = json.load(f)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"{what} {path!r} does not exist.") from e
+  except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, OSError) as e:
+    detail = " ".join(str(e).split())[:200]
+    raise ValueError(f"{what} {path!r} is not a UTF-8 JSON file ({type(e).__name__}: "
+                     f"{detail}); fix or re-download it.") from e
+  if not isinstance(out, dict):
+    raise ValueError(f"{what} {path!r} holds a JSON {type(out).__name__}; expected a JSON "
+                     "object {...}.")
+  return out
+
+
 def cast(x: np.ndarray, dtype: str) -> np.ndarray:
   """Casts to "float32" | "bfloat16" | "float16" (round to nearest even)."""
   if dtype not in DTYPES:

@@ -25,6 +25,7 @@ import sys
 
 import numpy as np
 
+from big_vision_lite import cli
 from big_vision_lite import hf_config
 from big_vision_lite import hf_convert
 from big_vision_lite import hf_io
@@ -63,31 +64,30 @@ def main(argv=None):
   args = parse_args(sys.argv[1:] if argv is None else argv)
   if os.path.isdir(args.src):
     if args.hf_config:
-      raise SystemExit("--hf_config is for npz -> HF; the HF source has its own config.json.")
-    with open(os.path.join(args.src, "config.json")) as f:
-      # Checked before converting: raises if paligemma.Model cannot run the model.
-      model_cfg = hf_config.model_config(json.load(f), scan=args.scan)
+      raise ValueError("--hf_config is for npz -> HF; the HF source has its own config.json.")
+    # Checked before converting: raises if paligemma.Model cannot run the model.
+    model_cfg = hf_config.model_config(
+        hf_io.read_json(os.path.join(args.src, "config.json")), scan=args.scan)
     hf_convert.hf_to_bv(args.src, args.dst, dtype=args.dtype, scan=args.scan)
     print(f"Wrote {args.dst}. paligemma.Model config:")
     print(json.dumps(model_cfg))
   elif args.src.endswith(".npz") and os.path.isfile(args.src) and args.dst.endswith(".npz"):
     if args.hf_config or not args.dtype:
-      raise SystemExit("npz -> npz rewrites the dtype: pass --dtype and no --hf_config "
+      raise ValueError("npz -> npz rewrites the dtype: pass --dtype and no --hf_config "
                        "(--hf_config is for npz -> HF).")
     cast_npz(args.src, args.dst, args.dtype)
     print(f"Wrote {args.dst} ({args.dtype}).")
   elif args.src.endswith(".npz") and os.path.isfile(args.src):
     overrides = None
     if args.hf_config:
-      with open(args.hf_config) as f:
-        overrides = json.load(f)
+      overrides = hf_io.read_json(args.hf_config, "--hf_config")
     hf_convert.bv_to_hf(args.src, args.dst, dtype=args.dtype, config_overrides=overrides,
                         max_shard_bytes=int(args.max_shard_gb * 2**30))
     print(f"Wrote {args.dst} (config.json + safetensors).")
   else:
-    raise SystemExit(f"src={args.src!r} is neither an HF model directory nor an existing "
+    raise ValueError(f"src={args.src!r} is neither an HF model directory nor an existing "
                      ".npz file.")
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)

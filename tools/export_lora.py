@@ -7,12 +7,12 @@ The config is the one the run trained with (`config.lora` set); the latest check
 of `--workdir` is restored and W + alpha / rank * A @ B is written for every adapted
 weight (dropout off), so the file loads with `model_init` like any released checkpoint.
 """
-from absl import app
 from absl import flags
 import jax
 from ml_collections import config_flags
 
 from big_vision_lite import checkpoint
+from big_vision_lite import cli
 from big_vision_lite import train
 
 
@@ -44,4 +44,4 @@ if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "The run's workdir.")
   flags.DEFINE_string("out", None, "Output .npz path.")
   flags.mark_flags_as_required(["config", "workdir", "out"])
-  app.run(main)
+  cli.run_absl(main)

@@ -7,6 +7,7 @@ Train a small model on a text corpus (one sentence per line) and append the piec
 """
 import argparse
 
+from big_vision_lite import cli
 from big_vision_lite import tokenizer
 
 
@@ -37,4 +38,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)

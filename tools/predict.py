@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from big_vision_lite import checkpoint
+from big_vision_lite import cli
 from big_vision_lite import decode
 from big_vision_lite import hf_config
 from big_vision_lite import postprocess
@@ -182,4 +183,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 
+from big_vision_lite import cli
 from big_vision_lite import postprocess
 from big_vision_lite.models import vqvae
 
@@ -105,4 +106,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)
