@@ -1,9 +1,12 @@
 """Checks a training config before any data, model or compilation work.
 
 `check(config, mesh)` raises a one-line error naming the key, the value and the valid
-choices for: unknown top-level keys, unknown model/tower/evaluator/optax/schedule names,
-unknown model config keys, sharding rules naming axes the mesh lacks, and a batch size
-that the devices along the batch axes do not divide. `train.train` calls it right after
+choices for: unknown top-level keys, values of the wrong type or out of range (durations,
+lr/wd/clip/label smoothing, schedules, lr/wd mults, lora, mesh, sharding strategy and
+rules, seed; see `config_values`), unknown model/tower/evaluator/optax/schedule names,
+unknown model config keys and bad model sizes, a model vocabulary smaller than the
+tokenizer's, optax kwargs its transform does not take, sharding rules naming axes the
+mesh lacks, and a batch size that the devices along the batch axes do not divide. `train.train` calls it right after
 building the mesh (the mesh itself is checked by `sharding.make_mesh`).
 """
 import dataclasses
@@ -11,7 +14,12 @@ import difflib
 import importlib
 import pkgutil
 
+import inspect
+import os
+
 import numpy as np
+
+from big_vision_lite import config_values
 
 _DURATIONS = ("steps", "epochs", "examples", "percent")
 TOP_KEYS = tuple(sorted({
@@ -54,16 +62,87 @@ def check_model(config):
             if m not in ("common", "lora")]
   if name not in models:
     raise ValueError(_unknown("config.model_name", name, models))
-  model = dict(config.get("model") or {})
+  model = config.get("model") or {}
+  if not hasattr(model, "items"):
+    raise ValueError(f"config.model={model!r} must be a dict of models/{name}.py Model "
+                     "kwargs.")
+  model = dict(model)
   _check_keys(f"config.model key (of models/{name}.py Model)", model, _fields(name))
   if name != "paligemma":
     return
   for tower, default in (("img", "vit"), ("llm", "gemma")):
     tower_name = model.get(f"{tower}_model", default)
-    if tower_name not in models:
+    if not isinstance(tower_name, str) or tower_name not in models:
       raise ValueError(_unknown(f"config.model.{tower}_model", tower_name, models))
+    sub = model.get(tower) or {}
+    if not hasattr(sub, "items"):
+      raise ValueError(f"config.model.{tower}={sub!r} must be a dict of models/"
+                       f"{tower_name}.py Model kwargs.")
     _check_keys(f"config.model.{tower} key (of models/{tower_name}.py Model)",
-                dict(model.get(tower) or {}), _fields(tower_name))
+                dict(sub), _fields(tower_name))
+
+
+_POSITIVE_SIZES = ("width", "depth", "mlp_dim", "num_heads", "num_kv_heads", "head_dim",
+                   "vocab_size", "sliding_window", "num_classes")
+
+
+def _check_tower(kind, module_name, cfg):
+  """Sizes, patch size, remat policy and dropout of one model (tower) config."""
+  import jax  # pylint: disable=import-outside-toplevel
+  for k in _POSITIVE_SIZES:
+    if cfg.get(k) is not None:
+      config_values.need_int(f"{kind}.{k}", cfg[k], 1)
+  patch = cfg.get("patch_size")
+  if patch is not None and not (
+      isinstance(patch, (list, tuple)) and len(patch) == 2
+      and all(config_values.is_int(p) and p >= 1 for p in patch)):
+    raise ValueError(f"{kind}.patch_size={patch!r} must be (height, width) of ints >= 1.")
+  policy = cfg.get("remat_policy")
+  if policy is not None:
+    policies = ["none"] + sorted(n for n in dir(jax.checkpoint_policies)
+                                 if not n.startswith("_"))
+    if policy not in policies:
+      raise ValueError(_unknown(f"{kind}.remat_policy", policy, policies))
+  if cfg.get("dropout") is not None:
+    config_values.need_number(f"{kind}.dropout", cfg["dropout"], 0, 1, hi_open=True)
+  model = importlib.import_module(f"big_vision_lite.models.{module_name}").Model
+  try:
+    sizes = model(**cfg).cfg if isinstance(getattr(model, "cfg", None), property) else cfg
+  except (ValueError, KeyError, TypeError) as e:
+    msg = " ".join(str(e.args[0] if e.args else e).split())
+    raise ValueError(f"{kind} (models/{module_name}.py): {msg}") from None
+  return dict(sizes)
+
+
+def _check_vocab(config, llm_sizes):
+  """The model's vocabulary must hold every id of the tokenizer (when it exists now)."""
+  path, vocab = config.get("tokenizer"), llm_sizes.get("vocab_size")
+  if not isinstance(path, str) or not os.path.isfile(path) or vocab is None:
+    return
+  from big_vision_lite import tokenizer  # pylint: disable=import-outside-toplevel
+  n = tokenizer.Tokenizer(path).vocab_size
+  if vocab < n:
+    raise ValueError(f"config.model.llm vocab_size={vocab} is smaller than the "
+                     f"{n} pieces of config.tokenizer {path!r}; set vocab_size >= {n} "
+                     "(ids past the embedding would be silently clamped).")
+
+
+def check_model_values(config):
+  """Sizes of the model (and its towers) and the vocabulary vs the tokenizer."""
+  name = config.get("model_name", "paligemma")
+  model = dict(config.get("model") or {})
+  if name != "paligemma":
+    _check_tower("config.model", name, model)
+    return
+  sizes = {}
+  for tower, default in (("img", "vit"), ("llm", "gemma")):
+    sub = model.get(tower) or {}
+    if not hasattr(sub, "items"):
+      raise ValueError(f"config.model.{tower}={sub!r} must be a dict of models/"
+                       f"{model.get(f'{tower}_model', default)}.py Model kwargs.")
+    sizes[tower] = _check_tower(f"config.model.{tower}",
+                                model.get(f"{tower}_model", default), dict(sub))
+  _check_vocab(config, sizes["llm"])
 
 
 def check_optimizer(config):
@@ -74,6 +153,24 @@ def check_optimizer(config):
   if not callable(getattr(optax, str(name), None)):
     transforms = [n for n in dir(optax) if n.startswith("scale_by_")] + ["trace", "identity"]
     raise ValueError(_unknown("config.optax_name", name, transforms))
+  kwargs = dict(config.get("optax") or {})
+  signature = inspect.signature(getattr(optax, name))
+  for k, v in kwargs.items():
+    default = getattr(signature.parameters.get(k), "default", None)
+    if isinstance(default, bool) and not isinstance(v, bool):
+      raise ValueError(f"config.optax.{k}={v!r} must be a bool (optax.{name} default "
+                       f"{default!r}).")
+    if (isinstance(default, (int, float)) and not isinstance(default, bool)
+        and not config_values.is_number(v)):
+      raise ValueError(f"config.optax.{k}={v!r} must be a finite number (optax.{name} "
+                       f"default {default!r}).")
+  try:
+    signature.bind(**kwargs)
+    getattr(optax, name)(**kwargs)
+  except (TypeError, ValueError) as e:
+    params = list(signature.parameters)
+    raise ValueError(f"config.optax={kwargs!r} does not fit optax.{name}: {e}. Valid "
+                     f"keys: {params}.") from None
   for _, sched in optim.schedule_rules(config):
     if sched is not None:
       optim.make_schedule(sched, total_steps=100)
@@ -117,7 +214,9 @@ def check_sharding(config, mesh):
 def check(config, mesh):
   """Raises ValueError (one line: key, value, valid choices) for a bad config."""
   _check_keys("config key", config.keys(), TOP_KEYS)
+  config_values.check_values(config)
   check_model(config)
+  check_model_values(config)
   check_optimizer(config)
   check_evals(config)
   check_sharding(config, mesh)
