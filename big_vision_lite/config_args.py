@@ -11,8 +11,11 @@ into an `ml_collections.ConfigDict` whose value types follow the defaults:
   flag `freeze_vit` meaning True.
 - An unknown key raises, listing the valid keys (with a close match when there is one).
 - A default of `None` accepts any string (or `None`/`none`).
+- Empty values (`data_dir=`) and non-finite floats (`lr=nan`) raise: an empty string
+  would silently put files at the filesystem root or the working directory.
 """
 import difflib
+import math
 
 import ml_collections
 
@@ -35,11 +38,19 @@ def _convert(key, value, default):
     return _to_bool(key, value)
   if default is None:
     return None if value.strip().lower() == "none" else value
+  if not value.strip() and default != "":
+    raise ValueError(f"Config arg {key}={value!r} is empty; give a "
+                     f"{type(default).__name__} value (default {default!r}) or leave "
+                     f"{key} out.")
   try:
-    return type(default)(value)
-  except ValueError as e:
+    out = type(default)(value)
+  except (ValueError, TypeError) as e:
     raise ValueError(f"Config arg {key}={value!r} is not a valid "
                      f"{type(default).__name__} (default {default!r}).") from e
+  if isinstance(out, float) and not math.isfinite(out):
+    raise ValueError(f"Config arg {key}={value!r} is not a finite float (default "
+                     f"{default!r}).")
+  return out
 
 
 def parse_arg(arg, lazy=False, **defaults):
@@ -50,13 +61,16 @@ def parse_arg(arg, lazy=False, **defaults):
     lazy: if True, unknown keys are kept as strings instead of raising.
     **defaults: the valid keys, with their default values (which fix their types).
   """
-  out = dict(defaults)
+  out, seen = dict(defaults), set()
   for item in (arg or "").split(","):
     item = item.strip()
     if not item:
       continue
     key, eq, value = item.partition("=")
     key = key.strip()
+    if key in seen:
+      raise ValueError(f"Config arg '{key}' is given twice in {arg!r}; give each key once.")
+    seen.add(key)
     if key not in defaults:
       if lazy:
         out[key] = value if eq else True

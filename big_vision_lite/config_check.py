@@ -6,8 +6,9 @@ lr/wd/clip/label smoothing, schedules, lr/wd mults, lora, mesh, sharding strateg
 rules, seed; see `config_values`), unknown model/tower/evaluator/optax/schedule names,
 unknown model config keys and bad model sizes, a model vocabulary smaller than the
 tokenizer's, optax kwargs its transform does not take, sharding rules naming axes the
-mesh lacks, and a batch size that the devices along the batch axes do not divide. `train.train` calls it right after
-building the mesh (the mesh itself is checked by `sharding.make_mesh`).
+mesh lacks, and a batch size that the devices along the batch axes do not divide.
+`train.train` calls it right after building the mesh (the mesh itself is checked by
+`sharding.make_mesh`; `config_values.check_mesh_config(config.mesh)` checks its types).
 """
 import dataclasses
 import difflib
@@ -20,6 +21,7 @@ import os
 import numpy as np
 
 from big_vision_lite import config_values
+from big_vision_lite.config_values import show  # One-line repr of config values.
 
 _DURATIONS = ("steps", "epochs", "examples", "percent")
 TOP_KEYS = tuple(sorted({
@@ -64,7 +66,7 @@ def check_model(config):
     raise ValueError(_unknown("config.model_name", name, models))
   model = config.get("model") or {}
   if not hasattr(model, "items"):
-    raise ValueError(f"config.model={model!r} must be a dict of models/{name}.py Model "
+    raise ValueError(f"config.model={show(model)} must be a dict of models/{name}.py Model "
                      "kwargs.")
   model = dict(model)
   _check_keys(f"config.model key (of models/{name}.py Model)", model, _fields(name))
@@ -76,7 +78,7 @@ def check_model(config):
       raise ValueError(_unknown(f"config.model.{tower}_model", tower_name, models))
     sub = model.get(tower) or {}
     if not hasattr(sub, "items"):
-      raise ValueError(f"config.model.{tower}={sub!r} must be a dict of models/"
+      raise ValueError(f"config.model.{tower}={show(sub)} must be a dict of models/"
                        f"{tower_name}.py Model kwargs.")
     _check_keys(f"config.model.{tower} key (of models/{tower_name}.py Model)",
                 dict(sub), _fields(tower_name))
@@ -96,7 +98,7 @@ def _check_tower(kind, module_name, cfg):
   if patch is not None and not (
       isinstance(patch, (list, tuple)) and len(patch) == 2
       and all(config_values.is_int(p) and p >= 1 for p in patch)):
-    raise ValueError(f"{kind}.patch_size={patch!r} must be (height, width) of ints >= 1.")
+    raise ValueError(f"{kind}.patch_size={show(patch)} must be (height, width) of ints >= 1.")
   policy = cfg.get("remat_policy")
   if policy is not None:
     policies = ["none"] + sorted(n for n in dir(jax.checkpoint_policies)
@@ -138,7 +140,7 @@ def check_model_values(config):
   for tower, default in (("img", "vit"), ("llm", "gemma")):
     sub = model.get(tower) or {}
     if not hasattr(sub, "items"):
-      raise ValueError(f"config.model.{tower}={sub!r} must be a dict of models/"
+      raise ValueError(f"config.model.{tower}={show(sub)} must be a dict of models/"
                        f"{model.get(f'{tower}_model', default)}.py Model kwargs.")
     sizes[tower] = _check_tower(f"config.model.{tower}",
                                 model.get(f"{tower}_model", default), dict(sub))
@@ -158,18 +160,18 @@ def check_optimizer(config):
   for k, v in kwargs.items():
     default = getattr(signature.parameters.get(k), "default", None)
     if isinstance(default, bool) and not isinstance(v, bool):
-      raise ValueError(f"config.optax.{k}={v!r} must be a bool (optax.{name} default "
+      raise ValueError(f"config.optax.{k}={show(v)} must be a bool (optax.{name} default "
                        f"{default!r}).")
     if (isinstance(default, (int, float)) and not isinstance(default, bool)
         and not config_values.is_number(v)):
-      raise ValueError(f"config.optax.{k}={v!r} must be a finite number (optax.{name} "
+      raise ValueError(f"config.optax.{k}={show(v)} must be a finite number (optax.{name} "
                        f"default {default!r}).")
   try:
     signature.bind(**kwargs)
     getattr(optax, name)(**kwargs)
   except (TypeError, ValueError) as e:
     params = list(signature.parameters)
-    raise ValueError(f"config.optax={kwargs!r} does not fit optax.{name}: {e}. Valid "
+    raise ValueError(f"config.optax={show(kwargs)} does not fit optax.{name}: {e}. Valid "
                      f"keys: {params}.") from None
   for _, sched in optim.schedule_rules(config):
     if sched is not None:

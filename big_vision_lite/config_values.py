@@ -14,6 +14,13 @@ SCHEDULE_NUMBERS = {  # key -> (lower bound, upper bound or None, integer?)
     "min_lr": (0, 1, False), "linear_end": (0, 1, False), "timescale": (1e-12, None, False)}
 
 
+def show(v):
+  """repr of a config value on one line (ConfigDicts as plain dicts)."""
+  if hasattr(v, "to_dict"):
+    v = v.to_dict()
+  return " ".join(repr(v).split())
+
+
 def is_int(v):
   return isinstance(v, int) and not isinstance(v, bool)
 
@@ -26,7 +33,7 @@ def is_number(v):
 def need_int(key, v, lo=1, hi=None):
   if not is_int(v) or v < lo or (hi is not None and v > hi):
     rng = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
-    raise ValueError(f"{key}={v!r} must be an int {rng} (got {type(v).__name__} {v!r}).")
+    raise ValueError(f"{key}={show(v)} must be an int {rng} (got {type(v).__name__} {show(v)}).")
 
 
 def need_number(key, v, lo=None, hi=None, lo_open=False, hi_open=False):
@@ -40,27 +47,27 @@ def need_number(key, v, lo=None, hi=None, lo_open=False, hi_open=False):
     left = "(" if lo_open else "["
     right = ")" if hi_open else "]"
     rng = f"in {left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
-    raise ValueError(f"{key}={v!r} must be a finite number {rng} (got "
-                     f"{type(v).__name__} {v!r}).")
+    raise ValueError(f"{key}={show(v)} must be a finite number {rng} (got "
+                     f"{type(v).__name__} {show(v)}).")
 
 
 def need_regex(key, v):
   if not isinstance(v, str):
-    raise ValueError(f"{key}={v!r} must be a regex string (got {type(v).__name__}).")
+    raise ValueError(f"{key}={show(v)} must be a regex string (got {type(v).__name__}).")
   try:
     re.compile(v)
   except re.error as e:
-    raise ValueError(f"{key}={v!r} is not a valid regex: {e}.") from None
+    raise ValueError(f"{key}={show(v)} is not a valid regex: {e}.") from None
 
 
 def need_pairs(key, v, what):
   """A list/tuple of 2-tuples `[(regex, <what>), ...]` (not a dict)."""
   if hasattr(v, "items"):
-    raise ValueError(f"{key} is a dict {dict(v)!r}; it must be a list of (regex, {what}) "
+    raise ValueError(f"{key} is a dict {show(dict(v))}; it must be a list of (regex, {what}) "
                      f"pairs, e.g. {[tuple(x) for x in dict(v).items()][:2]!r}.")
   if not isinstance(v, (list, tuple)) or not all(
       isinstance(p, (list, tuple)) and len(p) == 2 for p in v):
-    raise ValueError(f"{key}={v!r} must be a list of (regex, {what}) pairs.")
+    raise ValueError(f"{key}={show(v)} must be a list of (regex, {what}) pairs.")
   for i, (rx, _) in enumerate(v):
     need_regex(f"{key}[{i}] regex", rx)
   return v
@@ -86,7 +93,7 @@ def check_durations(config):
 
 def check_schedule_dict(key, sched, total_steps):
   if not hasattr(sched, "items"):
-    raise ValueError(f"{key}={sched!r} must be a dict (decay_type, warmup_steps, ...) or "
+    raise ValueError(f"{key}={show(sched)} must be a dict (decay_type, warmup_steps, ...) or "
                      "None (frozen).")
   sched = dict(sched)
   for k, (lo, hi, integer) in SCHEDULE_NUMBERS.items():
@@ -117,6 +124,10 @@ def check_optimizer_values(config):
       continue
     for i, (_, mult) in enumerate(need_pairs(f"config.{name}", rules, "mult")):
       need_number(f"config.{name}[{i}] mult", mult, 0)
+  optax_kw = config.get("optax", {})
+  if not hasattr(optax_kw, "items"):
+    raise ValueError(f"config.optax={show(optax_kw)} must be a dict of keyword arguments of "
+                     f"config.optax_name.")
   sched = config.get("schedule", {})
   total = config.get("total_steps")
   if sched is None or hasattr(sched, "items"):
@@ -126,10 +137,6 @@ def check_optimizer_values(config):
   for i, (_, s) in enumerate(need_pairs("config.schedule", sched, "dict or None")):
     if s is not None:
       check_schedule_dict(f"config.schedule[{i}]", s, total)
-  optax_kw = config.get("optax", {})
-  if not hasattr(optax_kw, "items"):
-    raise ValueError(f"config.optax={optax_kw!r} must be a dict of keyword arguments of "
-                     f"config.optax_name.")
 
 
 def check_lora(config):
@@ -137,7 +144,7 @@ def check_lora(config):
   if not lora:
     return
   if not hasattr(lora, "items"):
-    raise ValueError(f"config.lora={lora!r} must be a dict with keys {LORA_KEYS}.")
+    raise ValueError(f"config.lora={show(lora)} must be a dict with keys {LORA_KEYS}.")
   lora = dict(lora)
   unknown = sorted(set(lora) - set(LORA_KEYS))
   missing = sorted({"rank", "alpha", "targets"} - set(lora))
@@ -156,7 +163,7 @@ def check_mesh_config(mesh_cfg):
       isinstance(a, (list, tuple)) and len(a) == 2 and isinstance(a[0], str) and a[0]
       and is_int(a[1]) and (a[1] >= 1 or a[1] == -1) for a in mesh_cfg)
   if not ok:
-    raise ValueError(f"config.mesh={mesh_cfg!r} must be a non-empty list of (axis name "
+    raise ValueError(f"config.mesh={show(mesh_cfg)} must be a non-empty list of (axis name "
                      "str, size int >= 1 or -1) pairs, e.g. [('data', -1)] or "
                      "[('data', 2), ('model', 4)].")
 
@@ -169,14 +176,15 @@ def check_strategy(config):
   for i, (_, tactic) in enumerate(need_pairs("config.sharding_strategy", strategy,
                                              "tactic string")):
     if not isinstance(tactic, str):
-      raise ValueError(f"config.sharding_strategy[{i}] tactic {tactic!r} must be a string "
+      raise ValueError(f"config.sharding_strategy[{i}] tactic {show(tactic)} must be a string "
                        f"like 'fsdp(axis=\"data\")'; known: "
                        f"{sorted(sharding.SHARDING_TACTICS.names())}.")
     try:
       sharding.SHARDING_TACTICS.call(tactic)
     except Exception as e:  # pylint: disable=broad-except
       msg = " ".join(str(e.args[0] if e.args else e).split())
-      raise ValueError(f"config.sharding_strategy[{i}] tactic {tactic!r}: {msg}") from None
+      raise ValueError(f"config.sharding_strategy[{i}] tactic {show(tactic)}: {msg}. Valid "
+                       f"tactics: {sorted(sharding.SHARDING_TACTICS.names())}.") from None
 
 
 def check_rules(config):
@@ -187,15 +195,15 @@ def check_rules(config):
   logical = sorted(getattr(sharding, n) for n in dir(sharding) if n.startswith("ACT_"))
   if hasattr(rules, "items") or not isinstance(rules, (list, tuple)) or not all(
       isinstance(r, (list, tuple)) and len(r) == 2 for r in rules):
-    raise ValueError(f"config.sharding_rules={rules!r} must be a list of (logical axis, "
+    raise ValueError(f"config.sharding_rules={show(rules)} must be a list of (logical axis, "
                      f"mesh axis or tuple of them or None) pairs; logical axes: {logical}.")
   for name, target in rules:
     if name not in logical:
-      raise ValueError(f"config.sharding_rules names logical axis {name!r}, which no model "
+      raise ValueError(f"config.sharding_rules names logical axis {show(name)}, which no model "
                        f"code uses. Valid: {logical}.")
     targets = target if isinstance(target, (list, tuple)) else (target,)
     if not all(t is None or isinstance(t, str) for t in targets):
-      raise ValueError(f"config.sharding_rules maps {name!r} to {target!r}; valid: a mesh "
+      raise ValueError(f"config.sharding_rules maps {show(name)} to {show(target)}; valid: a mesh "
                        "axis name, a tuple of them, or None.")
 
 
