@@ -9,11 +9,33 @@ import numpy as np
 from big_vision_lite import checkpoint
 
 
-def _compile(patterns):
-  try:
-    return [re.compile(p) for p in patterns]
-  except re.error as e:
-    raise ValueError(f"Bad dont_load regex in {list(patterns)}: {e}.") from e
+def subtree(tree, key, where):
+  """`tree[key]` as a dict ({} if absent); an array where a subtree belongs is an error."""
+  sub = tree.get(key, {})
+  if not hasattr(sub, "items"):
+    name = f"{where}/{key}" if where else key
+    raise ValueError(f"Loaded params: '{name}' is an array "
+                     f"{getattr(sub, 'dtype', type(sub).__name__)}"
+                     f"{tuple(getattr(sub, 'shape', ()))}, expected a subtree of params; "
+                     "the checkpoint does not have this model's layout.")
+  return dict(sub)
+
+
+def compile_patterns(patterns):
+  """dont_load regexes -> compiled patterns; a bad one is a ValueError naming it."""
+  if isinstance(patterns, str):
+    patterns = (patterns,)
+  out = []
+  for p in patterns:
+    if not isinstance(p, str):
+      raise ValueError(f"dont_load entry {p!r} must be a regex string; dont_load="
+                       f"{list(patterns)}.")
+    try:
+      out.append(re.compile(p))
+    except re.error as e:
+      raise ValueError(f"Bad dont_load regex {p!r}: not a valid regex ({e}); fix it in "
+                       f"dont_load={list(patterns)}.") from None
+  return out
 
 
 def _cast_like(x, dtype):
@@ -47,7 +69,7 @@ def merge_params(loaded, init, dont_load=()):
   """
   loaded_flat = checkpoint.flatten(loaded)
   init_flat = checkpoint.flatten(init)
-  regexes = _compile(dont_load)
+  regexes = compile_patterns(dont_load)
   skip = {k for k in init_flat if any(r.fullmatch(k) for r in regexes)}
   missing = sorted(k for k in init_flat if k not in loaded_flat and k not in skip)
   unused = sorted(k for k in loaded_flat
@@ -58,7 +80,7 @@ def merge_params(loaded, init, dont_load=()):
         f"{missing}. Unused (in checkpoint, not in model): {unused}. Fix the model "
         "config (variant, scan, sizes) or add regexes of params to keep from init to "
         f"dont_load (now {list(dont_load)}).")
-  merged, bad_shapes = {}, []
+  merged, bad_shapes, bad_dtypes = {}, [], []
   for k, v in init_flat.items():
     if k in skip:
       merged[k] = v
@@ -66,10 +88,18 @@ def merge_params(loaded, init, dont_load=()):
     new = loaded_flat[k]
     if tuple(np.shape(new)) != tuple(v.shape):
       bad_shapes.append(f"{k}: checkpoint {tuple(np.shape(new))} != model {tuple(v.shape)}")
+    new_dtype = np.dtype(getattr(new, "dtype", np.asarray(new).dtype))
+    if jnp.issubdtype(v.dtype, jnp.floating) and not jnp.issubdtype(new_dtype, jnp.floating):
+      bad_dtypes.append(f"{k}: checkpoint {new_dtype} != model {np.dtype(v.dtype)}")
     merged[k] = _cast_like(new, v.dtype)
   if bad_shapes:
     raise ValueError(f"Loaded params have wrong shapes: {bad_shapes}. Fix the model "
                      "config or add these names to dont_load.")
+  if bad_dtypes:
+    raise ValueError(f"Loaded params are not floating point where the model's are: "
+                     f"{bad_dtypes[:10]} ({len(bad_dtypes)} in all). Valid: float32, "
+                     "bfloat16, float16 or float64 leaves; the file is not a params "
+                     "checkpoint of this model, or was written wrongly.")
   return checkpoint.unflatten(merged)
 
 
@@ -89,18 +119,39 @@ def stack_layers(tree, prefix, depth):
   if missing:
     raise ValueError(f"Cannot stack layers: keys {missing} are missing; have {sorted(tree)}.")
   rest = {k: v for k, v in tree.items() if k not in names}
-  flats = [checkpoint.flatten(tree[n]) for n in names]
-  stacked = {k: np.stack([np.asarray(f[k]) for f in flats]) for k in flats[0]}
+  flats = []
+  for n in names:
+    if not hasattr(tree[n], "items"):
+      raise ValueError(f"Cannot stack layers: '{n}' is an array, expected a subtree of "
+                       "layer params.")
+    flats.append(checkpoint.flatten(tree[n]))
+  for n, f in zip(names[1:], flats[1:]):
+    if set(f) != set(flats[0]):
+      raise ValueError(f"Cannot stack layers: '{n}' has keys {sorted(set(f) ^ set(flats[0]))} "
+                       f"that '{names[0]}' lacks or has; every layer needs the same keys.")
+  stacked = {}
+  for k in flats[0]:
+    shapes = [np.shape(f[k]) for f in flats]
+    if len(set(shapes)) != 1:
+      i = next(i for i, s in enumerate(shapes) if s != shapes[0])
+      raise ValueError(f"Cannot stack layers: '{names[i]}/{k}' has shape {shapes[i]}, "
+                       f"'{names[0]}/{k}' has {shapes[0]}; every layer must match.")
+    stacked[k] = np.stack([np.asarray(f[k]) for f in flats])
   return rest, checkpoint.unflatten(stacked)
 
 
 def unstack_layers(stacked, prefix):
   """Splits a stacked subtree (layer axis first) into {f"{prefix}{i}": layer_tree}."""
   flat = checkpoint.flatten(stacked)
-  depth = {np.shape(v)[0] for v in flat.values()}
-  if len(depth) != 1:
-    raise ValueError(f"Stacked layers disagree on the layer axis: sizes {sorted(depth)}.")
-  depth = depth.pop()
+  scalars = sorted(k for k, v in flat.items() if not np.shape(v))
+  if scalars:
+    raise ValueError(f"Stacked layer params {scalars[:5]} are scalars; each needs the layer "
+                     "axis first.")
+  depth = {k: np.shape(v)[0] for k, v in flat.items()}
+  if len(set(depth.values())) != 1:
+    raise ValueError(f"Stacked layers disagree on the layer axis (first dimension): "
+                     f"{depth}; every stacked param needs the same number of layers.")
+  depth = next(iter(depth.values()))
   return {f"{prefix}{i}": checkpoint.unflatten({k: np.asarray(v)[i] for k, v in flat.items()})
           for i in range(depth)}
 

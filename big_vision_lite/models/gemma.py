@@ -407,7 +407,7 @@ def load(init_params, init_file, model_cfg=None, dont_load=()):
   """
   del model_cfg
   params = init_file if isinstance(init_file, dict) else checkpoint.load_params(init_file)
-  params, layers = dict(params), dict(params.get("layers", {}))
+  params, layers = dict(params), common.subtree(params, "layers", "llm")
   init_layers = init_params.get("layers", {})
   if "0" in layers and "0" not in init_layers:
     layers, stacked = common.stack_layers(layers, "", sum(k.isdigit() for k in layers))
@@ -416,7 +416,7 @@ def load(init_params, init_file, model_cfg=None, dont_load=()):
     layers = common.unstack_layers(layers, "")
   if layers:
     params["layers"] = layers
-  emb = params.get("embedder", {}).get("input_embedding")
+  emb = common.subtree(params, "embedder", "llm").get("input_embedding")
   if emb is not None and "embedder" in init_params:
     rows = init_params["embedder"]["input_embedding"].shape[0]
     params["embedder"] = dict(params["embedder"], input_embedding=common.fit_vocab(emb, rows))

@@ -160,7 +160,7 @@ class Model(nn.Module):
 
 def _escaped_matches(trees, prefix, dont_load):
   """Names (relative to `prefix`) in `trees` whose full name matches a dont_load regex."""
-  regexes = [re.compile(r) for r in dont_load]
+  regexes = common.compile_patterns(dont_load)
   names = set()
   for tree in trees:
     for k in checkpoint.flatten(tree):
@@ -196,6 +196,7 @@ def load(init_params, init_file, model_cfg=None, dont_load=()):
     sub = loaded.get(tower, {})
     if isinstance(sub, str):
       sub = checkpoint.load_params(sub)
+    sub = common.subtree({tower: sub}, tower, "")
     tower_dont_load = _escaped_matches([sub, init_params[tower]], tower, dont_load)
     if tower not in loaded:
       params[tower] = common.merge_params({}, init_params[tower], tower_dont_load)

@@ -270,7 +270,7 @@ def load(init_params, init_file, model_cfg=None, dont_load=()):
   del model_cfg
   params = init_file if isinstance(init_file, dict) else checkpoint.load_params(init_file)
   params = dict(params)
-  enc = dict(params.get("Transformer", {}))
+  enc = common.subtree(params, "Transformer", "img")
   init_enc = init_params.get("Transformer", {})
   if "encoderblock" in init_enc and "encoderblock_0" in enc:
     depth = sum(1 for k in enc if k.startswith("encoderblock_"))

@@ -100,7 +100,8 @@ def _pickle_npz(tmp_path, name="evil.npz"):
 
 def test_load_params_refuses_pickle_bearing_npz(tmp_path):
   path, marker = _pickle_npz(tmp_path)
-  with pytest.raises(ValueError, match=rf"Could not read params file '{path}'.*pickle"):
+  with pytest.raises(ValueError, match=rf"Member 'params/img/evil.npy' of params file "
+                     rf"'{path}'.*pickle"):
     checkpoint.load_params(str(path))
   assert not marker.exists()
 
