@@ -259,7 +259,7 @@ def hf_to_bv(src_dir: str, dst: str, *, dtype: str | None = None, scan: bool = T
                    f"{len(missing)} missing: {missing[:5]}. Files: {src.files}.")
 
   def convert(rule, names):
-    arrays = [src.get(found[n]) for n in names]
+    arrays = [src.get(found[n], floating=True) for n in names]
     try:
       out = rule.to_bv(*arrays)
     except ValueError as e:
@@ -279,7 +279,8 @@ def hf_to_bv(src_dir: str, dst: str, *, dtype: str | None = None, scan: bool = T
 
 def _check_tied_head(src, found, cfg):
   tie = cfg.get("tie_word_embeddings", True)
-  head, emb = src.get(found[LM_HEAD]), src.get(found[LLM + "embed_tokens.weight"])
+  head = src.get(found[LM_HEAD], floating=True)
+  emb = src.get(found[LLM + "embed_tokens.weight"], floating=True)
   if not tie or head.shape != emb.shape or not np.array_equal(head, emb):
     raise ValueError(f"'{found[LM_HEAD]}' in {src.file_of(found[LM_HEAD])} differs from "
                      f"the token embedding (tie_word_embeddings={tie}); big_vision ties "

@@ -110,9 +110,17 @@ class SafetensorsDir:
   def file_of(self, key: str) -> str:
     return self._where[key][0]
 
-  def get(self, key: str) -> np.ndarray:
-    """Returns the tensor as a read-only view of the memory-mapped file."""
+  def get(self, key: str, floating: bool = False) -> np.ndarray:
+    """Returns the tensor as a read-only view of the memory-mapped file.
+
+    With `floating`, a tensor that is not F32/BF16/F16/F64 is a ValueError naming it
+    (model weights are floating point; an int or bool one means a wrong file).
+    """
     fname, dtype, shape, start, end = self._where[key]
+    if floating and dtype.kind != "f" and dtype != np.dtype(ml_dtypes.bfloat16):
+      raise ValueError(f"Tensor '{key}' in {fname} has dtype {_ST_NAMES[dtype]}; model "
+                       "weights must be floating point (F32, BF16, F16 or F64). The file "
+                       "is not a PaliGemma checkpoint or was written wrongly.")
     if fname not in self._maps:
       self._maps[fname] = np.memmap(fname, dtype=np.uint8, mode="r")
     return self._maps[fname][start:end].view(dtype).reshape(shape)

@@ -141,7 +141,8 @@ def _source_specs(input_cfg):
     return [(data["name"], 1.0, data, input_cfg["pp"], default_buf)]
   specs = []
   for name, weight in data.items():
-    if not isinstance(weight, (int, float)) or weight < 0:
+    if (not isinstance(weight, (int, float)) or isinstance(weight, bool)
+        or not math.isfinite(weight) or weight < 0):
       raise ValueError(f"input.data[{name!r}] = {weight!r}: a mixture maps source names "
                        "to weights >= 0; a single source needs input.data.name.")
     if name not in input_cfg:
@@ -152,8 +153,12 @@ def _source_specs(input_cfg):
     if pp is None:
       raise KeyError(f"Mixture source {name!r} has no pp: set input.{name}.pp or input.pp.")
     if weight > 0:
-      specs.append((name, float(weight), _to_dict(sub["data"]), pp,
-                    sub.get("shuffle_buffer_size", default_buf)))
+      if "data" not in sub:
+        raise KeyError(f"Mixture source {name!r} has no data: set input.{name}.data = "
+                       "dict(name=...).")
+      buf = sub.get("shuffle_buffer_size", default_buf)
+      _check_int(f"config.input.{name}.shuffle_buffer_size", buf, 1)
+      specs.append((name, float(weight), _to_dict(sub["data"]), pp, buf))
   if not specs:
     raise ValueError(f"input.data {data} has no source with a weight > 0.")
   return specs
@@ -203,7 +208,14 @@ def _skip_failures(ds, apply, name, max_failures):
                                                  else []) for key, v in ex.items()})
 
 
+def _check_int(key, value, lo):
+  if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+    raise ValueError(f"{key}={value!r} must be an int >= {lo} (got "
+                     f"{type(value).__name__}).")
+
+
 def _host_batch_size(batch_size, process_count):
+  _check_int("batch_size", batch_size, 1)
   if batch_size % process_count:
     raise ValueError(f"batch_size {batch_size} is not divisible by the {process_count} "
                      "processes; use a multiple of the process count.")
@@ -220,13 +232,24 @@ class Training:
   """
 
   def __init__(self, input_cfg, *, seed, process_index=0, process_count=1):
+    if not hasattr(input_cfg.get("data"), "items"):
+      raise ValueError(f"config.input.data={input_cfg.get('data')!r} must be a dict: "
+                       "dict(name=..., ...) for one source or {source name: weight} for a "
+                       "mixture.")
     unknown = set(input_cfg) - set(_TRAIN_KEYS) - set(_to_dict(input_cfg["data"]))
     if unknown:
       raise KeyError(f"Unknown config.input keys {sorted(unknown)}; valid: {_TRAIN_KEYS} "
                      "and the mixture source names.")
     self.process_index, self.process_count = process_index, process_count
+    if "batch_size" not in input_cfg:
+      raise KeyError("config.input.batch_size is missing: set the global batch size.")
     self.batch_size = _host_batch_size(input_cfg["batch_size"], process_count)
+    _check_int("seed", seed, 0)
+    _check_int("config.input.prefetch", input_cfg.get("prefetch", 2), 0)
+    _check_int("config.input.shuffle_buffer_size", input_cfg.get("shuffle_buffer_size", 1), 1)
     skip_errors = input_cfg.get("skip_errors", False)
+    if not isinstance(skip_errors, bool):
+      raise ValueError(f"config.input.skip_errors={skip_errors!r} must be True or False.")
     specs = _source_specs(input_cfg)
     seeds = np.random.SeedSequence([seed, process_index]).generate_state(len(specs) + 1)
     self.names = [s[0] for s in specs]

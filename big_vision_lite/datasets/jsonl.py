@@ -12,18 +12,38 @@ address them, e.g. `objects/bbox`).
 JSONL file's folder); the stream holds the file's bytes (`tf.string[]`) under that key.
 A path that leaves the base dir, or names no file, is rejected when the source is built.
 
-The whole file is parsed and checked (even outside start/stop) when the source is built, so a bad row fails with
-the file, line and key before any training starts. Rows live in memory as columns; the
+The whole file is parsed and checked (even outside start/stop) when the source is built,
+so a bad row fails with the file, line and key before any training starts: text that is
+not UTF-8, invalid JSON, NaN/Infinity, integers outside int64, floats beyond float32,
+lone surrogates, nesting deeper than `MAX_DEPTH`, keys that clash after flattening
+(`"m/x"` and `{"m": {"x": ...}}`), an empty file. fopen paths are checked after
+resolving symlinks, so a link inside the base dir pointing outside it is rejected. Rows live in memory as columns; the
 training stream shuffles row indices (a full permutation per epoch), so shuffle buffers
 and iterator checkpoints hold int64 indices, not file bytes.
 """
 import json
+import math
 import os
 
 import numpy as np
 import tensorflow as tf
 
 _NUMBER_KINDS = ("int", "float")
+_F32_MAX = float(np.finfo(np.float32).max)
+MAX_DEPTH = 32  # Nesting of objects/lists in a row (deeper rows are rejected, not recursed).
+
+
+def _depth(value, limit):
+  """Nesting depth of a parsed JSON value, counting at most `limit` (iteratively)."""
+  deepest, stack = 0, [(value, 1)]
+  while stack:
+    v, d = stack.pop()
+    if isinstance(v, (dict, list)):
+      deepest = max(deepest, d)
+      if d > limit:
+        return d
+      stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+  return deepest
 
 
 def _kind(value, where):
@@ -31,10 +51,26 @@ def _kind(value, where):
   if isinstance(value, bool):
     return ("bool",)
   if isinstance(value, int):
+    if not -2**63 <= value < 2**63:
+      raise ValueError(f"{where}: integer {str(value)[:30]}{'...' if len(str(value)) > 30 else ''}"
+                       f" ({len(str(abs(value)))} digits) is outside int64 [-2**63, "
+                       "2**63); store it as a string or a float.")
     return ("int",)
   if isinstance(value, float):
+    if not math.isfinite(value):
+      raise ValueError(f"{where}: {value} is not a finite number; use finite numbers "
+                       "(NaN/Infinity are not JSON).")
+    if abs(value) > _F32_MAX:
+      raise ValueError(f"{where}: {value} overflows float32 (max {_F32_MAX:.3g}); store "
+                       "it as a string or rescale it.")
     return ("float",)
   if isinstance(value, str):
+    try:
+      value.encode("utf-8")
+    except UnicodeEncodeError as e:
+      raise ValueError(f"{where}: string {value[:40]!r} holds a lone surrogate "
+                       f"({e.reason} at {e.start}); strings must be valid Unicode (escape "
+                       "pairs like \\ud83d\\ude00 must come in pairs).") from None
     return ("str",)
   if isinstance(value, dict):
     return ("dict", tuple((k, _kind(v, f"{where}/{k}")) for k, v in sorted(value.items())))
@@ -113,6 +149,51 @@ def _check_keys(row, ref, where):
       _check_keys(v, ref[k], f"{where} key '{k}'")
 
 
+def _reject_constant(name):
+  raise ValueError(f"{name} is not a finite number")
+
+
+def _parse_line(line, where):
+  """One JSON object, checked for depth and key clashes; raises naming `where`."""
+  try:
+    row = json.loads(line, parse_constant=_reject_constant)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{where}: invalid JSON ({e.msg} at column {e.colno}): "
+                     f"{line.strip()[:200]}") from None
+  except RecursionError:
+    raise ValueError(f"{where}: JSON nested too deeply (valid: at most {MAX_DEPTH} levels "
+                     "of objects and lists).") from None
+  except ValueError as e:  # NaN/Infinity constants, int strings beyond Python's limit.
+    raise ValueError(f"{where}: {' '.join(str(e).split())[:200]}; use finite numbers "
+                     "within int64/float32 (or strings).") from None
+  if not isinstance(row, dict):
+    raise ValueError(f"{where}: expected a JSON object per line, got "
+                     f"{type(row).__name__}.")
+  if _depth(row, MAX_DEPTH) > MAX_DEPTH:
+    raise ValueError(f"{where}: JSON nested more than {MAX_DEPTH} levels; flatten the row "
+                     f"(valid: at most {MAX_DEPTH} levels of objects and lists).")
+  _check_flat_names(row, where)
+  return row
+
+
+def _check_flat_names(row, where):
+  """Keys flatten to "outer/inner": a literal "m/x" key must not clash with {"m": {"x"}}."""
+  leaves = {}  # flattened name -> key path
+  stack = [(row, ())]
+  while stack:
+    node, path = stack.pop()
+    for k, v in node.items():
+      if isinstance(v, dict) and v:
+        stack.append((v, path + (k,)))
+        continue
+      name = "/".join(path + (k,))
+      if name in leaves:
+        raise ValueError(f"{where}: keys {list(leaves[name])} and {list(path + (k,))} both "
+                         f"flatten to {name!r} (nested keys are joined with '/'); rename "
+                         "one (valid: names unique after flattening).")
+      leaves[name] = path + (k,)
+
+
 class DataSource:
   """Examples from a JSONL file.
 
@@ -150,20 +231,22 @@ class DataSource:
     if not os.path.exists(fname):
       raise FileNotFoundError(f"JSONL file {fname!r} does not exist.")
     rows, lines = [], []
-    with open(fname, encoding="utf-8") as f:
-      for lineno, line in enumerate(f, 1):
+    with open(fname, "rb") as f:
+      for lineno, raw in enumerate(f, 1):
+        try:
+          line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+          raise ValueError(f"{fname} line {lineno}: not UTF-8 (byte {raw[e.start:e.start + 1]!r}"
+                           f" at column {e.start + 1}); JSONL files must be UTF-8 "
+                           "encoded.") from None
         if not line.strip():
           continue
-        try:
-          row = json.loads(line)
-        except json.JSONDecodeError as e:
-          raise ValueError(f"{fname} line {lineno}: invalid JSON ({e.msg} at column "
-                           f"{e.colno}): {line.strip()[:200]}") from e
-        if not isinstance(row, dict):
-          raise ValueError(f"{fname} line {lineno}: expected a JSON object per line, "
-                           f"got {type(row).__name__}.")
+        row = _parse_line(line, f"{fname} line {lineno}")
         rows.append(row)
         lines.append(lineno)
+    if not rows:
+      raise ValueError(f"JSONL file {fname!r} has no rows (it is empty or blank); it needs "
+                       "one JSON object per line.")
     return rows, lines
 
   def _infer(self, rows):
@@ -196,8 +279,8 @@ class DataSource:
     if not isinstance(value, str):
       raise TypeError(f"{where}: fopen key values must be file paths (strings), got "
                       f"{value!r}.")
-    base = self.fopen_dirs[key]
-    full = os.path.abspath(os.path.join(base, value))
+    base = os.path.realpath(self.fopen_dirs[key])
+    full = os.path.realpath(os.path.join(base, value))  # Symlinks resolved, then checked.
     if os.path.commonpath([full, base]) != base:
       raise ValueError(f"{where}: path {value!r} resolves to {full}, outside the base dir "
                        f"{base}. Paths must stay inside it (no '..' or absolute paths "
