@@ -12,6 +12,7 @@ import dataclasses
 import re
 
 import numpy as np
+from google.protobuf.message import DecodeError
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
 
@@ -29,7 +30,11 @@ def extend_proto_with_loc_seg(proto_bytes):
   USER_DEFINED pieces (always encoded as one token).
   """
   proto = sentencepiece_model_pb2.ModelProto()
-  proto.ParseFromString(proto_bytes)
+  try:
+    proto.ParseFromString(proto_bytes)
+  except DecodeError as e:
+    raise ValueError(f"{len(proto_bytes)} bytes are not a SentencePiece model ({e}); "
+                     "pass a SentencePiece .model file.") from None
   present = {p.piece for p in proto.pieces}
   missing = [p for p in LOC_PIECES + SEG_PIECES if p not in present]
   if len(missing) not in (0, NUM_LOC + NUM_SEG):
@@ -47,7 +52,11 @@ def extend_proto_with_loc_seg(proto_bytes):
 def extend_with_loc_seg(in_path, out_path):
   """Writes `in_path`'s SentencePiece model with loc/seg pieces appended to `out_path`."""
   with open(in_path, "rb") as f:
-    data = extend_proto_with_loc_seg(f.read())
+    raw = f.read()
+  try:
+    data = extend_proto_with_loc_seg(raw)
+  except ValueError as e:
+    raise ValueError(f"Tokenizer model {in_path!r}: {e}") from None
   with open(out_path, "wb") as f:
     f.write(data)
   return out_path
@@ -122,7 +131,16 @@ class Tokenizer:
                               "your own).") from e
     self.model_path = model_path
     self.sp = spm.SentencePieceProcessor()
-    self.sp.LoadFromSerializedProto(extend_proto_with_loc_seg(data))
+    try:
+      self.sp.LoadFromSerializedProto(extend_proto_with_loc_seg(data))
+    except (RuntimeError, OSError, DecodeError) as e:
+      raise ValueError(f"Tokenizer model {model_path!r} ({len(data)} bytes) is not a "
+                       f"SentencePiece model: {' '.join(str(e).split())[:200]}. Pass a "
+                       "SentencePiece .model file (e.g. paligemma_tokenizer.model).") from None
+    if self.sp.get_piece_size() == 0 or self.sp.eos_id() < 0:
+      raise ValueError(f"Tokenizer model {model_path!r} has no pieces or no EOS piece; "
+                       "it is not a usable SentencePiece model (valid: a Gemma-style "
+                       ".model with pad/eos/bos/unk).")
     self.pad_id = self.sp.pad_id()
     self.bos_id = self.sp.bos_id()
     self.eos_id = self.sp.eos_id()
@@ -173,16 +191,24 @@ def get_tokenizer(path):
 
 # ---------------------------------------------------------------------------- codecs
 
-_LOC_RE = re.compile(r"<loc(\d{4})>")
-_OBJ_RE = re.compile(r"^((?:<loc\d{4}>){4})((?:<seg\d{3}>)*)\s*(.*)$", re.S)
+# ASCII digits only: `\d` would also take other scripts' digits ("<loc٠١٢٣>").
+_LOC_RE = re.compile(r"<loc([0-9]{4})>")
+_SEG_RE = re.compile(r"<seg([0-9]{3})>")
+_OBJ_RE = re.compile(r"^((?:<loc[0-9]{4}>){4})((?:<seg[0-9]{3}>)*)\s*(.*)$", re.S)
 
 
 def coords_to_bins(v):
   """Normalized coords (float, any shape) -> int32 loc bins, round-half-to-even(v * 1023).
 
   `np.round` rounds half to even (0.5 * 1023 = 511.5 -> 512), as the reference pipeline.
+  NaN coordinates raise (they have no bin); +-inf clip to the edge bins like any value
+  outside [0, 1].
   """
-  k = np.round(np.asarray(v, np.float32) * np.float32(NUM_LOC - 1))
+  v = np.asarray(v, np.float32)
+  if np.isnan(v).any():
+    raise ValueError(f"Coordinates {v.reshape(-1)[:8].tolist()} contain NaN; loc bins need "
+                     "numbers (valid: normalized coordinates in [0, 1]).")
+  k = np.round(v * np.float32(NUM_LOC - 1))
   return np.clip(k, 0, NUM_LOC - 1).astype(np.int32)
 
 
@@ -196,6 +222,9 @@ def box_to_loc_str(box):
   box = np.asarray(box, np.float32)
   if box.shape != (4,):
     raise ValueError(f"box shape {box.shape} != (4,) (ymin, xmin, ymax, xmax).")
+  if box[0] > box[2] or box[1] > box[3]:
+    raise ValueError(f"box {box.tolist()} is reversed; valid: ymin <= ymax and xmin <= xmax "
+                     "(order ymin, xmin, ymax, xmax).")
   return "".join(LOC_PIECES[k] for k in coords_to_bins(box))
 
 
@@ -217,9 +246,12 @@ def boxes_to_loc_str(boxes, labels=None, sep=" ; "):
 def seg_to_str(box, codes):
   """A box float[4] and 16 VQ codes int[16] -> "<loc..>x4<seg..>x16"."""
   codes = np.asarray(codes).reshape(-1)
-  if codes.shape != (NUM_SEG_CODES,) or codes.min() < 0 or codes.max() >= NUM_SEG:
-    raise ValueError(f"codes {codes.tolist()} must be {NUM_SEG_CODES} ints in "
-                     f"[0, {NUM_SEG - 1}].")
+  integral = codes.dtype.kind in "iu" or (
+      codes.dtype.kind == "f" and np.isfinite(codes).all() and (codes == np.round(codes)).all())
+  if (codes.shape != (NUM_SEG_CODES,) or not integral or codes.min() < 0
+      or codes.max() >= NUM_SEG):
+    raise ValueError(f"codes {codes.tolist()[:NUM_SEG_CODES + 1]} must be {NUM_SEG_CODES} "
+                     f"ints in [0, {NUM_SEG - 1}].")
   return box_to_loc_str(box) + "".join(SEG_PIECES[int(c)] for c in codes)
 
 
@@ -244,7 +276,7 @@ def _parse_object(piece, want_seg):
   if bins[2] <= bins[0] or bins[3] <= bins[1]:
     return None, f"empty box (need ymax > ymin and xmax > xmin), bins {bins.tolist()}"
   codes = None
-  seg = re.findall(r"<seg(\d{3})>", m.group(2))
+  seg = _SEG_RE.findall(m.group(2))
   if want_seg:
     codes = np.array([int(c) for c in seg], np.int32)
     if len(codes) != NUM_SEG_CODES:
