@@ -41,39 +41,78 @@ def _be_uint32(raw, offset):
   return hi_lo[0] * 65536 + hi_lo[1]
 
 
+def _le_uint(raw, offset, nbytes):
+  """Little-endian unsigned int of `nbytes` bytes at `offset` of a tf.string, as int64."""
+  b = tf.cast(tf.io.decode_raw(tf.strings.substr(raw, offset, nbytes), tf.uint8), tf.int64)
+  return tf.reduce_sum(b * tf.constant([256**i for i in range(nbytes)], tf.int64))
+
+
 def header_pixels(raw):
-  """Returns int64 height * width from a PNG, GIF or JPEG header (0 for other formats).
+  """Returns int64 height * width from a JPEG, PNG, GIF, BMP or WebP header.
+
+  Other formats (and headers too short to hold the size) give -1: `decode_image`
+  refuses them, so no format can bypass the pixel limit.
 
   Args:
     raw: tf.string scalar, encoded image bytes.
   """
   n = tf.strings.length(raw)
-  is_png = tf.logical_and(n >= 24, tf.strings.substr(raw, 0, 8, unit="BYTE") ==
-                          b"\x89PNG\r\n\x1a\n")
-  is_gif = tf.logical_and(n >= 10, tf.strings.substr(raw, 0, 3) == b"GIF")
+  jpeg_raw = raw
+  # Zero padding keeps every header read in range; the length checks use the real `n`.
+  raw = tf.strings.join([raw, tf.constant(b"\0" * 32)])
+
+  def starts(prefix, offset=0, min_len=0):
+    return tf.logical_and(n >= max(min_len, offset + len(prefix)),
+                          tf.strings.substr(raw, offset, len(prefix)) == prefix)
+
+  is_png = starts(b"\x89PNG\r\n\x1a\n", min_len=24)
+  is_gif = starts(b"GIF", min_len=10)
+  is_bmp = starts(b"BM", min_len=26)
+  is_webp = tf.logical_and(starts(b"RIFF", min_len=30), starts(b"WEBP", 8))
 
   def png():
     return _be_uint32(raw, 16) * _be_uint32(raw, 20)
 
   def gif():
-    w_h = tf.cast(tf.io.decode_raw(tf.strings.substr(raw, 6, 4), tf.uint16,
-                                   little_endian=True), tf.int64)
-    return w_h[0] * w_h[1]
+    return _le_uint(raw, 6, 2) * _le_uint(raw, 8, 2)
+
+  def bmp():  # BITMAPCOREHEADER (12 bytes): uint16 sizes; later headers: int32 sizes.
+    core = tf.equal(_le_uint(raw, 14, 4), 12)
+    def signed(v):
+      return tf.abs(tf.where(v >= 2**31, v - 2**32, v))  # Negative height: top-down.
+    return tf.cond(core, lambda: _le_uint(raw, 18, 2) * _le_uint(raw, 20, 2),
+                   lambda: signed(_le_uint(raw, 18, 4)) * signed(_le_uint(raw, 22, 4)))
+
+  def webp():
+    chunk = tf.strings.substr(raw, 12, 4)
+    def vp8x():  # Canvas width - 1 and height - 1, 24 bits each.
+      return (_le_uint(raw, 24, 3) + 1) * (_le_uint(raw, 27, 3) + 1)
+    def vp8l():  # 14-bit width - 1, 14-bit height - 1 after the 0x2f signature.
+      bits = _le_uint(raw, 21, 4)
+      return (bits % 2**14 + 1) * ((bits // 2**14) % 2**14 + 1)
+    def vp8():  # Lossy key frame: 14-bit width and height after the start code.
+      return (_le_uint(raw, 26, 2) % 2**14) * (_le_uint(raw, 28, 2) % 2**14)
+    return tf.case([(tf.equal(chunk, b"VP8X"), vp8x), (tf.equal(chunk, b"VP8L"), vp8l),
+                    (tf.equal(chunk, b"VP8 "), vp8)],
+                   default=lambda: tf.constant(-1, tf.int64), exclusive=True)
 
   def jpeg():
-    return tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(raw)[:2], tf.int64))
+    return tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(jpeg_raw)[:2], tf.int64))
 
-  return tf.case([(is_png, png), (is_gif, gif), (tf.io.is_jpeg(raw), jpeg)],
-                 default=lambda: tf.constant(0, tf.int64), exclusive=True)
+  return tf.case([(is_png, png), (is_gif, gif), (is_bmp, bmp), (is_webp, webp),
+                  (tf.io.is_jpeg(jpeg_raw), jpeg)],
+                 default=lambda: tf.constant(-1, tf.int64), exclusive=True)
 
 
 def decode_image(raw, channels=3, max_pixels=MAX_PIXELS):
-  """Decodes encoded bytes (JPEG exactly, with the accurate integer DCT; PNG/GIF/BMP).
+  """Decodes encoded bytes (JPEG exactly, with the accurate integer DCT; PNG/GIF/BMP/WebP).
 
   Args:
     raw: tf.string scalar.
     channels: output channels; greyscale is repeated and alpha dropped for 3.
-    max_pixels: images whose header gives more pixels fail before decoding.
+    max_pixels: images whose header gives more pixels fail before decoding; formats
+      whose header size the check cannot read (anything but JPEG, PNG, GIF, BMP,
+      WebP) fail too.
 
   Returns:
     uint8[H, W, channels].
@@ -84,12 +123,19 @@ def decode_image(raw, channels=3, max_pixels=MAX_PIXELS):
   def other():
     return tf.io.decode_image(raw, channels=channels, expand_animations=False)
 
-  check = tf.debugging.assert_less_equal(
-      header_pixels(raw), tf.constant(max_pixels, tf.int64),
-      message=f"decode: the image header gives more than max_pixels={max_pixels} pixels "
-      "(a huge image or a decompression bomb); resize the file or raise "
-      "decode(max_pixels=...)")
-  with tf.control_dependencies([check]):
+  pixels = header_pixels(raw)
+  known = tf.debugging.assert_greater_equal(
+      pixels, tf.constant(0, tf.int64),
+      message="decode: not a JPEG, PNG, GIF, BMP or WebP image (unknown or truncated "
+      "header, or an empty file); valid: those formats, whose header size is checked "
+      "before decoding")
+  with tf.control_dependencies([known]):
+    check = tf.debugging.assert_less_equal(
+        pixels, tf.constant(max_pixels, tf.int64),
+        message=f"decode: the image header gives more than max_pixels={max_pixels} pixels "
+        "(a huge image or a decompression bomb); resize the file or raise "
+        "decode(max_pixels=...)")
+  with tf.control_dependencies([known, check]):
     image = tf.cond(tf.io.is_jpeg(raw), jpeg, other)
   image.set_shape([None, None, channels])
   return image
