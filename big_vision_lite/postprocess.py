@@ -130,9 +130,39 @@ def mask_to_rle(mask):
   return {"size": list(mask.shape), "counts": counts}
 
 
+MAX_MASK_PIXELS = 2**28
+
+
+def _is_int(v):
+  return isinstance(v, int) and not isinstance(v, bool)
+
+
 def rle_to_mask(rle):
-  """Inverse of `mask_to_rle`: bool[H, W]."""
-  h, w = rle["size"]
-  values = np.arange(len(rle["counts"])) % 2 == 1
-  flat = np.repeat(values, rle["counts"])
+  """Inverse of `mask_to_rle`: bool[H, W].
+
+  A malformed RLE (not {"size": [h, w], "counts": [ints]}, negative or non-int counts,
+  counts not summing to h * w, more than `MAX_MASK_PIXELS` pixels) is a ValueError
+  saying what is wrong, checked before any memory is allocated.
+  """
+  valid = ('valid: {"size": [height, width], "counts": [non-negative ints summing to '
+           'height * width]}')
+  if not isinstance(rle, dict) or not {"size", "counts"} <= set(rle):
+    raise ValueError(f"RLE mask {str(rle)[:100]} lacks size/counts; {valid}.")
+  size, counts = rle["size"], rle["counts"]
+  if (not isinstance(size, (list, tuple)) or len(size) != 2
+      or not all(_is_int(v) and v >= 0 for v in size)):
+    raise ValueError(f"RLE mask size {str(size)[:60]} is not two non-negative ints; {valid}.")
+  h, w = size
+  if h * w > MAX_MASK_PIXELS:
+    raise ValueError(f"RLE mask size {h}x{w} exceeds {MAX_MASK_PIXELS} pixels; {valid}.")
+  if not isinstance(counts, (list, tuple)) or not all(_is_int(c) and c >= 0 for c in counts):
+    bad = counts if not isinstance(counts, (list, tuple)) else next(
+        c for c in counts if not (_is_int(c) and c >= 0))
+    raise ValueError(f"RLE mask counts hold {str(bad)[:40]}, not a non-negative int; "
+                     f"{valid}.")
+  if sum(counts) != h * w:
+    raise ValueError(f"RLE mask counts sum to {sum(counts)}, not {h}x{w} = {h * w}; "
+                     f"{valid}.")
+  values = np.arange(len(counts)) % 2 == 1
+  flat = np.repeat(values, counts)
   return flat.reshape((h, w), order="F")

@@ -12,12 +12,14 @@ ops as evaluation: `decode|resize(res)|value_range(-1, 1)` (antialiased bilinear
 prompt through `combine_and_keep_eval` ([BOS] prompt "\n").
 """
 import argparse
+import io
 import json
 import math
 import sys
 
 import jax
 import numpy as np
+from PIL import Image
 import tensorflow as tf
 
 from big_vision_lite import checkpoint
@@ -29,6 +31,7 @@ from big_vision_lite import tokenizer as tokenizer_lib
 from big_vision_lite.models import paligemma
 from big_vision_lite.models import vqvae
 from big_vision_lite.pp import builder
+from big_vision_lite.pp import ops_image
 
 _PG = dict(img_model="vit", llm_model="gemma")
 VARIANTS = {
@@ -101,14 +104,81 @@ def make_examples(items, tokenizer_path, res, text_len):
       f"combine_and_keep_eval({text_len}, model={tokenizer_path!r})")
   out = []
   for item in items:
-    with open(item["image"], "rb") as f:
-      raw = f.read()
-    size = tuple(int(v) for v in tf.io.extract_jpeg_shape(raw)[:2]) if tf.io.is_jpeg(
-        raw) else tuple(tf.io.decode_image(raw, channels=3).shape[:2])
-    ex = pp({"image": tf.constant(raw), "prefix": tf.constant(item["prompt"])})
+    raw, size = read_image(item["image"])
+    try:
+      ex = pp({"image": tf.constant(raw), "prefix": tf.constant(item["prompt"])})
+    except tf.errors.OpError as e:
+      first = " ".join(e.message.split("Condition")[0].split())[:300]
+      raise ValueError(f"Image {item['image']!r} could not be decoded (corrupt or "
+                       f"truncated?): {first}") from None
     ex = {k: ex[k].numpy() for k in ("image", "text", "mask_ar", "mask_input")}
     out.append(dict(ex, size=size))
   return out
+
+
+def read_image(path):
+  """Returns (bytes, (height, width)) of an image file, its size read from the header.
+
+  Files that are empty, not images, or larger than `ops_image.MAX_PIXELS` pixels fail
+  here with the path, before anything is decoded.
+  """
+  with open(path, "rb") as f:
+    raw = f.read()
+  try:
+    with Image.open(io.BytesIO(raw)) as img:  # Reads the header only.
+      width, height = img.size
+      fmt = img.format
+  except Image.DecompressionBombError as e:
+    raise ValueError(f"Image {path!r}: {e}; valid: at most {ops_image.MAX_PIXELS} pixels, "
+                     "resize it.") from None
+  except (Image.UnidentifiedImageError, OSError, ValueError) as e:
+    raise ValueError(f"Image {path!r} ({len(raw)} bytes) is not a readable image "
+                     f"({' '.join(str(e).split())[:120]}); valid: JPEG, PNG, GIF, BMP or "
+                     "WebP files.") from None
+  if width * height > ops_image.MAX_PIXELS:
+    raise ValueError(f"Image {path!r} is {width}x{height} = {width * height} pixels, more "
+                     f"than the {ops_image.MAX_PIXELS} that decode allows; resize it.")
+  if fmt not in ("JPEG", "PNG", "GIF", "BMP", "WEBP"):
+    raise ValueError(f"Image {path!r} is {fmt}; valid: JPEG, PNG, GIF, BMP or WebP.")
+  return raw, (height, width)
+
+
+def read_items(path):
+  """[{"image": str, "prompt": str}] from a JSONL file; a bad line fails naming it."""
+  items = []
+  with open(path, "rb") as f:
+    for lineno, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      where = f"{path} line {lineno}"
+      try:
+        item = json.loads(line.decode("utf-8"))
+      except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{where}: not a UTF-8 JSON object ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:100]}); valid: "
+                         '{"image": path, "prompt": str} per line.') from None
+      if (not isinstance(item, dict) or not isinstance(item.get("image"), str)
+          or not isinstance(item.get("prompt"), str)):
+        raise ValueError(f"{where}: {line.decode('utf-8', 'replace').strip()[:100]!r} must "
+                         'be {"image": path, "prompt": str}.')
+      items.append(item)
+  if not items:
+    raise ValueError(f"{path}: no items; valid: one {{\"image\": path, \"prompt\": str}} "
+                     "per line.")
+  return items
+
+
+def check_vocab(params, tok):
+  """The model's embedding rows must cover the tokenizer's ids (and should equal them)."""
+  rows = int(np.shape(params["llm"]["embedder"]["input_embedding"])[0])
+  if rows < tok.vocab_size:
+    raise ValueError(f"The checkpoint's vocabulary has {rows} rows but the tokenizer "
+                     f"{tok.model_path!r} has {tok.vocab_size} pieces: they do not belong "
+                     "together; pass the tokenizer the checkpoint was trained with.")
+  if rows != tok.vocab_size:
+    print(f"warning: the checkpoint has {rows} vocabulary rows, the tokenizer "
+          f"{tok.model_path!r} {tok.vocab_size} pieces; answers with ids >= "
+          f"{tok.vocab_size} cannot be decoded.", file=sys.stderr)
 
 
 def predict(model, params, tok, examples, *, sampler="greedy", max_decode_len=64,
@@ -162,12 +232,14 @@ def parse_args(argv):
 def main(argv=None):
   args = parse_args(sys.argv[1:] if argv is None else argv)
   if args.jsonl:
-    with open(args.jsonl, encoding="utf-8") as f:
-      items = [json.loads(line) for line in f if line.strip()]
+    items = read_items(args.jsonl)
   else:
     items = [{"image": args.image, "prompt": args.prompt}]
+  for item in items:  # Every image is checked before the model is loaded.
+    read_image(item["image"])
   tok = tokenizer_lib.Tokenizer(args.tokenizer)
   model, params, _, res = load_model(args.ckpt, args.model_cfg, args.variant, args.res)
+  check_vocab(params, tok)
   examples = make_examples(items, args.tokenizer, res, args.text_len)
   answers = predict(model, params, tok, examples, sampler=args.sampler,
                     max_decode_len=args.max_decode_len, batch_size=args.batch_size,
