@@ -155,12 +155,14 @@ def _read_header(fname):
         or not isinstance(offsets, list) or len(offsets) != 2
         or not all(type(o) is int and o >= 0 for o in offsets)):
       raise ValueError(f"Tensor '{key}' in {fname}: corrupt shape {shape!r} or "
-                       f"data_offsets {offsets!r} (need non-negative ints).")
+                       f"data_offsets {offsets!r} (need non-negative ints, offsets "
+                       "[begin, end]).")
     start, end = (8 + n + o for o in offsets)
     dtype = np.dtype(_ST_DTYPES[e["dtype"]])
     if end - start != dtype.itemsize * int(np.prod(shape)) or end > size:
       raise ValueError(f"Tensor '{key}' in {fname}: offsets {offsets} do not fit "
-                       f"shape {shape} {e['dtype']} (file truncated?).")
+                       f"shape {shape} {e['dtype']} (file truncated?); re-download or "
+                       "re-convert it.")
     out[key] = (dtype, tuple(shape), start, end)
   return out
 

@@ -5,7 +5,9 @@ bad value and what is valid, or a counted skip. `COUNTS` tallies the inputs trie
 family; each test file ends with a test asserting its families' totals.
 """
 import collections
+import contextlib
 import re
+import signal
 
 import hypothesis
 
@@ -13,8 +15,11 @@ COUNTS = collections.Counter()
 # Deterministic, quick: hypothesis draws the same inputs on every run.
 FUZZ = dict(deadline=None, derandomize=True, database=None,
             suppress_health_check=list(hypothesis.HealthCheck))
+BOUND_S = 60  # No single bad input may take longer than this (in-process).
+# What is valid, or the fix (STYLE: "what is valid, and the fix").
 VALID_WORDS = re.compile(r"\b(valid|must|expected|need|needs|use|set|only|supported|"
-                         r"known|fix|pass|give|outside|exceeds|not a|is not)\b", re.I)
+                         r"known|fix|pass|give|outside|exceeds|not a|is not|re-download|"
+                         r"re-convert|rename|resize|store|drop)\b", re.I)
 
 
 def message(error):
@@ -32,7 +37,8 @@ def check_error(family, fn, *needles, errors=(ValueError, KeyError, TypeError, O
   """
   COUNTS[family] += 1
   try:
-    fn()
+    with bounded(BOUND_S):
+      fn()
   except errors as e:  # pylint: disable=broad-except
     text = message(e)
   else:
@@ -43,6 +49,20 @@ def check_error(family, fn, *needles, errors=(ValueError, KeyError, TypeError, O
     assert str(needle) in text, f"[{family}] {needle!r} not in {text!r}"
   assert VALID_WORDS.search(text), f"[{family}] does not say what is valid: {text!r}"
   return text
+
+
+@contextlib.contextmanager
+def bounded(seconds):
+  """Raises AssertionError (not an expected error type) if the body runs too long."""
+  def alarm(*unused):
+    raise AssertionError(f"a bad input ran longer than the {seconds} s bound")
+  old = signal.signal(signal.SIGALRM, alarm)
+  signal.setitimer(signal.ITIMER_REAL, seconds)
+  try:
+    yield
+  finally:
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, old)
 
 
 def check_skip(family, skipped, expected):
