@@ -84,7 +84,7 @@ def _kind(value, where):
       lengths = {len(v) for v in value}
       if len(lengths) == 1:
         return ("list", inner[1], (lengths.pop(),))
-    raise TypeError(f"{where}: lists may hold strings, numbers, booleans or equal-length "
+    raise TypeError(f"{where}: valid lists hold strings, numbers, booleans or equal-length "
                     f"lists of numbers, got {json.dumps(value)[:200]}.")
   raise TypeError(f"{where}: unsupported value {value!r} ({type(value).__name__}); use "
                   "strings, numbers, booleans, lists or objects (no null).")
@@ -159,7 +159,7 @@ def _parse_line(line, where):
     row = json.loads(line, parse_constant=_reject_constant)
   except json.JSONDecodeError as e:
     raise ValueError(f"{where}: invalid JSON ({e.msg} at column {e.colno}): "
-                     f"{line.strip()[:200]}") from None
+                     f"{line.strip()[:200]!r}; valid: one JSON object per line.") from None
   except RecursionError:
     raise ValueError(f"{where}: JSON nested too deeply (valid: at most {MAX_DEPTH} levels "
                      "of objects and lists).") from None

@@ -65,7 +65,9 @@ def bounded(seconds):
     signal.signal(signal.SIGALRM, old)
 
 
-def check_skip(family, skipped, expected):
-  """A counted skip: the count the code reports equals the bad rows given."""
-  COUNTS[family] += 1
-  assert skipped == expected, f"[{family}] skipped {skipped}, expected {expected}"
+def check_skip(family, skipped, lo, hi, n_inputs=1):
+  """A counted skip of `n_inputs` bad inputs: the reported count is within [lo, hi]
+  (tf.data reports rows dropped up to the last returned example, so a shuffled stream
+  gives a count within one epoch's bad rows of the exact number)."""
+  COUNTS[family] += n_inputs
+  assert lo <= skipped <= hi, f"[{family}] skipped {skipped}, expected [{lo}, {hi}]"
