@@ -222,6 +222,9 @@ def box_to_loc_str(box):
   box = np.asarray(box, np.float32)
   if box.shape != (4,):
     raise ValueError(f"box shape {box.shape} != (4,) (ymin, xmin, ymax, xmax).")
+  if np.isnan(box).any():
+    raise ValueError(f"box {box.tolist()} contains NaN; valid: normalized coordinates in "
+                     "[0, 1] (ymin, xmin, ymax, xmax).")
   if box[0] > box[2] or box[1] > box[3]:
     raise ValueError(f"box {box.tolist()} is reversed; valid: ymin <= ymax and xmin <= xmax "
                      "(order ymin, xmin, ymax, xmax).")
