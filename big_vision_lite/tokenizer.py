@@ -133,7 +133,7 @@ class Tokenizer:
     self.sp = spm.SentencePieceProcessor()
     try:
       self.sp.LoadFromSerializedProto(extend_proto_with_loc_seg(data))
-    except (RuntimeError, OSError, DecodeError) as e:
+    except (RuntimeError, OSError, DecodeError, ValueError) as e:
       raise ValueError(f"Tokenizer model {model_path!r} ({len(data)} bytes) is not a "
                        f"SentencePiece model: {' '.join(str(e).split())[:200]}. Pass a "
                        "SentencePiece .model file (e.g. paligemma_tokenizer.model).") from None

@@ -86,7 +86,8 @@ def main(argv=None):
     print(f"Wrote {args.dst} (config.json + safetensors).")
   else:
     raise ValueError(f"src={args.src!r} is neither an HF model directory nor an existing "
-                     ".npz file.")
+                     ".npz file; valid: a directory with config.json and *.safetensors, "
+                     "or a big_vision .npz file.")
 
 
 if __name__ == "__main__":

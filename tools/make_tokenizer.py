@@ -6,6 +6,7 @@ Train a small model on a text corpus (one sentence per line) and append the piec
   python -m tools.make_tokenizer train --corpus corpus.txt --output tiny.model --vocab_size 1000
 """
 import argparse
+import os
 
 from big_vision_lite import cli
 from big_vision_lite import tokenizer
@@ -24,12 +25,24 @@ def main(argv=None):
   tr.add_argument("--vocab_size", type=int, default=1000, help="base vocabulary size")
   tr.add_argument("--model_type", default="bpe", choices=("bpe", "unigram"))
   args = parser.parse_args(argv)
+  src = args.input if args.command == "extend" else args.corpus
+  if not os.path.isfile(src):
+    flag = "--input" if args.command == "extend" else "--corpus"
+    raise FileNotFoundError(f"{flag} {src!r} does not exist; pass an existing "
+                            f"{'SentencePiece .model' if flag == '--input' else 'text'} "
+                            "file.")
 
   if args.command == "extend":
     tokenizer.extend_with_loc_seg(args.input, args.output)
   else:
-    with open(args.corpus, encoding="utf-8") as f:
-      lines = [line.rstrip("\n") for line in f]
+    try:
+      with open(args.corpus, encoding="utf-8") as f:
+        lines = [line.rstrip("\n") for line in f]
+    except UnicodeDecodeError as e:
+      byte = e.object[e.start:e.start + 1]
+      raise ValueError(f"--corpus {args.corpus!r} is not UTF-8 text (byte {byte!r} at "
+                       f"offset {e.start}); valid: a UTF-8 file, one sentence per "
+                       "line.") from None
     tokenizer.train_tokenizer(lines, args.output, args.vocab_size,
                               model_type=args.model_type)
   tok = tokenizer.Tokenizer(args.output)

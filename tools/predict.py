@@ -15,6 +15,7 @@ import argparse
 import io
 import json
 import math
+import os
 import sys
 
 import jax
@@ -122,6 +123,9 @@ def read_image(path):
   Files that are empty, not images, or larger than `ops_image.MAX_PIXELS` pixels fail
   here with the path, before anything is decoded.
   """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"Image {path!r} does not exist or is not a file; pass the path "
+                            "of a JPEG, PNG, GIF, BMP or WebP file.")
   with open(path, "rb") as f:
     raw = f.read()
   try:
@@ -140,12 +144,21 @@ def read_image(path):
                      f"than the {ops_image.MAX_PIXELS} that decode allows; resize it.")
   if fmt not in ("JPEG", "PNG", "GIF", "BMP", "WEBP"):
     raise ValueError(f"Image {path!r} is {fmt}; valid: JPEG, PNG, GIF, BMP or WebP.")
+  try:  # The decoder the pp ops use: a truncated or corrupt file fails here, early.
+    ops_image.decode_image(tf.constant(raw))
+  except tf.errors.OpError as e:
+    first = " ".join(e.message.split("Condition")[0].split())[:200]
+    raise ValueError(f"Image {path!r} could not be decoded (corrupt or truncated?): "
+                     f"{first}; valid: a complete JPEG, PNG, GIF, BMP or WebP file.") from None
   return raw, (height, width)
 
 
 def read_items(path):
   """[{"image": str, "prompt": str}] from a JSONL file; a bad line fails naming it."""
   items = []
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"--jsonl {path!r} does not exist; pass a file of "
+                            '{"image": path, "prompt": str} lines.')
   with open(path, "rb") as f:
     for lineno, line in enumerate(f, 1):
       if not line.strip():

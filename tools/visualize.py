@@ -11,6 +11,7 @@ Boxes are (ymin, xmin, ymax, xmax) in pixels of the original image, as printed b
 import argparse
 import json
 import math
+import os
 import sys
 
 import numpy as np
@@ -114,6 +115,9 @@ def objects_from_record(rec, where="record", height=None, width=None):
 
 def read_record(path):
   """The first line of a `tools.predict --json` output file, as a dict."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"--pred {path!r} does not exist; pass the output file of "
+                            "`tools.predict --json`.")
   with open(path, "rb") as f:
     line = f.readline()
   try:
@@ -126,6 +130,9 @@ def read_record(path):
 
 def open_image(path):
   """Opens an image as RGB, refusing non-images and more than MAX_PIXELS pixels."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"Image {path!r} does not exist; pass the image file the "
+                            "answer is about.")
   try:
     image = Image.open(path)
     if image.width * image.height > ops_image.MAX_PIXELS:
