@@ -52,7 +52,8 @@ def read_json(path: str, what: str = "config.json") -> dict:
     with open(path, encoding="utf-8") as f:
       out = json.load(f)
   except FileNotFoundError as e:
-    raise FileNotFoundError(f"{what} {path!r} does not exist.") from e
+    raise FileNotFoundError(f"{what} {path!r} does not exist; pass an existing JSON file "
+                            "(an HF model directory holds config.json).") from e
   except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, OSError) as e:
     detail = " ".join(str(e).split())[:200]
     raise ValueError(f"{what} {path!r} is not a UTF-8 JSON file ({type(e).__name__}: "

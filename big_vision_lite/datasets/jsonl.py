@@ -17,9 +17,10 @@ so a bad row fails with the file, line and key before any training starts: text 
 not UTF-8, invalid JSON, NaN/Infinity, integers outside int64, floats beyond float32,
 lone surrogates, nesting deeper than `MAX_DEPTH`, keys that clash after flattening
 (`"m/x"` and `{"m": {"x": ...}}`), an empty file. fopen paths are checked after
-resolving symlinks, so a link inside the base dir pointing outside it is rejected. Rows live in memory as columns; the
-training stream shuffles row indices (a full permutation per epoch), so shuffle buffers
-and iterator checkpoints hold int64 indices, not file bytes.
+resolving symlinks, so a link inside the base dir pointing outside it is rejected.
+Rows live in memory as columns; the training stream shuffles row indices (a full
+permutation per epoch), so shuffle buffers and iterator checkpoints hold int64 indices,
+not file bytes.
 """
 import json
 import math
