@@ -213,6 +213,30 @@ def predict(model, params, tok, examples, *, sampler="greedy", max_decode_len=64
   return answers
 
 
+def positive_int(text):
+  """argparse type: an int >= 1 (argparse reports the flag, the value and this text)."""
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"{text!r} is not an int; valid: an int >= 1") from None
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"{value} < 1; valid: an int >= 1")
+  return value
+
+
+def json_object(text):
+  """argparse type: a JSON object (paligemma.Model kwargs)."""
+  try:
+    value = json.loads(text)
+  except (json.JSONDecodeError, RecursionError) as e:
+    raise argparse.ArgumentTypeError(f"not JSON ({e}); valid: a JSON object of "
+                                     "paligemma.Model kwargs") from None
+  if not isinstance(value, dict):
+    raise argparse.ArgumentTypeError(f"{text[:50]!r} is a JSON {type(value).__name__}; "
+                                     "valid: a JSON object of paligemma.Model kwargs")
+  return value
+
+
 def parse_args(argv):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
   p.add_argument("--ckpt", required=True, help="big_vision .npz (or path.npz:subtree)")
@@ -220,17 +244,17 @@ def parse_args(argv):
   p.add_argument("--image", help="image file (with --prompt)")
   p.add_argument("--prompt", help="prompt, e.g. 'caption en', 'detect cat'")
   p.add_argument("--jsonl", help="file of {\"image\": path, \"prompt\": str} lines")
-  p.add_argument("--res", type=int, default=None,
+  p.add_argument("--res", type=positive_int, default=None,
                  help="image resolution (default: the checkpoint's, e.g. 224 or 448)")
-  p.add_argument("--text_len", type=int, default=64, help="max prompt tokens")
+  p.add_argument("--text_len", type=positive_int, default=64, help="max prompt tokens")
   p.add_argument("--sampler", default="greedy",
                  help="greedy | temperature(t=0.7) | topk(k=40) | nucleus(0.9) | beam(4) "
                       "| best_of_n(n=4, sampler='nucleus(p=0.9)')")
-  p.add_argument("--max_decode_len", type=int, default=64)
-  p.add_argument("--batch_size", type=int, default=8)
+  p.add_argument("--max_decode_len", type=positive_int, default=64)
+  p.add_argument("--batch_size", type=positive_int, default=8)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--cache_dtype", default=None, help="KV cache dtype (bf16 on accelerators)")
-  p.add_argument("--model_cfg", type=json.loads, default=None,
+  p.add_argument("--model_cfg", type=json_object, default=None,
                  help="JSON of paligemma.Model kwargs (default: inferred from the ckpt)")
   p.add_argument("--variant", default=None, choices=sorted(VARIANTS))
   p.add_argument("--json", action="store_true",

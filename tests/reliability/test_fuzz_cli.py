@@ -140,6 +140,27 @@ def test_predict_vocab_mismatch(files):
                          files["image"], "--prompt", "p"], f"{n - 5} rows", str(n))
 
 
+@hypothesis.settings(max_examples=20, **FUZZ)
+@hypothesis.given(st.sampled_from(["--res", "--text_len", "--max_decode_len", "--batch_size",
+                                   "--model_cfg"]),
+                  st.one_of(st.integers(-10**6, 0).map(str), st.sampled_from(
+                      ["x", "1.5", "", "[1]", "{", "null"])))
+def test_fuzz_predict_bad_flag_values(files, flag, value):
+  """argparse usage errors: exit 2, the last stderr line names the flag and what is valid."""
+  COUNTS["cli"] += 1
+  stderr = io.StringIO()
+  old, sys.stderr = sys.stderr, stderr
+  try:
+    with pytest.raises(SystemExit) as info:
+      cli.run(predict.main, ["--ckpt", "x", "--tokenizer", files["tok"], "--image",
+                             files["image"], "--prompt", "p", flag, value])
+  finally:
+    sys.stderr = old
+  last = stderr.getvalue().strip().splitlines()[-1]
+  assert info.value.code == 2 and "Traceback" not in stderr.getvalue()
+  assert f"argument {flag}" in last and ("valid" in last or "invalid" in last), last
+
+
 _BOX = st.one_of(
     st.lists(st.floats(0, 10), min_size=0, max_size=6).filter(lambda b: len(b) != 4),
     st.tuples(st.floats(3, 5), st.floats(0, 1), st.floats(0, 1), st.floats(2, 3)).map(list),
@@ -277,4 +298,4 @@ def test_real_processes(tmp_path, files):
 
 
 def test_fuzz_cli_counts():
-  assert COUNTS["cli"] >= 30 + 8 + 4 + 3 + 1 + 30 + 30 + 8 + 3 + 5 + 2 + 4 + 4, COUNTS
+  assert COUNTS["cli"] >= 30 + 8 + 4 + 3 + 1 + 20 + 30 + 30 + 8 + 3 + 5 + 2 + 4 + 4, COUNTS
