@@ -26,7 +26,8 @@ def get_config(arg=None):
   split = "train+validation" if a.final_split else "train+validation[:-10240]"
   c.input = dict(data=common.tfds("vqa", split, a), batch_size=a.batch_size,
                  shuffle_buffer_size=50_000,
-                 pp=common.train_pp(a, prompt, 'choice(inkey="answers", outkey="suffix")'))
+                 pp=common.train_pp(a, prompt, 'choice(inkey="answers", outkey="suffix")',
+                                    antialias=True))
   c.total_epochs = 10
 
   # Model.
@@ -40,7 +41,7 @@ def get_config(arg=None):
 
   # Evaluation.
   keep = ("answers", "answer_type", "question_type", "question_id")
-  pp = common.eval_pp(a, prompt, keep=keep)
+  pp = common.eval_pp(a, prompt, keep=keep, antialias=True)
   c.evals = {}
   for name, split, freq in [("minitrain", "train[:5120]", 0.25),
                             ("minival", "validation[-10240:]", 0.25)]:
