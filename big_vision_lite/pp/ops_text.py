@@ -154,6 +154,27 @@ def _kept(data, op, out, keep):
   return out
 
 
+@PP_OPS.register("num_texts")
+def get_num_texts(key, outkey=None, missing_ok=False):
+  """Writes int32 len(data[key]) (1 for a single string) to data[outkey or key + "/num"].
+
+  Batching pads lists of strings with "", so a real "" answer cannot be told from the
+  padding afterwards; the count can. With `missing_ok`, an absent key writes nothing.
+  """
+  out = outkey or f"{key}/num"
+
+  def _num_texts(data):
+    if key not in data:
+      if missing_ok:
+        return data
+      raise KeyError(f"pp op 'num_texts' needs key {key!r}, the example has {sorted(data)}.")
+    data = dict(data)
+    v = data[key]
+    data[out] = tf.constant(1, tf.int32) if v.shape.rank == 0 else tf.shape(v)[0]
+    return data
+  return _num_texts
+
+
 @PP_OPS.register("combine_and_keep_train")
 def get_combine_and_keep_train(text_len, keep=(), model=None, prefix="prefix",
                                suffix="suffix", sep="\n"):

@@ -171,6 +171,20 @@ def test_combine_eval_continues_from_suffix(model, tok):
   assert int(cut["_truncated"]) == 1
 
 
+def test_num_texts_counts_before_padding():
+  ds = tf.data.Dataset.from_generator(
+      lambda: iter([{"answers": ["", "a", ""]}, {"answers": [""]}]),
+      output_signature={"answers": tf.TensorSpec([None], tf.string)})
+  ds = ds.map(builder.get_preprocess_fn("num_texts('answers')")).padded_batch(2)
+  batch = next(iter(ds))
+  assert batch["answers"].numpy().tolist() == [[b"", b"a", b""], [b"", b"", b""]]
+  assert batch["answers/num"].numpy().tolist() == [3, 1]
+  assert int(run("num_texts('answer', outkey='n')", answer="x")["n"]) == 1
+  assert set(run("num_texts('answers', missing_ok=True)", answer="x")) == {"answer"}
+  with pytest.raises(KeyError, match="needs key 'answers'"):
+    run("num_texts('answers')", answer="x")
+
+
 def test_combine_errors(model):
   with pytest.raises(ValueError, match="text_len=1 must be an int >= 2"):
     builder.get_preprocess_fn("combine_and_keep_train(1)")
