@@ -104,6 +104,13 @@ def test_pp_follows_reference_recipe(name):
   assert "resize(" in pps[0]
 
 
+@pytest.mark.parametrize("name", ["vqav2", "textvqa"])
+def test_vqav2_style_evals_normalise_like_big_vision(name):
+  """In-training splits are scored as big_vision logs them (README: VQAv2 normalisation)."""
+  evals = [ev for ev in _evals(get_config(name, "")).values() if ev["type"] == "vqav2"]
+  assert evals and all(ev["normalize"] == "big_vision" for ev in evals)
+
+
 @pytest.mark.parametrize("size,softcap", [("3b", None), ("2b", 0.0), ("27b", 0.0)])
 def test_paligemma2_transfers_turn_final_softcap_off(size, softcap):
   """big_vision's transfers set final_logits_softcap=0.0 for PaliGemma 2."""

@@ -44,8 +44,10 @@ def get_config(arg=None):
                       keep=("answers", "answer_type", "question_id"), antialias=True)
   c.evals = {}
   for name, split in [("minitrain", "train[:5120]"), ("eval", "val")]:
+    # big_vision's VQAv2 normalisation: the reference's logged val numbers (README).
     c.evals[f"textvqa/{name}"] = common.decode_eval(
-        "vqav2", common.tfds("textvqa", split, a), pp, a, log_percent=0.125)
+        "vqav2", common.tfds("textvqa", split, a), pp, a, log_percent=0.125,
+        normalize="big_vision")
   c.evals["textvqa/eval/pplx"] = common.pplx_eval(
       common.tfds("textvqa", "val", a), c.input.pp, log_percent=0.05)
   return common.finish(c, a, mock_task="vqa", mock_pp=MOCK_PP)
