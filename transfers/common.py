@@ -106,8 +106,12 @@ def eval_pp(a, *ops, keep=(), antialias=False):
 
 
 # Sections of the config.
-def model(c, a, *, llm_dropout=0.0):
-  """Sets `model_name`, `model` and `model_init` for `a.size` and `a.res`."""
+def model(c, a, *, llm_dropout=0.0, transfer=True):
+  """Sets `model_name`, `model` and `model_init` for `a.size` and `a.res`.
+
+  `transfer`: PaliGemma 2 sizes turn the final-logits soft-cap off, as big_vision's
+  transfers do ("better for transfer"); pre-training configs pass False.
+  """
   img, llm, fname = SIZES[a.size]
   c.model_name = "paligemma"
   if a.size == "tiny":
@@ -122,7 +126,7 @@ def model(c, a, *, llm_dropout=0.0):
     c.model = dict(img=dict(variant=img, pool_type="none", scan=True),
                    llm=dict(variant=llm, scan=True, dropout=llm_dropout,
                             vocab_size=PALIGEMMA_VOCAB))
-    if llm.startswith("gemma2"):  # big_vision: no final soft-cap, "better for transfer".
+    if transfer and llm.startswith("gemma2"):
       c.model.llm.final_logits_softcap = 0.0
     # The released file is read at train startup; see README "Transfer configs" for
     # where to download it (Kaggle / Hugging Face) and convert it.
