@@ -19,6 +19,7 @@ _GEMMA_NAMES = ("gemma_2b", "gemma_7b", "gemma2_2b", "gemma2_9b", "gemma2_27b")
 # (width, depth) take them from our variants (full attention, as big_vision trained them).
 _GEMMA2_UNKNOWN = ("query_pre_attn_scalar", "attn_logit_softcapping",
                    "final_logit_softcapping")
+_LLM_FIELDS = ("variant",) + gemma._ARCH_KEYS  # pylint: disable=protected-access
 # Model fields that may differ from a variant's when an HF config maps onto it.
 _LLM_OPTIONS = ("attn_logits_softcap", "final_logits_softcap", "sliding_window")
 
@@ -171,7 +172,7 @@ def hf_config(shapes: dict[str, tuple], overrides: dict | None = None, *,
   cfg = dict(architectures=["PaliGemmaForConditionalGeneration"], model_type="paligemma",
              image_token_index=vocab, bos_token_id=2, eos_token_id=1, pad_token_id=0,
              tie_word_embeddings=True, hidden_size=width, vocab_size=vocab, **derived)
-  cfg = _merge(cfg, _without_dtypes(overrides))
+  cfg = merge(cfg, _without_dtypes(overrides))
   if spec.gemma2:
     _normalise_gemma2(cfg["text_config"], spec.llm_depth,
                       "layer_types" in (overrides.get("text_config") or {}))
@@ -192,6 +193,21 @@ def _normalise_gemma2(text, depth, layer_types_given):
 
 def _alternating(depth):
   return ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(depth)]
+
+
+def text_overrides(llm: dict) -> dict:
+  """config.json fields the tensors do not fix, from `paligemma.Model(llm=...)` kwargs.
+
+  For Gemma 2: the query scalar (from the rule and sizes), the soft-caps (0 -> null) and
+  the window (none: full attention); {} for Gemma 1.
+  """
+  cfg = gemma.Model(**{k: v for k, v in llm.items() if k in _LLM_FIELDS}).cfg
+  if not cfg["post_norms"]:
+    return {}
+  return {"text_config": dict(query_pre_attn_scalar=cfg["query_pre_attn_scalar"],
+                              attn_logit_softcapping=cfg["attn_logits_softcap"],
+                              final_logit_softcapping=cfg["final_logits_softcap"],
+                              sliding_window=cfg["sliding_window"])}
 
 
 def model_config(cfg: dict, scan: bool = True) -> dict:
@@ -251,7 +267,8 @@ def _check_supported(cfg, spec):
   if bad:
     raise ValueError(f"HF config fields {bad} have values paligemma.Model does not "
                      "implement (it has RoPE theta 10000, tanh-GELU, LayerNorm eps 1e-6, no "
-                     "SigLIP pooling head, Gemma 2 layers all full or alternating sliding/full from 0).")
+                     "SigLIP pooling head, Gemma 2 layers all full or alternating "
+                     "sliding/full from 0).")
 
 
 def _flat(d, prefix=()):
@@ -276,8 +293,9 @@ def _without_dtypes(d):
           if k not in ("dtype", "torch_dtype")}
 
 
-def _merge(base, extra):
+def merge(base, extra):
+  """`base` with `extra`'s fields set over it (nested dicts merged, None kept)."""
   out = dict(base)
   for k, v in extra.items():
-    out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
   return out

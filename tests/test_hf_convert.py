@@ -350,6 +350,29 @@ def test_export_without_window_matches_full_attention(hf_dirs, tmp_path, caps):
   assert hf_config.model_config(cfg)["llm"]["sliding_window"] is None
 
 
+def test_cli_model_cfg_fixes_gemma2_fields(hf_dirs, tmp_path, capsys):
+  """--model_cfg: the soft-caps, window and query scale come from our model config (a
+  PaliGemma 2 transfer's final_logits_softcap=0 is exported as null); same logits."""
+  _, src = hf_dirs["gemma2_gqa"]
+  npz = str(tmp_path / "a.npz")
+  model_cfg = hf_config.model_config(hf_convert.hf_to_bv(src, npz))
+  model_cfg["llm"].update(final_logits_softcap=0.0, sliding_window=0)
+  out, extra = str(tmp_path / "hf"), str(tmp_path / "extra.json")
+  with open(extra, "w") as f:  # Merged over the fields from --model_cfg.
+    json.dump(dict(image_token_index=IMAGE_TOKEN), f)
+  convert_checkpoint.main([npz, out, "--model_cfg", json.dumps(model_cfg),
+                           "--hf_config", extra])
+  capsys.readouterr()
+  with open(os.path.join(out, "config.json")) as f:
+    tc = json.load(f)["text_config"]
+  assert (tc["query_pre_attn_scalar"], tc["attn_logit_softcapping"]) == (24, 4.0)
+  assert tc["final_logit_softcapping"] is None and tc["sliding_window"] is None
+  assert tc["layer_types"] == ["full_attention"] * 2
+  _, _, _, (image, text, mask_ar) = _inputs()
+  ours = _our_logits(npz, model_cfg, image, text, mask_ar)
+  np.testing.assert_allclose(ours, _hf_logits(out), atol=1e-4, rtol=0)
+
+
 def test_released_gemma2_exports_full_attention_and_zero_cap_as_null():
   shapes = jax.eval_shape(paligemma.Model(
       img=dict(variant="mu/14"), llm=dict(variant="gemma2_2b", vocab_size=300, depth=2)).init,

@@ -18,7 +18,9 @@ npz -> HF infers config.json from the tensor shapes; `--hf_config` supplies the 
 that shapes do not fix (Gemma 2 soft-caps/window for non-released sizes, the image
 token id, ...), and its shape fields must agree with the tensors. Gemma 2 is exported
 with full attention (as big_vision trained PaliGemma 2) unless it sets a sliding_window;
-a soft-cap of 0 or null is written as null (off). With `--tokenizer` (the SentencePiece
+a soft-cap of 0 or null is written as null (off). `--model_cfg` (the paligemma.Model
+kwargs the npz was trained with) fills those Gemma 2 fields from the model config, e.g.
+the final soft-cap that PaliGemma 2 transfers turn off. With `--tokenizer` (the SentencePiece
 model) the folder also gets the tokenizer, processor_config.json and
 generation_config.json, so AutoProcessor, AutoTokenizer and
 pipeline("image-text-to-text") load it.
@@ -45,6 +47,10 @@ def parse_args(argv):
                  help="HF -> npz: stack layers, layer axis first (as released checkpoints)")
   p.add_argument("--hf_config", default=None,
                  help="npz -> HF: a config.json whose fields complete/override the inferred one")
+  p.add_argument("--model_cfg", type=json.loads, default=None,
+                 help="npz -> HF: JSON of the paligemma.Model kwargs the npz was trained "
+                      "with; its llm fixes the Gemma 2 soft-caps, window and query scale "
+                      "(e.g. a PaliGemma 2 transfer's final_logits_softcap=0)")
   p.add_argument("--tokenizer", default=None,
                  help="npz -> HF: SentencePiece .model; also writes the tokenizer, processor "
                       "and generation config")
@@ -70,9 +76,9 @@ def cast_npz(src, dst, dtype):
 def main(argv=None):
   args = parse_args(sys.argv[1:] if argv is None else argv)
   if os.path.isdir(args.src):
-    if args.hf_config or args.tokenizer:
-      raise SystemExit("--hf_config and --tokenizer are for npz -> HF; the HF source has "
-                       "its own config.json and tokenizer files.")
+    if args.hf_config or args.tokenizer or args.model_cfg:
+      raise SystemExit("--hf_config, --model_cfg and --tokenizer are for npz -> HF; the HF "
+                       "source has its own config.json and tokenizer files.")
     with open(os.path.join(args.src, "config.json")) as f:
       # Checked before converting: raises if paligemma.Model cannot run the model.
       model_cfg = hf_config.model_config(json.load(f), scan=args.scan)
@@ -80,16 +86,18 @@ def main(argv=None):
     print(f"Wrote {args.dst}. paligemma.Model config:")
     print(json.dumps(model_cfg))
   elif args.src.endswith(".npz") and os.path.isfile(args.src) and args.dst.endswith(".npz"):
-    if args.hf_config or args.tokenizer or not args.dtype:
+    if args.hf_config or args.tokenizer or args.model_cfg or not args.dtype:
       raise SystemExit("npz -> npz rewrites the dtype: pass --dtype and no --hf_config / "
                        "--tokenizer (they are for npz -> HF).")
     cast_npz(args.src, args.dst, args.dtype)
     print(f"Wrote {args.dst} ({args.dtype}).")
   elif args.src.endswith(".npz") and os.path.isfile(args.src):
-    overrides = None
+    overrides = {}
+    if args.model_cfg:
+      overrides = hf_config.text_overrides(dict(args.model_cfg.get("llm") or {}))
     if args.hf_config:
       with open(args.hf_config) as f:
-        overrides = json.load(f)
+        overrides = hf_config.merge(overrides, json.load(f))
     hf_convert.bv_to_hf(args.src, args.dst, dtype=args.dtype, config_overrides=overrides,
                         max_shard_bytes=int(args.max_shard_gb * 2**30),
                         tokenizer=args.tokenizer)

@@ -64,7 +64,7 @@ def test_query_scale_follows_size_overrides():
   assert gemma.Model(variant="gemma_2b", query_pre_attn_scalar=7.0
                     ).cfg["query_pre_attn_scalar"] == 7.0
   with pytest.raises(ValueError, match="query_pre_attn_norm='rsqrt'; valid"):
-    gemma.Model(variant="gemma_2b", query_pre_attn_norm="rsqrt").cfg  # pylint: disable=expression-not-assigned
+    _ = gemma.Model(variant="gemma_2b", query_pre_attn_norm="rsqrt").cfg
   # The derived scale reaches the attention: head_dim 8 overrides gemma_tiny's 16, so
   # queries are scaled by 8**-0.5 (as an explicit scalar 8), not by the variant's 16**-0.5.
   model, params = _init(variant="gemma_tiny", head_dim=8, depth=1)
