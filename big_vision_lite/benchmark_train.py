@@ -26,7 +26,7 @@ MODELS = {
                         llm=dict(width=512, depth=6, mlp_dim=2048, num_heads=8,
                                  num_kv_heads=1, head_dim=64, vocab_size=32768)),
     # Tiny towers for the smoke tests.
-    "micro": dict(img=dict(variant="mu", patch_size=(14, 14)),
+    "micro": dict(img=dict(variant="mu", depth=2, mlp_dim=64, patch_size=(14, 14)),
                   llm=dict(variant="gemma_tiny")),
     # PaliGemma 3B (So400m/14 + Gemma 2B, 257152 = 256000 + 1024 loc + 128 seg tokens).
     "paligemma-3b": dict(img=dict(variant="So400m/14"),

@@ -13,13 +13,27 @@ import transformers
 from big_vision_lite.models import gemma
 from big_vision_lite.models import vit
 
-# Gemma 2 fields that the tensors do not determine, for the released sizes:
-# (width, depth) -> query_pre_attn_scalar (27B: width / num_heads, else head_dim).
-_GEMMA2_QUERY_SCALAR = {(2304, 26): 256, (3584, 42): 256, (4608, 46): 144}
-_GEMMA2_FIXED = dict(sliding_window=4096, attn_logit_softcapping=50.0,
-                     final_logit_softcapping=30.0)
 _VIT_NAMES = ("mu", "Ti", "S", "M", "B", "L", "So400m", "H", "g")
 _GEMMA_NAMES = ("gemma_2b", "gemma_7b", "gemma2_2b", "gemma2_9b", "gemma2_27b")
+# Gemma 2 text_config fields that the tensors do not determine; the released sizes
+# (width, depth) take them from our variants (full attention, as big_vision trained them).
+_GEMMA2_UNKNOWN = ("query_pre_attn_scalar", "attn_logit_softcapping",
+                   "final_logit_softcapping")
+_LLM_FIELDS = ("variant",) + gemma._ARCH_KEYS  # pylint: disable=protected-access
+# Model fields that may differ from a variant's when an HF config maps onto it.
+_LLM_OPTIONS = ("attn_logits_softcap", "final_logits_softcap", "sliding_window")
+
+
+def _released_gemma2():
+  out = {}
+  for name in _GEMMA_NAMES:
+    c = gemma.resolve_config(gemma.get_config(name).to_dict())
+    if c["post_norms"]:
+      out[(c["width"], c["depth"])] = dict(
+          query_pre_attn_scalar=c["query_pre_attn_scalar"],
+          attn_logit_softcapping=c["attn_logits_softcap"],
+          final_logit_softcapping=c["final_logits_softcap"])
+  return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,22 +157,57 @@ def hf_config(shapes: dict[str, tuple], overrides: dict | None = None, *,
   vision.update(num_channels=3, vision_use_head=False, layer_norm_eps=1e-6,
                 hidden_act="gelu_pytorch_tanh")
   if spec.gemma2:
-    query_scalar = _GEMMA2_QUERY_SCALAR.get((width, spec.llm_depth))
-    if query_scalar is not None:
-      text.update(query_pre_attn_scalar=query_scalar, **_GEMMA2_FIXED)
+    released = _released_gemma2().get((width, spec.llm_depth))
+    if released is not None:
+      text.update(released)
     else:
-      needed = ["query_pre_attn_scalar", *_GEMMA2_FIXED]
-      absent = [k for k in needed if _get(overrides, ("text_config", k)) is None]
+      given = overrides.get("text_config") or {}
+      absent = [k for k in _GEMMA2_UNKNOWN if k not in given]  # An explicit null is "off".
       if absent:
         raise ValueError(f"Gemma 2 of width {width} and depth {spec.llm_depth} is not a "
                          f"released size, so text_config fields {absent} are unknown; "
-                         "pass them (e.g. the original config.json as overrides).")
+                         "pass them (e.g. the original config.json as overrides; null "
+                         "or 0 turns a soft-cap off).")
+    text.update(sliding_window=None)  # Full attention unless the overrides set a window.
   cfg = dict(architectures=["PaliGemmaForConditionalGeneration"], model_type="paligemma",
              image_token_index=vocab, bos_token_id=2, eos_token_id=1, pad_token_id=0,
              tie_word_embeddings=True, hidden_size=width, vocab_size=vocab, **derived)
-  cfg = _merge(cfg, _without_dtypes(overrides))
+  cfg = merge(cfg, _without_dtypes(overrides))
+  if spec.gemma2:
+    _normalise_gemma2(cfg["text_config"], spec.llm_depth,
+                      "layer_types" in (overrides.get("text_config") or {}))
   cfg["dtype"] = cfg["text_config"]["dtype"] = cfg["vision_config"]["dtype"] = dtype
   return cfg
+
+
+def _normalise_gemma2(text, depth, layer_types_given):
+  """0 soft-caps / window mean off (null: transformers would divide by 0); the window
+  sets `layer_types` (sliding on even layers) unless the overrides give them."""
+  for k in ("attn_logit_softcapping", "final_logit_softcapping", "sliding_window"):
+    text[k] = text.get(k) or None
+  if not text["sliding_window"]:
+    text["layer_types"] = ["full_attention"] * depth
+  elif not layer_types_given:
+    text["layer_types"] = _alternating(depth)
+
+
+def _alternating(depth):
+  return ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(depth)]
+
+
+def text_overrides(llm: dict) -> dict:
+  """config.json fields the tensors do not fix, from `paligemma.Model(llm=...)` kwargs.
+
+  For Gemma 2: the query scalar (from the rule and sizes), the soft-caps (0 -> null) and
+  the window (none: full attention); {} for Gemma 1.
+  """
+  cfg = gemma.Model(**{k: v for k, v in llm.items() if k in _LLM_FIELDS}).cfg
+  if not cfg["post_norms"]:
+    return {}
+  return {"text_config": dict(query_pre_attn_scalar=cfg["query_pre_attn_scalar"],
+                              attn_logit_softcapping=cfg["attn_logits_softcap"],
+                              final_logit_softcapping=cfg["final_logits_softcap"],
+                              sliding_window=cfg["sliding_window"])}
 
 
 def model_config(cfg: dict, scan: bool = True) -> dict:
@@ -180,15 +229,20 @@ def model_config(cfg: dict, scan: bool = True) -> dict:
              post_norms=spec.gemma2, query_pre_attn_scalar=spec.head_dim,
              attn_logits_softcap=None, final_logits_softcap=None, sliding_window=None)
   if spec.gemma2:
+    windowed = "sliding_attention" in (tc.get("layer_types") or _alternating(spec.llm_depth))
     llm.update(query_pre_attn_scalar=tc["query_pre_attn_scalar"],
-               attn_logits_softcap=tc["attn_logit_softcapping"],
-               final_logits_softcap=tc["final_logit_softcapping"],
-               sliding_window=tc["sliding_window"])
+               attn_logits_softcap=tc["attn_logit_softcapping"] or None,
+               final_logits_softcap=tc["final_logit_softcapping"] or None,
+               sliding_window=(tc["sliding_window"] or None) if windowed else None)
   _check_supported(cfg, spec)
   for name in _GEMMA_NAMES:
-    if dict(gemma.get_config(name), vocab_size=llm["vocab_size"], variant=None) == dict(
-        llm, variant=None):
-      llm = dict(variant=name, vocab_size=llm["vocab_size"])
+    base = gemma.get_config(name).to_dict()
+    del base["variant"]
+    base = gemma.resolve_config(dict(base, vocab_size=llm["vocab_size"]))
+    differ = {k for k in llm if llm[k] != base[k]}
+    if differ <= set(_LLM_OPTIONS):  # 0 turns a variant's soft-cap or window off.
+      llm = dict(variant=name, vocab_size=llm["vocab_size"],
+                 **{k: llm[k] or 0 for k in sorted(differ)})
       break
   return dict(img=img, llm=dict(llm, scan=scan))
 
@@ -198,8 +252,7 @@ def _check_supported(cfg, spec):
   vc, tc = cfg["vision_config"], cfg["text_config"]
   rope = tc.get("rope_parameters") or {}
   act = tc.get("hidden_activation") or tc.get("hidden_act")
-  layer_types = ["sliding_attention" if i % 2 == 0 else "full_attention"
-                 for i in range(spec.llm_depth)]
+  layer_types = tc.get("layer_types")
   checks = {
       "text_config.rope_parameters": (rope.get("rope_type", "default"),
                                       rope.get("rope_theta", 10_000.0)) == ("default", 10_000),
@@ -207,13 +260,15 @@ def _check_supported(cfg, spec):
       "vision_config.hidden_act": vc["hidden_act"] == "gelu_pytorch_tanh",
       "vision_config.layer_norm_eps": vc["layer_norm_eps"] == 1e-6,
       "vision_config.vision_use_head": not vc.get("vision_use_head"),
-      "text_config.layer_types": not spec.gemma2 or tc["layer_types"] == layer_types,
+      "text_config.layer_types": not spec.gemma2 or layer_types in (
+          None, _alternating(spec.llm_depth), ["full_attention"] * spec.llm_depth),
   }
   bad = [k for k, ok in checks.items() if not ok]
   if bad:
     raise ValueError(f"HF config fields {bad} have values paligemma.Model does not "
                      "implement (it has RoPE theta 10000, tanh-GELU, LayerNorm eps 1e-6, no "
-                     "SigLIP pooling head, Gemma 2 layers alternating sliding/full from 0).")
+                     "SigLIP pooling head, Gemma 2 layers all full or alternating "
+                     "sliding/full from 0).")
 
 
 def _flat(d, prefix=()):
@@ -238,8 +293,9 @@ def _without_dtypes(d):
           if k not in ("dtype", "torch_dtype")}
 
 
-def _merge(base, extra):
+def merge(base, extra):
+  """`base` with `extra`'s fields set over it (nested dicts merged, None kept)."""
   out = dict(base)
   for k, v in extra.items():
-    out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
   return out

@@ -34,6 +34,7 @@ unscanned ones are `encoderblock_{i}` and `llm/layers/{i}`.
 """
 import dataclasses
 import json
+import math
 import os
 import re
 from typing import Callable
@@ -42,6 +43,7 @@ import numpy as np
 
 from big_vision_lite import hf_config as hfc
 from big_vision_lite import hf_io
+from big_vision_lite import hf_processor
 from big_vision_lite.hf_config import Spec
 
 VIT = "vision_tower.vision_model."
@@ -288,7 +290,8 @@ def _check_tied_head(src, found, cfg):
 
 
 def bv_to_hf(src: str, dst_dir: str, *, dtype: str | None = None,
-             config_overrides: dict | None = None, max_shard_bytes: int = 5 << 30) -> dict:
+             config_overrides: dict | None = None, max_shard_bytes: int = 5 << 30,
+             tokenizer: str | None = None) -> dict:
   """Converts a big_vision PaliGemma npz into an HF directory, tensor by tensor.
 
   Args:
@@ -299,6 +302,9 @@ def bv_to_hf(src: str, dst_dir: str, *, dtype: str | None = None,
       original HF config.json as a dict); merged into the inferred config, and
       checked against the tensors.
     max_shard_bytes: maximum size of one safetensors shard.
+    tokenizer: a SentencePiece `.model`; then the tokenizer, processor and generation
+      config are written too (`hf_processor`), and image_token_index is the processor's
+      `<image>` id.
 
   Returns:
     the config dict written to `config.json`.
@@ -318,6 +324,17 @@ def bv_to_hf(src: str, dst_dir: str, *, dtype: str | None = None,
     for key in shapes:
       out_dtype[key] = reader.dtype(key) if dtype is None else hf_io.cast(
           np.zeros((), reader.dtype(key)), dtype).dtype
+    processor = None
+    if tokenizer is not None:
+      patch, num_patches = shapes["img/embedding/kernel"][0], shapes["img/pos_embedding"][1]
+      processor = hf_processor.make_processor(tokenizer, math.isqrt(num_patches) * patch,
+                                              num_patches)
+      given = (config_overrides or {}).get("image_token_index")
+      if given is not None and given != processor.image_token_id:
+        raise ValueError(f"image_token_index={given} in the overrides, but the tokenizer "
+                         f"{tokenizer} puts <image> at {processor.image_token_id}.")
+      config_overrides = dict(config_overrides or {},
+                              image_token_index=processor.image_token_id)
     cfg = hfc.hf_config(shapes, config_overrides,
                         dtype=str(out_dtype["llm/embedder/input_embedding"]))
     entries = [(name, shape, out_dtype[bv_key])
@@ -335,4 +352,6 @@ def bv_to_hf(src: str, dst_dir: str, *, dtype: str | None = None,
     hf_io.write_safetensors(dst_dir, entries, arrays(), max_shard_bytes)
   with open(os.path.join(dst_dir, "config.json"), "w") as f:
     json.dump(cfg, f, indent=2, sort_keys=True)
+  if processor is not None:
+    hf_processor.save_processor_files(dst_dir, processor)
   return cfg

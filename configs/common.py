@@ -7,11 +7,15 @@ NUM_LOC_SEG = 1024 + 128
 
 
 def shapes_pp(res, text_len, tokenizer, train=True, keep=()):
-  """pp string for a shapes row: image -> [-1, 1], prefix/suffix -> token row."""
-  img = f"decode|resize({res})|value_range(-1, 1)"
+  """pp string for a shapes row: image -> [-1, 1], prefix/suffix -> token row.
+
+  Eval rows prompt with the prefix only (suffix=None: the row's suffix is the answer).
+  """
+  img = f"decode|resize({res}, antialias=True)|value_range(-1, 1)"
   if train:
     return img + f"|combine_and_keep_train({text_len}, model={tokenizer!r})"
-  return img + f"|combine_and_keep_eval({text_len}, keep={tuple(keep)!r}, model={tokenizer!r})"
+  return img + (f"|combine_and_keep_eval({text_len}, keep={tuple(keep)!r}, suffix=None, "
+                f"model={tokenizer!r})")
 
 
 def shapes_source(task, split, data):

@@ -78,9 +78,9 @@ def mixture(a, weights, *, vqvae):
     ops = ops.replace("{vqvae!r}", repr(vqvae))
     if a.mode == "mock":
       cfg[task] = dict(data=common.mock_source(shapes_task, "train", a),
-                       pp=common.train_pp(a, adapter, ops))
+                       pp=common.train_pp(a, adapter, ops, antialias=True))
     else:
-      cfg[task] = dict(data=source(a[task], task, a), pp=common.train_pp(a, ops))
+      cfg[task] = dict(data=source(a[task], task, a), pp=common.train_pp(a, ops, antialias=True))
   return cfg
 
 
@@ -89,6 +89,6 @@ def caption_pplx_eval(a, spec):
   ops, shapes_task, adapter = TASKS["caption"]
   if a.mode == "mock":
     return common.pplx_eval(common.mock_source(shapes_task, "validation", a),
-                            common.train_pp(a, adapter, ops), log_percent=0.1)
+                            common.train_pp(a, adapter, ops, antialias=True), log_percent=0.1)
   return common.pplx_eval(source(spec, "caption_val", a, split="validation"),
-                          common.train_pp(a, ops), log_percent=0.1)
+                          common.train_pp(a, ops, antialias=True), log_percent=0.1)

@@ -36,7 +36,7 @@ def get_config(arg=None):
   c.total_examples = a.total_examples
 
   # Model: towers from unimodal checkpoints (SigLIP npz, Gemma npz) unless `ckpt` is set.
-  common.model(c, a)
+  common.model(c, a, transfer=False)  # Keeps Gemma 2's final soft-cap.
   if a.size != "tiny" and not a.ckpt:
     del c.model_init  # A path string above; a dict of per-tower files here.
     c.model_init = dict(img=a.img_init or f"{a.ckpt_dir}/siglip_so400m14_224.npz",

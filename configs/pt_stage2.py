@@ -35,7 +35,7 @@ def get_config(arg=None):
                       else a.total_examples)
 
   # Model: the previous stage's checkpoint (default: the released pt checkpoint).
-  common.model(c, a)
+  common.model(c, a, transfer=False)  # Keeps Gemma 2's final soft-cap.
 
   # Optimizer.
   common.optimizer(c, lr=a.lr, wd=a.lr * 0.1)

@@ -31,7 +31,8 @@ def get_config(arg=None):
   # Model.
   c.model_name = "paligemma"
   c.model = common.paligemma_model(
-      img=dict(variant="mu", patch_size=(14, 14), scan=True, remat_policy="none"),
+      img=dict(variant="mu", depth=2, mlp_dim=64, patch_size=(14, 14), scan=True,
+               remat_policy="none"),
       llm=dict(variant="gemma_tiny", scan=True, remat_policy="none"),
       vocab_size=TOKENIZER_BASE_VOCAB + common.NUM_LOC_SEG)
   c.model_init = None

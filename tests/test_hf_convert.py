@@ -184,7 +184,9 @@ def test_cli_both_directions(hf_dirs, tmp_path, capsys):
   npz = str(tmp_path / "a.npz")
   convert_checkpoint.main([src, npz, "--dtype", "bfloat16", "--no-scan"])
   printed = json.loads(capsys.readouterr().out.splitlines()[-1])
-  assert printed["img"] == {"variant": "mu/14", "pool_type": "none", "scan": False}
+  # Two layers of mlp_dim 64: not big_vision's "mu" (1 layer, 128), so sizes are explicit.
+  assert printed["img"] == dict(width=32, depth=2, mlp_dim=64, num_heads=2,
+                                patch_size=[14, 14], pool_type="none", scan=False)
   assert printed["llm"]["num_kv_heads"] == 1 and printed["llm"]["vocab_size"] == VOCAB
   assert "llm/layers/0/attn/q_einsum/w" in npz_arrays(npz)
   with open(os.path.join(src, "config.json")) as f:
@@ -306,6 +308,87 @@ def test_logits_match_transformers(hf_dirs, tmp_path, name):
       assert np.abs(changed.numpy()[:, -text.shape[1]:] - ref).max() > 1e-2, off
 
 
+def _hf_logits(directory):
+  ids, pixels, token_types, (_, text, _) = _inputs()
+  model = transformers.PaliGemmaForConditionalGeneration.from_pretrained(directory).eval()
+  with torch.no_grad():
+    out = model(input_ids=ids, pixel_values=pixels, token_type_ids=token_types).logits
+  return out.numpy()[:, -text.shape[1]:]
+
+
+@pytest.mark.parametrize("caps", [
+    dict(attn_logit_softcapping=4.0, final_logit_softcapping=5.0),
+    # 0.0 is "off": written as null (transformers would divide by 0); an explicit null
+    # counts as given for a size that is not released.
+    dict(attn_logit_softcapping=None, final_logit_softcapping=0.0),
+])
+def test_export_without_window_matches_full_attention(hf_dirs, tmp_path, caps):
+  """Our Gemma 2 attends fully by default (as big_vision): the export must too, on a
+  sequence (13 tokens) longer than the tiny model's window (8)."""
+  _, src = hf_dirs["gemma2_gqa"]
+  npz = str(tmp_path / "a.npz")
+  hf_cfg = hf_convert.hf_to_bv(src, npz)
+  windowed = hf_config.model_config(hf_cfg)
+  assert windowed["llm"]["sliding_window"] == 8
+  llm = dict(windowed["llm"], sliding_window=None,
+             attn_logits_softcap=caps["attn_logit_softcapping"] or 0,
+             final_logits_softcap=caps["final_logit_softcapping"] or 0)
+  overrides = dict(image_token_index=IMAGE_TOKEN,
+                   text_config=dict(query_pre_attn_scalar=24, **caps))
+  out = str(tmp_path / "hf")
+  cfg = hf_convert.bv_to_hf(npz, out, config_overrides=overrides)
+  tc = cfg["text_config"]
+  assert tc["sliding_window"] is None and tc["layer_types"] == ["full_attention"] * 2
+  assert tc["final_logit_softcapping"] == (caps["final_logit_softcapping"] or None)
+  assert tc["attn_logit_softcapping"] == caps["attn_logit_softcapping"]
+  _, _, _, (image, text, mask_ar) = _inputs()
+  ours = _our_logits(npz, dict(windowed, llm=llm), image, text, mask_ar)
+  ref = _hf_logits(out)
+  assert np.abs(ours - ref).max() <= 1e-4
+  with_window = _our_logits(npz, windowed, image, text, mask_ar)
+  assert np.abs(with_window - ours).max() > 1e-2  # The window matters on these inputs.
+  assert hf_config.model_config(cfg)["llm"]["sliding_window"] is None
+
+
+def test_cli_model_cfg_fixes_gemma2_fields(hf_dirs, tmp_path, capsys):
+  """--model_cfg: the soft-caps, window and query scale come from our model config (a
+  PaliGemma 2 transfer's final_logits_softcap=0 is exported as null); same logits."""
+  _, src = hf_dirs["gemma2_gqa"]
+  npz = str(tmp_path / "a.npz")
+  model_cfg = hf_config.model_config(hf_convert.hf_to_bv(src, npz))
+  model_cfg["llm"].update(final_logits_softcap=0.0, sliding_window=0)
+  out, extra = str(tmp_path / "hf"), str(tmp_path / "extra.json")
+  with open(extra, "w") as f:  # Merged over the fields from --model_cfg.
+    json.dump(dict(image_token_index=IMAGE_TOKEN), f)
+  convert_checkpoint.main([npz, out, "--model_cfg", json.dumps(model_cfg),
+                           "--hf_config", extra])
+  capsys.readouterr()
+  with open(os.path.join(out, "config.json")) as f:
+    tc = json.load(f)["text_config"]
+  assert (tc["query_pre_attn_scalar"], tc["attn_logit_softcapping"]) == (24, 4.0)
+  assert tc["final_logit_softcapping"] is None and tc["sliding_window"] is None
+  assert tc["layer_types"] == ["full_attention"] * 2
+  _, _, _, (image, text, mask_ar) = _inputs()
+  ours = _our_logits(npz, model_cfg, image, text, mask_ar)
+  np.testing.assert_allclose(ours, _hf_logits(out), atol=1e-4, rtol=0)
+
+
+def test_released_gemma2_exports_full_attention_and_zero_cap_as_null():
+  shapes = jax.eval_shape(paligemma.Model(
+      img=dict(variant="mu/14"), llm=dict(variant="gemma2_2b", vocab_size=300, depth=2)).init,
+      jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, 28, 28, 3), np.float32),
+      jax.ShapeDtypeStruct((1, 2), np.int32), jax.ShapeDtypeStruct((1, 2), np.int32))
+  flat = {k: v.shape for k, v in checkpoint.flatten(shapes["params"]).items()}
+  # 2 layers: not a released size, so the scalar and caps must be given.
+  with pytest.raises(ValueError, match=r"\['final_logit_softcapping'\] are unknown"):
+    hf_config.hf_config(flat, dict(text_config=dict(query_pre_attn_scalar=256,
+                                                    attn_logit_softcapping=50.0)))
+  cfg = hf_config.hf_config(flat, dict(text_config=dict(
+      query_pre_attn_scalar=256, attn_logit_softcapping=50.0, final_logit_softcapping=0.0)))
+  assert cfg["text_config"]["final_logit_softcapping"] is None
+  assert transformers.PaliGemmaConfig.from_dict(cfg).text_config.final_logit_softcapping is None
+
+
 def test_hub_and_native_key_layouts_convert_alike(hf_dirs, tmp_path):
   """Hub files (`vision_tower.vision_model.`, `language_model.model.`) and the layout of
   transformers' modules (`model.vision_tower.`, `lm_head` included) give the same npz."""
@@ -373,8 +456,14 @@ def test_hub_configs_resolve_to_released_variants():
   assert hf_config.model_config(pg1) == dict(
       img=dict(variant="So400m/14", pool_type="none", scan=True),
       llm=dict(variant="gemma_2b", vocab_size=257216, scan=True))
+  # The hub configs keep Gemma 2's window (transformers applies it); big_vision, and so
+  # our variants, attend fully: the window is carried as an explicit option.
   assert hf_config.model_config(pg2, scan=False)["llm"] == dict(
-      variant="gemma2_2b", vocab_size=257216, scan=False)
+      variant="gemma2_2b", vocab_size=257216, sliding_window=4096, scan=False)
+  full = dict(pg2, text_config=dict(pg2["text_config"], layer_types=["full_attention"] * 26,
+                                    final_logit_softcapping=None))
+  assert hf_config.model_config(full)["llm"] == dict(
+      variant="gemma2_2b", vocab_size=257216, final_logits_softcap=0, scan=True)
   roped = dict(pg2, text_config=dict(pg2["text_config"], rope_parameters=dict(
       rope_type="default", rope_theta=5e5)))
   with pytest.raises(ValueError, match=r"text_config\.rope_parameters"):

@@ -31,10 +31,12 @@ def test_real_config_builds(name):
 def test_stage_specifics():
   s1 = get_config("pt_stage1", "")
   assert s1.model_init.img.endswith(".npz") and s1.model_init.llm.endswith("gemma_2b.npz")
-  assert "combine_and_keep_train(128" in s1.input.caption.pp
+  # text_len + 1 tokens per row, as big_vision's (the trainer feeds text[:-1]).
+  assert "combine_and_keep_train(129" in s1.input.caption.pp
   s2 = get_config("pt_stage2", "res=896,size=2b")
   assert s2.total_examples == 10_000_000 and s2.model_init.endswith("pt-896.b16.npz")
-  assert "combine_and_keep_train(512" in s2.input.ocr.pp
+  assert "combine_and_keep_train(513" in s2.input.ocr.pp
+  assert "final_logits_softcap" not in s2.model.llm  # Only transfers turn it off.
   with pytest.raises(ValueError, match="neither a .jsonl file"):
     get_config("pt_stage1", "ocr=/data/ocr.csv")
 

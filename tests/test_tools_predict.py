@@ -21,7 +21,7 @@ def files(tmp_path_factory):
   tokenizer.train_tokenizer(["a photo of a cat", "caption en", "detect dog ; cat"] * 20,
                             tok_path, vocab_size=300)
   vocab = tokenizer.Tokenizer(tok_path).vocab_size
-  model = paligemma.Model(img=dict(variant="mu/14", scan=True),
+  model = paligemma.Model(img=dict(variant="mu/14", depth=2, mlp_dim=64, scan=True),
                           llm=dict(variant="gemma_tiny", vocab_size=vocab, scan=True))
   shapes = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 28, 28, 3), np.float32),
                           np.zeros((1, 4), np.int32), np.zeros((1, 4), np.int32))

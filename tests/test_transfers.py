@@ -6,6 +6,7 @@ compilations are reused through a persistent compilation cache enabled for this 
 only. The configs' own numbers are checked by the build tests.
 """
 import importlib
+import re
 
 import jax
 import numpy as np
@@ -63,6 +64,58 @@ def test_mock_config_pp_strings_resolve(name, mock_dir):
     builder.get_preprocess_fn(s.get("pp", c.input.get("pp")))
   for ev in _evals(c).values():
     builder.get_preprocess_fn(ev["pp_fn"])
+
+
+# (train, eval) `resize(..., antialias=True)` in big_vision's PaliGemma transfer recipes
+# (big_vision/configs/proj/paligemma/transfers/*.py); its resize does not antialias
+# unless asked. Detection has no reference recipe and follows the RefCOCO one.
+REFERENCE_ANTIALIAS = {
+    "ai2d": (True, False), "aokvqa_da": (True, True), "aokvqa_mc": (True, True),
+    "chartqa": (True, True), "coco35l": (False, False), "cococap": (False, False),
+    "detection": (False, False), "docvqa": (True, True), "forkme": (True, True),
+    "gqa": (False, False), "infovqa": (True, True), "nlvr2": (False, False),
+    "ocrvqa": (True, True), "okvqa": (True, True), "pope": (False, False),
+    "refcoco_seg": (False, False), "rsvqa_hr": (True, False), "rsvqa_lr": (True, False),
+    "science_qa": (False, False), "screen2words": (False, False), "stvqa": (True, True),
+    "tallyqa": (True, True), "textcaps": (False, False), "textvqa": (True, True),
+    "vqav2": (True, True), "widgetcap": (True, True),
+}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_pp_follows_reference_recipe(name):
+  """Resize antialiasing per task as big_vision's recipe; train rows of text_len + 1
+  tokens (the trainer drops one), eval rows of text_len; eval never prompts with the
+  data's suffix."""
+  c = get_config(name, "")
+  train_aa, eval_aa = REFERENCE_ANTIALIAS[name]
+  sources = [c.input] if "name" in c.input.data else [c.input[k] for k in c.input.data]
+  pps = [s.get("pp", c.input.get("pp")) for s in sources]
+  for ev in _evals(c).values():
+    pps.append(ev["pp_fn"])
+    if ev["type"] != "perplexity":
+      assert ("antialias=True" in ev["pp_fn"]) == eval_aa, ev["pp_fn"]
+      assert "suffix=None" in ev["pp_fn"]
+      text_len = int(re.search(r"combine_and_keep_eval\((\d+)", ev["pp_fn"])[1])
+      assert ev["pred_kw"]["max_decode_len"] == text_len
+  for pp in pps[:len(sources)]:
+    assert ("antialias=True" in pp) == train_aa, pp
+    assert int(re.search(r"combine_and_keep_train\((\d+)", pp)[1]) == text_len + 1
+  assert "resize(" in pps[0]
+
+
+@pytest.mark.parametrize("name", ["vqav2", "textvqa"])
+def test_vqav2_style_evals_normalise_like_big_vision(name):
+  """In-training splits are scored as big_vision logs them (README: VQAv2 normalisation)."""
+  evals = [ev for ev in _evals(get_config(name, "")).values() if ev["type"] == "vqav2"]
+  assert evals and all(ev["normalize"] == "big_vision" for ev in evals)
+
+
+@pytest.mark.parametrize("size,softcap", [("3b", None), ("2b", 0.0), ("27b", 0.0)])
+def test_paligemma2_transfers_turn_final_softcap_off(size, softcap):
+  """big_vision's transfers set final_logits_softcap=0.0 for PaliGemma 2."""
+  c = get_config("vqav2", f"size={size}")
+  assert c.model.llm.get("final_logits_softcap") == softcap
 
 
 def test_bad_args_are_rejected():

@@ -8,7 +8,7 @@ r"""Runs a PaliGemma checkpoint on images and prompts and prints the answers.
 
 The model architecture (and `--res`) is inferred from the checkpoint's shapes unless
 `--model_cfg` (JSON of `paligemma.Model` kwargs) or `--variant` is given. Images go through the same pp
-ops as evaluation: `decode|resize(res)|value_range(-1, 1)` (antialiased bilinear) and the
+ops as evaluation: `decode|resize(res)|value_range(-1, 1)` (bilinear, not antialiased) and the
 prompt through `combine_and_keep_eval` ([BOS] prompt "\n").
 """
 import argparse

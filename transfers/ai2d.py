@@ -28,7 +28,8 @@ def get_config(arg=None):
   split = "train" if a.final_split else "train[:-1024]"
   c.input = dict(data=common.tfds("ai2d", split, a), batch_size=a.batch_size,
                  shuffle_buffer_size=50_000,
-                 pp=common.train_pp(a, prompt, 'copy(inkey="answer", outkey="suffix")'))
+                 pp=common.train_pp(a, prompt, 'copy(inkey="answer", outkey="suffix")',
+                                    antialias=True))
   c.total_epochs = 10
 
   # Model.

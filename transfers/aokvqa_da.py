@@ -25,7 +25,8 @@ def get_config(arg=None):
   c.input = dict(data=common.tfds("aokvqa", split, a), batch_size=a.batch_size,
                  shuffle_buffer_size=50_000,
                  pp=common.train_pp(a, prompt,
-                                    'choice(inkey="direct_answers", outkey="suffix")'))
+                                    'choice(inkey="direct_answers", outkey="suffix")',
+                                    antialias=True))
   c.total_epochs = 10
 
   # Model.
@@ -39,7 +40,7 @@ def get_config(arg=None):
 
   # Evaluation.
   pp = common.eval_pp(a, prompt, 'copy(inkey="direct_answers", outkey="answers")',
-                      keep=("answers", "question_id"))
+                      keep=("answers", "question_id"), antialias=True)
   c.evals = {}
   for name, split in [("minitrain", "train[:5%]"), ("eval", "val")]:
     c.evals[f"aokvqa_da/{name}"] = common.decode_eval(

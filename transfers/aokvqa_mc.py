@@ -35,7 +35,7 @@ def get_config(arg=None):
   split = "train+val" if a.final_split else "train"
   c.input = dict(data=common.tfds("aokvqa", split, a), batch_size=a.batch_size,
                  shuffle_buffer_size=50_000,
-                 pp=common.train_pp(a, prompt, target("suffix")))
+                 pp=common.train_pp(a, prompt, target("suffix"), antialias=True))
   c.total_epochs = 15
 
   # Model.
@@ -48,7 +48,7 @@ def get_config(arg=None):
   common.fsdp(c)
 
   # Evaluation.
-  pp = common.eval_pp(a, prompt, target("answer"), keep=("answer", "question_id"))
+  pp = common.eval_pp(a, prompt, target("answer"), keep=("answer", "question_id"), antialias=True)
   c.evals = {}
   for name, split in [("minitrain", "train[:5%]"), ("eval", "val")]:
     c.evals[f"aokvqa_mc/{name}"] = common.decode_eval(

@@ -24,7 +24,7 @@ def get_config(arg=None):
   split = "train+val" if a.final_split else "train"
 
   # Input.
-  pp = common.train_pp(a, prompt, 'copy(inkey="answer", outkey="suffix")')
+  pp = common.train_pp(a, prompt, 'copy(inkey="answer", outkey="suffix")', antialias=True)
   c.input = dict(data=dict(DATASETS), batch_size=a.batch_size, shuffle_buffer_size=50_000)
   for ds in DATASETS:
     c.input[ds] = dict(data=common.tfds(ds, split, a), pp=pp)
@@ -40,7 +40,7 @@ def get_config(arg=None):
   common.fsdp(c)
 
   # Evaluation.
-  eval_pp = common.eval_pp(a, prompt, keep=("answer", "question_id"))
+  eval_pp = common.eval_pp(a, prompt, keep=("answer", "question_id"), antialias=True)
   c.evals = {}
   for ds in DATASETS:
     for name, split in [("minival", "val"), ("eval", "test")]:

@@ -6,7 +6,8 @@ shared arguments:
   mode       "real" (published recipe on local data) or "mock" (tiny model, the bundled
              shapes data mapped into the task's feature format, 1 step: for tests).
   size       "3b" (PaliGemma 1: So400m/14 + Gemma 2B), "2b" | "9b" | "27b" (PaliGemma 2:
-             So400m/14 + Gemma 2 2B/9B/27B), "tiny" (ViT "mu" + "gemma_tiny", random init).
+             So400m/14 + Gemma 2 2B/9B/27B; final logits soft-cap off, as big_vision's
+             transfers), "tiny" (ViT "mu" with 2 layers + "gemma_tiny", random init).
   ckpt_dir   folder with the released checkpoints and `paligemma_tokenizer.model`.
   ckpt       explicit checkpoint path (default: the released file name in ckpt_dir).
   tokenizer  explicit tokenizer path (default: ckpt_dir/paligemma_tokenizer.model).
@@ -72,31 +73,50 @@ def tfds(name, split, a):
 
 
 # Preprocessing strings.
-def image_pp(res, key="image"):
-  """Decode (exact JPEG), resize with antialiasing, map to [-1, 1]."""
-  return f"decode(key={key!r})|resize({res}, key={key!r})|value_range(-1, 1, key={key!r})"
+def image_pp(res, key="image", antialias=False):
+  """Decode (exact JPEG), bilinear resize, map to [-1, 1].
+
+  `antialias` follows each reference recipe: big_vision's `resize` antialiases only when
+  asked, and most PaliGemma transfers (captioning, RefCOCO, GQA, POPE, ...) do not ask.
+  """
+  aa = ", antialias=True" if antialias else ""
+  return (f"decode(key={key!r})|resize({res}{aa}, key={key!r})"
+          f"|value_range(-1, 1, key={key!r})")
 
 
-def train_pp(a, *ops):
-  """Training pp: image, the task's `ops` (which set prefix/suffix), the token row."""
-  return "|".join([image_pp(a.res), *ops,
-                   f"combine_and_keep_train({a.text_len}, model={a.tokenizer!r})"])
+def train_pp(a, *ops, antialias=False):
+  """Training pp: image, the task's `ops` (which set prefix/suffix), the token row.
+
+  The row has `text_len + 1` tokens, as big_vision's: the trainer feeds text[:-1] and
+  predicts text[1:], so the model sees `text_len` tokens.
+  """
+  return "|".join([image_pp(a.res, antialias=antialias), *ops,
+                   f"combine_and_keep_train({a.text_len + 1}, model={a.tokenizer!r})"])
 
 
-def eval_pp(a, *ops, keep=()):
-  """Eval pp: image, the task's `ops` (which set prefix), the prompt row + `keep` keys."""
-  return "|".join([image_pp(a.res), *ops,
+def eval_pp(a, *ops, keep=(), antialias=False):
+  """Eval pp: image, the task's `ops` (which set prefix), the prompt row + `keep` keys.
+
+  The prompt never continues from a `suffix` key of the data (suffix=None): that key
+  holds the ground truth in these datasets.
+  """
+  return "|".join([image_pp(a.res, antialias=antialias), *ops,
                    f"combine_and_keep_eval({a.text_len}, keep={tuple(keep)!r}, "
-                   f"model={a.tokenizer!r})"])
+                   f"suffix=None, model={a.tokenizer!r})"])
 
 
 # Sections of the config.
-def model(c, a, *, llm_dropout=0.0):
-  """Sets `model_name`, `model` and `model_init` for `a.size` and `a.res`."""
+def model(c, a, *, llm_dropout=0.0, transfer=True):
+  """Sets `model_name`, `model` and `model_init` for `a.size` and `a.res`.
+
+  `transfer`: PaliGemma 2 sizes turn the final-logits soft-cap off, as big_vision's
+  transfers do ("better for transfer"); pre-training configs pass False.
+  """
   img, llm, fname = SIZES[a.size]
   c.model_name = "paligemma"
   if a.size == "tiny":
-    c.model = dict(img=dict(variant=img, patch_size=(14, 14), scan=True, remat_policy="none"),
+    c.model = dict(img=dict(variant=img, depth=2, mlp_dim=64, patch_size=(14, 14), scan=True,
+                            remat_policy="none"),
                    llm=dict(variant=llm, scan=True, remat_policy="none", dropout=llm_dropout,
                             vocab_size=TINY_BASE_VOCAB + NUM_LOC_SEG))
     c.model_init = a.ckpt or None  # A tiny model trains from scratch unless given one.
@@ -106,6 +126,8 @@ def model(c, a, *, llm_dropout=0.0):
     c.model = dict(img=dict(variant=img, pool_type="none", scan=True),
                    llm=dict(variant=llm, scan=True, dropout=llm_dropout,
                             vocab_size=PALIGEMMA_VOCAB))
+    if transfer and llm.startswith("gemma2"):
+      c.model.llm.final_logits_softcap = 0.0
     # The released file is read at train startup; see README "Transfer configs" for
     # where to download it (Kaggle / Hugging Face) and convert it.
     c.model_init = a.ckpt or f"{a.ckpt_dir}/{fname.format(res=a.res)}"

@@ -39,7 +39,7 @@ def get_config(arg=None):
   # The prefix comes from the row, or from a template filled with the row's keys.
   ops = [f"strfmt({a.prompt!r}, outkey='prefix')"] if a.prompt else []
   c.input = dict(data=jsonl(train), batch_size=a.batch_size, shuffle_buffer_size=1000,
-                 pp=common.train_pp(a, *ops))
+                 pp=common.train_pp(a, *ops, antialias=True))
   c.total_epochs = a.total_epochs  # Or total_steps / total_examples.
 
   # Model: `size` picks the towers and the checkpoint (see common.SIZES).
@@ -63,6 +63,6 @@ def get_config(arg=None):
   if val:
     c.evals["val/pplx"] = common.pplx_eval(jsonl(val), c.input.pp, log_percent=0.1)
     c.evals["val/store"] = common.decode_eval(
-        "storepreds", jsonl(val), common.eval_pp(a, *ops, keep=("prefix",)), a,
+        "storepreds", jsonl(val), common.eval_pp(a, *ops, keep=("prefix",), antialias=True), a,
         log_percent=0.5)
   return common.finish(c, a, mock_task="caption", mock_pp="")

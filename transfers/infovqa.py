@@ -29,7 +29,8 @@ def get_config(arg=None):
   c.input = dict(data=common.tfds("infovqa", split, a),
                  batch_size=batch_size if a.batch_size == -1 else a.batch_size,
                  shuffle_buffer_size=50_000,
-                 pp=common.train_pp(a, prompt, 'choice(inkey="answers", outkey="suffix")'))
+                 pp=common.train_pp(a, prompt, 'choice(inkey="answers", outkey="suffix")',
+                                    antialias=True))
   c.total_epochs = 3
 
   # Model.
@@ -42,7 +43,7 @@ def get_config(arg=None):
   common.fsdp(c)
 
   # Evaluation.
-  pp = common.eval_pp(a, prompt, keep=("answers", "question_id"))
+  pp = common.eval_pp(a, prompt, keep=("answers", "question_id"), antialias=True)
   c.evals = {}
   for name, split in [("minitrain", "train[:5%]"), ("minival", "val")]:
     c.evals[f"infovqa/{name}"] = common.decode_eval(

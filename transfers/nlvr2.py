@@ -24,10 +24,10 @@ def pair_pp(a, *ops, train):
   images = [common.image_pp(a.res, key=k) for k in ("image_left", "image_right")]
   images.append('stack_images(inkeys=["image_left", "image_right"], outkey="image")')
   if train:
-    row = f"combine_and_keep_train({a.text_len}, model={a.tokenizer!r})"
+    row = f"combine_and_keep_train({a.text_len + 1}, model={a.tokenizer!r})"
   else:
     row = (f"combine_and_keep_eval({a.text_len}, keep=('answer', 'question_id'), "
-           f"model={a.tokenizer!r})")
+           f"suffix=None, model={a.tokenizer!r})")
   return "|".join([*images, *ops, row])
 
 

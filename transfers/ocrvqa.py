@@ -23,7 +23,8 @@ def get_config(arg=None):
   split = "train+val" if a.final_split else "train+val[20000:]"
   c.input = dict(data=common.tfds("ocrvqa_id", split, a), batch_size=a.batch_size,
                  shuffle_buffer_size=50_000,
-                 pp=common.train_pp(a, prompt, 'copy(inkey="answer", outkey="suffix")'))
+                 pp=common.train_pp(a, prompt, 'copy(inkey="answer", outkey="suffix")',
+                                    antialias=True))
   c.total_epochs = 3
 
   # Model.
@@ -37,7 +38,7 @@ def get_config(arg=None):
 
   # Evaluation.
   pp = common.eval_pp(a, prompt, 'copy(inkey="int_id", outkey="question_id")',
-                      keep=("answer", "question_id"))
+                      keep=("answer", "question_id"), antialias=True)
   c.evals = {}
   for name, split, freq in [("minival", "val[:20000]", 0.25), ("eval", "test", 1.0)]:
     c.evals[f"ocrvqa/{name}"] = common.decode_eval(

@@ -23,7 +23,8 @@ def get_config(arg=None):
   split = "train" if a.final_split else "train[:-10%]"
   c.input = dict(data=common.tfds("okvqa", split, a), batch_size=a.batch_size,
                  shuffle_buffer_size=50_000,
-                 pp=common.train_pp(a, prompt, 'choice(inkey="answers", outkey="suffix")'))
+                 pp=common.train_pp(a, prompt, 'choice(inkey="answers", outkey="suffix")',
+                                    antialias=True))
   c.total_epochs = 10
 
   # Model.
@@ -36,7 +37,7 @@ def get_config(arg=None):
   common.fsdp(c)
 
   # Evaluation.
-  pp = common.eval_pp(a, prompt, keep=("answers", "question_id"))
+  pp = common.eval_pp(a, prompt, keep=("answers", "question_id"), antialias=True)
   c.evals = {}
   for name, split in [("minival", "train[-10%:]"), ("eval", "val")]:
     c.evals[f"okvqa/{name}"] = common.decode_eval(

@@ -24,7 +24,8 @@ def get_config(arg=None):
   split = "train+val" if a.final_split else "train"
   c.input = dict(data=common.tfds("rsvqa_hr/nonum", split, a), batch_size=a.batch_size,
                  shuffle_buffer_size=50_000,
-                 pp=common.train_pp(a, prompt, 'choice(inkey="answers", outkey="suffix")'))
+                 pp=common.train_pp(a, prompt, 'choice(inkey="answers", outkey="suffix")',
+                                    antialias=True))
   c.total_epochs = 1
 
   # Model.

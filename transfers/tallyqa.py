@@ -26,7 +26,8 @@ def get_config(arg=None):
   # Input.
   c.input = dict(data=common.tfds("tallyqa", "train", a), batch_size=a.batch_size,
                  shuffle_buffer_size=50_000,
-                 pp=common.train_pp(a, prompt, 'strfmt("{answer}", outkey="suffix")'))
+                 pp=common.train_pp(a, prompt, 'strfmt("{answer}", outkey="suffix")',
+                                    antialias=True))
   c.total_epochs = 2
 
   # Model.
@@ -40,7 +41,7 @@ def get_config(arg=None):
 
   # Evaluation.
   pp = common.eval_pp(a, prompt, 'strfmt("{answer}", outkey="answer")',
-                      keep=("answer", "issimple"))
+                      keep=("answer", "issimple"), antialias=True)
   c.evals = {}
   for name, split, freq in [("minitrain", "train[:5%]", 0.1), ("eval", "test", 0.25)]:
     c.evals[f"tallyqa/{name}"] = common.decode_eval(

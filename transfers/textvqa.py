@@ -26,7 +26,8 @@ def get_config(arg=None):
   split = "train+val" if a.final_split else "train"
   c.input = dict(data=common.tfds("textvqa", split, a), batch_size=a.batch_size,
                  shuffle_buffer_size=50_000,
-                 pp=common.train_pp(a, prompt, 'choice(inkey="answers", outkey="suffix")'))
+                 pp=common.train_pp(a, prompt, 'choice(inkey="answers", outkey="suffix")',
+                                    antialias=True))
   c.total_epochs = epochs
 
   # Model.
@@ -40,11 +41,13 @@ def get_config(arg=None):
 
   # Evaluation.
   pp = common.eval_pp(a, prompt, 'const("other", key="answer_type")',
-                      keep=("answers", "answer_type", "question_id"))
+                      keep=("answers", "answer_type", "question_id"), antialias=True)
   c.evals = {}
   for name, split in [("minitrain", "train[:5120]"), ("eval", "val")]:
+    # big_vision's VQAv2 normalisation: the reference's logged val numbers (README).
     c.evals[f"textvqa/{name}"] = common.decode_eval(
-        "vqav2", common.tfds("textvqa", split, a), pp, a, log_percent=0.125)
+        "vqav2", common.tfds("textvqa", split, a), pp, a, log_percent=0.125,
+        normalize="big_vision")
   c.evals["textvqa/eval/pplx"] = common.pplx_eval(
       common.tfds("textvqa", "val", a), c.input.pp, log_percent=0.05)
   return common.finish(c, a, mock_task="vqa", mock_pp=MOCK_PP)

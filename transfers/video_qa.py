@@ -36,7 +36,7 @@ def get_config(arg=None):
       shuffle_buffer_size=10_000,
       pp="|".join([video_cap.video_pp(a, train=True), prompt,
                    'copy("answer", "suffix")',
-                   f"combine_and_keep_train({a.text_len}, model={a.tokenizer!r})"]))
+                   f"combine_and_keep_train({a.text_len + 1}, model={a.tokenizer!r})"]))
   c.total_epochs = 1
 
   # Model.
@@ -51,7 +51,7 @@ def get_config(arg=None):
   # Evaluation.
   pp = "|".join([video_cap.video_pp(a, train=False), prompt,
                  f"combine_and_keep_eval({a.text_len}, keep=('question_id', 'answer'), "
-                 f"model={a.tokenizer!r})"])
+                 f"suffix=None, model={a.tokenizer!r})"])
   c.evals = {}
   for name, split, freq in [("minitrain", "train[:1024]", 0.125),
                             ("val", "validation", 0.25), ("test", "test", 1.0)]:

@@ -26,7 +26,8 @@ def get_config(arg=None):
   split = "train+validation" if a.final_split else "train+validation[:-10240]"
   c.input = dict(data=common.tfds("vqa", split, a), batch_size=a.batch_size,
                  shuffle_buffer_size=50_000,
-                 pp=common.train_pp(a, prompt, 'choice(inkey="answers", outkey="suffix")'))
+                 pp=common.train_pp(a, prompt, 'choice(inkey="answers", outkey="suffix")',
+                                    antialias=True))
   c.total_epochs = 10
 
   # Model.
@@ -40,12 +41,15 @@ def get_config(arg=None):
 
   # Evaluation.
   keep = ("answers", "answer_type", "question_type", "question_id")
-  pp = common.eval_pp(a, prompt, keep=keep)
+  pp = common.eval_pp(a, prompt, keep=keep, antialias=True)
   c.evals = {}
   for name, split, freq in [("minitrain", "train[:5120]", 0.25),
                             ("minival", "validation[-10240:]", 0.25)]:
+    # big_vision's normalisation, as its logged minival numbers; test-std/test-dev
+    # predictions go to the server, which scores them with the official script (README).
     c.evals[f"vqav2/{name}"] = common.decode_eval(
-        "vqav2", common.tfds("vqa", split, a), pp, a, log_percent=freq)
+        "vqav2", common.tfds("vqa", split, a), pp, a, log_percent=freq,
+        normalize="big_vision")
   c.evals["vqav2/minival/pplx"] = common.pplx_eval(
       common.tfds("vqa", "validation[-10240:]", a), c.input.pp, log_percent=0.25)
   return common.finish(c, a, mock_task="vqa", mock_pp=MOCK_PP)

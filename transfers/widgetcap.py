@@ -17,11 +17,13 @@ MOCK_PP = ('copy(inkey="captions", outkey="texts")|const(0, key="image/id")'
 
 def boxed_pp(a, *ops, keep=None):
   """Image with the widget's box drawn, the task's `ops`, the token row (train: keep=None)."""
-  image = f"decode|resize({a.res})|draw_bbox(bbox_key='bbox')|value_range(-1, 1)"
+  image = (f"decode|resize({a.res}, antialias=True)|draw_bbox(bbox_key='bbox')"
+           "|value_range(-1, 1)")
   if keep is None:
-    row = f"combine_and_keep_train({a.text_len}, model={a.tokenizer!r})"
+    row = f"combine_and_keep_train({a.text_len + 1}, model={a.tokenizer!r})"
   else:
-    row = f"combine_and_keep_eval({a.text_len}, keep={keep!r}, model={a.tokenizer!r})"
+    row = (f"combine_and_keep_eval({a.text_len}, keep={keep!r}, suffix=None, "
+           f"model={a.tokenizer!r})")
   return "|".join([image, *ops, row])
 
 

@@ -1,4 +1,4 @@
-"""COCO box mAP (AP@[.5:.95], AP50, AP75, AP by area) in numpy, as pycocotools' COCOeval.
+"""COCO box AP and AR (COCOeval's 12 summary stats) in numpy, as pycocotools' COCOeval.
 
 Matches COCOeval("bbox") on the same boxes and scores: 10 IoU thresholds .50:.05:.95,
 101 recall points, greedy matching of score-sorted detections (stable sort, so ties
@@ -81,8 +81,9 @@ def _eval_image(gt, det, label, area_rng, max_dets):
   return scores, dt_m, dt_ig, int(np.sum(~g_ignore))
 
 
-def _precision(results, max_dets):
-  """Interpolated precision float[T, R] of one class (or None without ground truth)."""
+def _accumulate(results, max_dets):
+  """(interpolated precision float[T, R], recall float[T]) of one class for the first
+  `max_dets` detections per image, or None without (non-ignored) ground truth."""
   results = [r for r in results if r is not None]
   if not results:
     return None
@@ -96,18 +97,22 @@ def _precision(results, max_dets):
   tps = np.cumsum(dt_m & ~dt_ig, axis=1, dtype=np.float64)
   fps = np.cumsum(~dt_m & ~dt_ig, axis=1, dtype=np.float64)
   out = np.zeros((len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS)))
+  recall = np.zeros(len(IOU_THRESHOLDS))
   for t in range(len(IOU_THRESHOLDS)):
     rc = tps[t] / num_gt
     pr = tps[t] / (fps[t] + tps[t] + np.spacing(1))
+    if len(rc):
+      recall[t] = rc[-1]
     pr = np.maximum.accumulate(pr[::-1])[::-1] if len(pr) else pr
     idx = np.searchsorted(rc, RECALL_THRESHOLDS, side="left")
     valid = idx < len(pr)
     out[t, valid] = pr[idx[valid]]
-  return out
+  return out, recall
 
 
-def coco_map(gts, dets, max_dets=100, area_ranges=("all", "small", "medium", "large")):
-  """COCO box AP.
+def coco_map(gts, dets, max_dets=100, area_ranges=("all", "small", "medium", "large"),
+             recall_max_dets=(1, 10)):
+  """COCO box AP and AR.
 
   Args:
     gts: list (one per image) of dicts: `boxes` float[G, 4] (ymin, xmin, ymax, xmax),
@@ -117,14 +122,18 @@ def coco_map(gts, dets, max_dets=100, area_ranges=("all", "small", "medium", "la
       `scores` float[D].
     max_dets: detections kept per image and class (COCO's 100).
     area_ranges: names from AREA_RANGES to report.
+    recall_max_dets: the smaller detection budgets of AR (COCO's 1 and 10).
 
   Returns:
-    dict: "AP" (mean over IoU .50:.95), "AP50", "AP75" for the "all" range, and
-    "AP_{name}" for the other ranges; -1 where no class has ground truth (as COCO).
+    dict: "AP" (mean over IoU .50:.95), "AP50", "AP75", and "AR@{m}" for m in
+    recall_max_dets + (max_dets,) for the "all" range; "AP_{name}" and "AR_{name}" (at
+    max_dets) for the other ranges. With the defaults these are COCOeval's 12 `stats`,
+    in its order. -1 where no class has ground truth (as COCO).
   """
   if len(gts) != len(dets):
     raise ValueError(f"{len(gts)} ground-truth images but {len(dets)} detection lists; "
                      "pass one (possibly empty) detection list per image.")
+  budgets = sorted({*(int(m) for m in recall_max_dets if m < max_dets), int(max_dets)})
   gts = [dict(g, areas=g.get("areas") if g.get("areas") is not None else
               [(b[2] - b[0]) * (b[3] - b[1]) for b in np.reshape(g["boxes"], (-1, 4))])
          for g in gts]
@@ -134,22 +143,24 @@ def coco_map(gts, dets, max_dets=100, area_ranges=("all", "small", "medium", "la
     for l in sorted(set(g["labels"]) | set(d["labels"])):
       if l in images_of:
         images_of[l].append(i)
-  out = {}
+  mean = lambda x: float(np.mean(x)) if x.size else -1.0
+  ap, ar = {}, {}
   for name in area_ranges:
     rng = AREA_RANGES[name]
-    precisions = []
-    for label in labels:
-      per_image = [_eval_image(gts[i], dets[i], label, rng, max_dets)
-                   for i in images_of[label]]
-      p = _precision(per_image, max_dets)
-      if p is not None:
-        precisions.append(p)
-    prec = np.stack(precisions) if precisions else np.zeros((0, len(IOU_THRESHOLDS), 1))
-    mean = lambda x: float(np.mean(x)) if x.size else -1.0
-    if name == "all":
-      out["AP"] = mean(prec)
-      out["AP50"] = mean(prec[:, 0])
-      out["AP75"] = mean(prec[:, 5])
-    else:
-      out[f"AP_{name}"] = mean(prec)
-  return out
+    per_class = [[_eval_image(gts[i], dets[i], label, rng, max_dets)
+                  for i in images_of[label]] for label in labels]
+    for m in budgets:
+      acc = [a for a in (_accumulate(r, m) for r in per_class) if a is not None]
+      prec = (np.stack([a[0] for a in acc]) if acc
+              else np.zeros((0, len(IOU_THRESHOLDS), 1)))
+      rec = np.stack([a[1] for a in acc]) if acc else np.zeros((0, len(IOU_THRESHOLDS)))
+      if m == max_dets:
+        if name == "all":
+          ap.update(AP=mean(prec), AP50=mean(prec[:, 0]), AP75=mean(prec[:, 5]))
+        else:
+          ap[f"AP_{name}"] = mean(prec)
+      if name == "all":
+        ar[f"AR@{m}"] = mean(rec)
+      elif m == max_dets:
+        ar[f"AR_{name}"] = mean(rec)
+  return {**ap, **ar}

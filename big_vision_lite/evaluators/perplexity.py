@@ -1,10 +1,13 @@
-"""Perplexity: per-example mean negative log-likelihood of the supervised tokens.
+"""Perplexity: per-example negative log-likelihood of the supervised tokens.
 
 With logits f32[B, T, V] of the full row (`predict_fns["logits"]`), token t+1 is
-predicted at position t; the weights are `mask_loss[:, 1:]` (suffix + EOS). Each
-example's NLL is averaged over its supervised tokens, then over examples (as the
-training loss); `perplexity` = exp(mean NLL). Examples without supervised tokens and
-padding examples (`_mask` False) are skipped.
+predicted at position t; the weights are `mask_loss[:, 1:]` (suffix + EOS), times
+`text != pad_token` when `pad_token` is set. As big_vision's perplexity evaluator:
+`nll` (its "avg") is each example's NLL averaged over its supervised tokens, then over
+examples (as the training loss); `nll_sum` (its "sum") is the per-example sum averaged
+over examples; `perplexity` = exp(nll). Examples without supervised tokens count with
+NLL 0, as there (`skip_empty=True` leaves them out); padding examples (`_mask` False)
+never count.
 """
 import jax
 import jax.numpy as jnp
@@ -14,7 +17,7 @@ from big_vision_lite.evaluators import common
 
 
 def per_example_nll(logits, text, mask_loss):
-  """Mean NLL per example.
+  """Mean NLL per example (float64 numpy reference of `nll_from_logits`).
 
   Args:
     logits: float32[B, T, V], logits at every position of `text`.
@@ -75,27 +78,35 @@ def nll_from_logits(logits, text, mask_loss):
 
 
 class Evaluator:
-  """Yields `nll` (mean over examples of per-example mean NLL) and `perplexity`."""
+  """Yields `nll`, `nll_sum` and `perplexity` (see the module docstring)."""
 
   def __init__(self, predict_fn, tokenizer=None, *, data, pp_fn, batch_size,
-               name="perplexity", workdir=None):
+               pad_token=None, skip_empty=False, name="perplexity", workdir=None):
     del tokenizer  # Perplexity needs no detokenisation.
     self.predict_fn = predict_fn
     self.data, self.pp_fn, self.batch_size = data, pp_fn, batch_size
+    self.pad_token, self.skip_empty = pad_token, bool(skip_empty)
     self.name, self.workdir = name, workdir
 
   def run(self, params):
     """Evaluates `params`; yields (metric name, value)."""
-    total = num = tokens = 0.0
+    total = total_sum = num = tokens = 0.0
     for batch in common.eval_batches(self.data, self.pp_fn, self.batch_size):
       model_batch = {k: v for k, v in batch.items() if k in common.MODEL_KEYS}
       logits, _ = self.predict_fn(params, model_batch)
-      nll, count = nll_from_logits(logits, batch["text"], batch["mask_loss"])
-      keep = np.asarray(batch["_mask"], bool) & (count > 0)
-      total, num, tokens = total + nll[keep].sum(), num + keep.sum(), tokens + count[keep].sum()
-    total, num, tokens = common.process_sum([total, num, tokens])
+      weights = np.asarray(batch["mask_loss"])
+      if self.pad_token is not None:
+        weights = weights * (np.asarray(batch["text"]) != self.pad_token)
+      nll, count = nll_from_logits(logits, batch["text"], weights)
+      keep = np.asarray(batch["_mask"], bool)
+      if self.skip_empty:
+        keep &= count > 0
+      total, total_sum = total + nll[keep].sum(), total_sum + (nll * count)[keep].sum()
+      num, tokens = num + keep.sum(), tokens + count[keep].sum()
+    total, total_sum, num, tokens = common.process_sum([total, total_sum, num, tokens])
     if num:
       yield "nll", total / num
+      yield "nll_sum", total_sum / num
       yield "perplexity", float(np.exp(total / num))
     yield "num", num
     yield "num_tokens", tokens

@@ -1,15 +1,18 @@
 """POPE (object hallucination): yes/no accuracy, precision/recall/F1 of "yes", validity.
 
-The prediction is lower-cased and compared with the answer ("yes" or "no"); `valid` is
-the fraction of predictions that are exactly "yes" or "no". Precision, recall and F1
-treat "yes" as the positive class, as the POPE paper reports them.
+As big_vision's POPE evaluator, the prediction is lower-cased (not stripped: " yes" is
+wrong and invalid) and compared with the answer as it is ("yes" or "no"); `strip=True`
+also strips the prediction. `valid_percent` is the fraction of predictions that are
+exactly "yes" or "no". Precision, recall and F1 treat "yes" as the positive class, as
+the POPE paper reports them.
 """
 from big_vision_lite.evaluators import common
 
 
-def pope_counts(prediction, answer):
+def pope_counts(prediction, answer, strip=False):
   """Returns [correct, valid, tp, fp, fn, said_yes] (floats) for one example."""
-  p, a = prediction.strip().lower(), answer.strip().lower()
+  p, a = prediction.lower(), answer
+  p = p.strip() if strip else p
   return [float(p == a), float(p in ("yes", "no")), float(p == "yes" and a == "yes"),
           float(p == "yes" and a != "yes"), float(p != "yes" and a == "yes"),
           float(p == "yes")]
@@ -28,11 +31,11 @@ def pope_metrics(totals, num):
 class Evaluator:
   """POPE; needs `question_id` and `answer`."""
 
-  def __init__(self, predict_fn, tokenizer, *, data, pp_fn, batch_size,
+  def __init__(self, predict_fn, tokenizer, *, data, pp_fn, batch_size, strip=False,
                name="pope", workdir=None):
     self.predict_fn, self.tok = predict_fn, tokenizer
     self.data, self.pp_fn, self.batch_size = data, pp_fn, batch_size
-    self.name, self.workdir = name, workdir
+    self.strip, self.name, self.workdir = bool(strip), name, workdir
 
   def run(self, params):
     """Evaluates `params`; yields (metric name, value)."""
@@ -40,7 +43,8 @@ class Evaluator:
     batches = common.eval_batches(self.data, self.pp_fn, self.batch_size)
     for gt, answer in common.decoded_examples(self.predict_fn, params, self.tok, batches,
                                               ("question_id", "answer")):
-      totals = [t + c for t, c in zip(totals, pope_counts(answer, str(gt["answer"])))]
+      counts = pope_counts(answer, str(gt["answer"]), self.strip)
+      totals = [t + c for t, c in zip(totals, counts)]
       num += 1
       records.append({"question_id": gt.get("question_id"), "answer": answer.lower()})
     records = common.gather_json(records)

@@ -4,7 +4,8 @@ Scores as `vqa` does (exact match, or min(1, m/3) and acc_any with several answe
 Per question type ("comp", "count", "presence", "rural_urban", "area") the accuracy is
 acc_any; `acc_avg` (AA) is the mean over the types present, `acc_avg_nonum` the mean
 over the non-numeric types present (comp, presence, rural_urban: RSVQA-LR has all three,
-RSVQA-HR has no rural_urban).
+RSVQA-HR has no rural_urban). `anls` (max over the ground truths, threshold 0.5) as in
+big_vision's RSVQA evaluator. A ground truth "" is a real answer (lists are cut by count).
 """
 from big_vision_lite.evaluators import common
 from big_vision_lite.evaluators import vqa
@@ -37,16 +38,20 @@ class Evaluator:
     """Evaluates `params`; yields (metric name, value)."""
     post = (lambda s: s.lower()) if self.to_lower else (lambda s: s)
     stats = {"all": [0.0, 0.0, 0.0]} | {t: [0.0, 0.0, 0.0] for t in QUESTION_TYPES}
-    records = []
-    batches = common.eval_batches(self.data, self.pp_fn, self.batch_size)
-    keep = ("question_id", "question_type", "answer", "answers")
+    anls_sum, records = 0.0, []
+    batches = common.eval_batches(self.data, vqa.with_answer_counts(self.pp_fn),
+                                  self.batch_size)
+    keep = ("question_id", "question_type", "answer", "answers", "answers/num")
     for gt, answer in common.decoded_examples(self.predict_fn, params, self.tok,
                                               batches, keep):
       answer = post(answer)
-      gts = gt.get("answer", gt.get("answers"))
-      gts = ([post(a) for a in common.nonempty(gts)] if isinstance(gts, list)
-             else post(str(gts)))
+      gts = vqa.ground_truths(gt)
+      if gts is None or (isinstance(gts, list) and not gts):
+        records.append({"question_id": gt.get("question_id"), "answer": answer})
+        continue  # No ground truth: only the prediction is written.
+      gts = post(gts) if isinstance(gts, str) else [post(a) for a in gts]
       acc, acc_any = vqa.vqa_scores(answer, gts)
+      anls_sum += vqa.anls(answer, gts)
       qtype = gt.get("question_type")
       if qtype is not None and qtype not in QUESTION_TYPES:
         raise ValueError(f"RSVQA question_type {qtype!r} is unknown; expected one of "
@@ -57,10 +62,11 @@ class Evaluator:
       records.append({"question_id": gt.get("question_id"), "answer": answer,
                       "gts": gts})
     records = common.gather_json(records)
-    stats = common.process_sum(stats)
+    stats, anls_sum = common.process_sum([stats, anls_sum])
     if stats["all"][2]:
       yield "acc", stats["all"][0] / stats["all"][2]
       yield "acc_any", stats["all"][1] / stats["all"][2]
+      yield "anls", anls_sum / stats["all"][2]
     per_type = {t: stats[t][1] / stats[t][2] for t in QUESTION_TYPES if stats[t][2]}
     for t, v in per_type.items():
       yield f"acc_{t}", v

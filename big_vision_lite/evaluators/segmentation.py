@@ -1,28 +1,29 @@
-"""Referring segmentation (RefCOCO-style): mIoU, box accuracy @0.5 / @0.75, invalid rate.
+"""Referring segmentation (RefCOCO-style): mIoU, box accuracy @0.5 / @0.75, invalid count.
 
-Per example the answer's first object "<loc>x4<seg>x16 [label]" gives a box and 16 VQ
-codes; the codes are decoded to 64x64 mask logits by the VQ-VAE
-(`models.vqvae.decode_codes`) and pasted into the box at the ground truth's resolution
-(`postprocess.paste_mask`: bilinear resize, logits > 0). Metrics, as big_vision's:
+Scored exactly as big_vision's PaliGemma segmentation evaluator:
 
-- `miou`: mean over examples of the per-example mask IoU (not a pooled IoU), computed at
-  the ground-truth mask's resolution; invalid answers score 0.
+- Parsing: the answer must start with 4 `<loc>` then 16 `<seg>` tokens with ymax > ymin
+  and xmax > xmin (in bins); whatever follows is ignored. `strict=True` instead requires
+  every `;` piece to parse (`tokenizer.parse_segmentations`: exactly 16 seg tokens, no
+  stray tokens in the label).
+- Pixels: the box corners are truncated, `int(v * H)`; a box empty in pixels is invalid.
+  The 16 codes are decoded to 64x64 mask logits by the VQ-VAE
+  (`models.vqvae.decode_codes`), resized bilinearly (PIL) into that box and thresholded
+  at 0 (`postprocess.paste_mask`).
+- `miou`: mean over examples of the per-example mask IoU (not a pooled IoU), at the
+  ground-truth mask's resolution; invalid answers score 0 (and so does an IoU whose
+  union is empty, where the reference would give NaN).
 - `boxacc/0.5`, `boxacc/0.75`: fraction of examples whose box IoU (normalised
   coordinates) is >= the threshold; invalid answers score 0.
-- `invalid`: fraction of answers that are not a well-formed object.
-
-Stricter than big_vision, on purpose: big_vision reads the first 4 + 16 tokens and
-ignores whatever follows, so "<loc>x4<seg>x20" or junk after the codes still counts as
-valid; here every `;` piece must parse (`tokenizer.parse_segmentations`: exactly 16 seg
-tokens, no stray tokens in the label, ymax > ymin and xmax > xmin).
-Box corners are rounded to pixels (big_vision truncates), a difference of at most one
-pixel row/column of the pasted mask.
+- `invalid` and `total`: counts (as the reference); `invalid_rate` = invalid / total.
 
 Ground truth kept by the eval pp: `objects/mask` uint8/bool[H, W] or [H, W, 1] (or
 [1, H, W(, 1)]), `objects/bbox` float[4] or [1, 4] (ymin, xmin, ymax, xmax in [0, 1]).
 Masks of different sizes are zero-padded by batching; `hw_key` names an int[2]
 (height, width) field to crop them back to the true resolution.
 """
+import re
+
 import numpy as np
 
 from big_vision_lite import postprocess
@@ -51,13 +52,36 @@ def mask_iou(pred, gt):
   return float(np.sum(pred & gt) / union) if union else 0.0
 
 
-def parse_answer(text):
-  """Returns (box in [0, 1] (ymin, xmin, ymax, xmax), codes int32[16]) or None if invalid."""
-  objects, invalid = tokenizer.parse_segmentations(text)
-  if invalid or not objects:
-    return None
-  obj = objects[0]  # The parser guarantees 16 codes and ymax > ymin, xmax > xmin.
-  return tuple(float(b) / (tokenizer.NUM_LOC - 1) for b in obj.bins), obj.codes
+_LEADING = re.compile(r"((?:<loc\d{4}>){4})((?:<seg\d{3}>){16})")
+
+
+def parse_answer(text, strict=False):
+  """Returns (box in [0, 1] (ymin, xmin, ymax, xmax), codes int32[16]) or None if invalid.
+
+  Default: big_vision's rule, the first 4 loc + 16 seg tokens and nothing else counts.
+  strict: every object of the answer must be well formed (the first one is scored).
+  """
+  if strict:
+    objects, invalid = tokenizer.parse_segmentations(text)
+    if invalid or not objects:
+      return None
+    bins, codes = objects[0].bins, objects[0].codes
+  else:
+    m = _LEADING.match(text)
+    if m is None:
+      return None
+    bins = [int(b) for b in re.findall(r"\d+", m[1])]
+    codes = np.asarray([int(c) for c in re.findall(r"\d+", m[2])], np.int32)
+    if (max(bins) >= tokenizer.NUM_LOC or codes.max() >= tokenizer.NUM_SEG
+        or bins[2] <= bins[0] or bins[3] <= bins[1]):
+      return None
+  return tuple(float(b) / (tokenizer.NUM_LOC - 1) for b in bins), codes
+
+
+def pixel_box(box, height, width):
+  """(ymin, xmin, ymax, xmax) in [0, 1] -> int pixels, truncated as big_vision's `int()`."""
+  return (int(box[0] * height), int(box[1] * width), int(box[2] * height),
+          int(box[3] * width))
 
 
 def example_scores(parsed, logits, gt_box, gt_mask, thresholds=(0.5, 0.75)):
@@ -71,16 +95,20 @@ def example_scores(parsed, logits, gt_box, gt_mask, thresholds=(0.5, 0.75)):
     thresholds: box IoU thresholds.
 
   Returns:
-    (mask IoU, {threshold: box hit 0/1}).
+    (mask IoU, {threshold: box hit 0/1}, valid): `valid` is False for an invalid answer
+    or a box that is empty in pixels (its box hits still count, as the reference's).
   """
   if parsed is None:
-    return 0.0, {t: 0.0 for t in thresholds}
+    return 0.0, {t: 0.0 for t in thresholds}, False
   box, _ = parsed
   biou = box_iou(box, gt_box)
+  hits = {t: float(biou >= t) for t in thresholds}
   h, w = gt_mask.shape
-  pred = postprocess.paste_mask(logits, (box[0] * h, box[1] * w, box[2] * h, box[3] * w),
-                                h, w)
-  return mask_iou(pred, gt_mask), {t: float(biou >= t) for t in thresholds}
+  y1, x1, y2, x2 = pixel_box(box, h, w)
+  if y2 <= y1 or x2 <= x1:
+    return 0.0, hits, False
+  pred = postprocess.paste_mask(logits, (y1, x1, y2, x2), h, w)
+  return mask_iou(pred, gt_mask), hits, True
 
 
 def _gt_mask(mask, hw):
@@ -99,12 +127,14 @@ class Evaluator:
 
   def __init__(self, predict_fn, tokenizer, *, data, pp_fn, batch_size, vqvae_path,
                det_ious=(0.5, 0.75), hw_key=None, mask_key="objects/mask",
-               box_key="objects/bbox", id_key="id", name="segmentation", workdir=None):
+               box_key="objects/bbox", id_key="id", strict=False, name="segmentation",
+               workdir=None):
     self.predict_fn, self.tok = predict_fn, tokenizer
     self.data, self.pp_fn, self.batch_size = data, pp_fn, batch_size
     self.vqvae_params = vqvae.load_vqvae(vqvae_path)
     self.det_ious, self.hw_key = tuple(float(t) for t in det_ious), hw_key
     self.mask_key, self.box_key, self.id_key = mask_key, box_key, id_key
+    self.strict = bool(strict)
     self.name, self.workdir = name, workdir
 
   def run(self, params):
@@ -113,19 +143,20 @@ class Evaluator:
     examples = list(common.decoded_examples(self.predict_fn, params, self.tok,
                                             common.eval_batches(self.data, self.pp_fn,
                                                                 self.batch_size), keep))
-    parsed = [parse_answer(text) for _, text in examples]
+    parsed = [parse_answer(text, self.strict) for _, text in examples]
     codes = [p[1] for p in parsed if p is not None]
     logits = iter(np.asarray(vqvae.decode_codes(self.vqvae_params, np.stack(codes)))
                   if codes else [])
-    iou_sum, invalid, hits, records = 0.0, 0.0, {t: 0.0 for t in self.det_ious}, []
+    iou_sum, invalid, hits, records = 0.0, 0, {t: 0.0 for t in self.det_ious}, []
     for (gt, text), p in zip(examples, parsed):
       gt_box = np.asarray(gt[self.box_key], np.float64).reshape(-1, 4)[0]
       gt_mask = _gt_mask(gt[self.mask_key], gt.get(self.hw_key) if self.hw_key else None)
-      iou, hit = example_scores(p, next(logits) if p is not None else None, gt_box,
-                                gt_mask, self.det_ious)
-      iou_sum, invalid = iou_sum + iou, invalid + (p is None)
+      iou, hit, valid = example_scores(p, next(logits) if p is not None else None, gt_box,
+                                       gt_mask, self.det_ious)
+      iou_sum, invalid = iou_sum + iou, invalid + (not valid)
       hits = {t: hits[t] + hit[t] for t in hits}
-      records.append({"id": gt.get(self.id_key), "answer": text, "iou": iou})
+      records.append({"id": gt.get(self.id_key), "answer": text, "iou": iou,
+                      "valid": valid})
     records = common.gather_json(records)
     iou_sum, invalid, num, hits = common.process_sum(
         [iou_sum, invalid, float(len(examples)), [hits[t] for t in self.det_ious]])
@@ -133,6 +164,7 @@ class Evaluator:
       yield "miou", iou_sum / num
       for t, h in zip(self.det_ious, hits):
         yield f"boxacc/{t}", h / num
-      yield "invalid", invalid / num
-    yield "num", num
+      yield "invalid_rate", invalid / num
+    yield "invalid", int(invalid)
+    yield "total", int(num)
     common.write_json(self.workdir, self.name, records)

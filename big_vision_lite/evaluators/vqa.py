@@ -6,8 +6,33 @@ it is min(1, #matches / 3) (no leave-one-out averaging, as A-OKVQA's official sc
 `acc_any` is 1 when any answer matches. ANLS (Biten et al. 2019) is
 1 - NL(gt, pred) when the normalised Levenshtein distance NL is strictly below 0.5, else 0,
 maximised over the ground truths and averaged over questions.
+
+A ground-truth answer "" is a real answer: the evaluator appends `num_texts` to a pp
+string so that the batch padding of answer lists ("") is cut by count, not by value.
 """
 from big_vision_lite.evaluators import common
+
+ANSWER_KEYS = ("answer", "answers")
+
+
+def with_answer_counts(pp_fn, keys=ANSWER_KEYS):
+  """pp string + ops writing `{key}/num` (the real number of answers) for each key."""
+  if not isinstance(pp_fn, str):
+    return pp_fn  # A callable: answer lists are read without their padding by value.
+  return pp_fn + "".join(f"|num_texts({k!r}, missing_ok=True)" for k in keys)
+
+
+def ground_truths(gt):
+  """The example's answers: a str (`answer`), a list (`answers`, cut to its count) or
+  None. Without a count, the "" that pad a list are dropped by value."""
+  if "answer" in gt:
+    return str(gt["answer"])
+  answers = gt.get("answers")
+  if answers is None:
+    return None
+  answers = [str(a) for a in (answers if isinstance(answers, list) else [answers])]
+  n = gt.get("answers/num")
+  return answers[:int(n)] if n is not None else common.nonempty(answers)
 
 
 def levenshtein(a, b):
@@ -80,16 +105,16 @@ class Evaluator:
     """Evaluates `params`; yields (metric name, value)."""
     acc = acc_any = anls_sum = scored = 0.0
     records = []
-    batches = common.eval_batches(self.data, self.pp_fn, self.batch_size)
-    keep = ("question_id", "answer", "answers") + ((self.type_key,) if self.type_key else ())
+    batches = common.eval_batches(self.data, with_answer_counts(self.pp_fn),
+                                  self.batch_size)
+    keep = ("question_id", "answer", "answers", "answers/num") + (
+        (self.type_key,) if self.type_key else ())
     for gt, answer in common.decoded_examples(self.predict_fn, params, self.tok, batches,
                                               keep):
       answer = self._post(answer)
-      gts = gt.get("answer", gt.get("answers"))
-      gts = common.nonempty(gts) if isinstance(gts, list) else gts
-      gts = str(gts) if gts is not None and not isinstance(gts, list) else gts
+      gts = ground_truths(gt)
       rec = {"question_id": gt.get("question_id"), "answer": answer}
-      if gts:  # A str (single answer) or a non-empty list.
+      if isinstance(gts, str) or gts:  # One answer ("" too) or a non-empty list.
         gts = self._post(gts) if isinstance(gts, str) else [self._post(a) for a in gts]
         a, a_any = vqa_scores(answer, gts)
         acc, acc_any, scored = acc + a, acc_any + a_any, scored + 1

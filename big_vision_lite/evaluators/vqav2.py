@@ -26,6 +26,7 @@ import collections
 import re
 
 from big_vision_lite.evaluators import common
+from big_vision_lite.evaluators import vqa
 
 CONTRACTIONS = {
     "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've",
@@ -145,7 +146,8 @@ class Evaluator:
   Metrics: `acc`, `acc/{yesno,number,other}` with `num/...` counts, `acc_qtype/{type}`.
 
   Needs the eval pp to keep `question_id`, and for scoring `answers` (10 strings),
-  `answer_type` and optionally `question_type`. Examples without answers (test-dev) are
+  `answer_type` and optionally `question_type` ("" answers count: the answer lists are
+  cut by their `answers/num` count, not by value). Examples without answers (test-dev) are
   only written to `{workdir}/{name}_predictions.json` as [{question_id, answer}].
   """
 
@@ -161,13 +163,14 @@ class Evaluator:
     """Evaluates `params`; yields (metric name, value)."""
     sums, counts = collections.Counter(), collections.Counter()
     records = []
-    keep = ("question_id", "answers", "answer_type", "question_type")
-    batches = common.eval_batches(self.data, self.pp_fn, self.batch_size)
+    keep = ("question_id", "answers", "answers/num", "answer_type", "question_type")
+    batches = common.eval_batches(self.data, vqa.with_answer_counts(self.pp_fn, ("answers",)),
+                                  self.batch_size)
     for gt, answer in common.decoded_examples(self.predict_fn, params, self.tok,
                                               batches, keep):
       records.append({"question_id": gt.get("question_id"), "answer": answer})
-      answers = common.nonempty(gt.get("answers") or [])
-      if answers:
+      answers = vqa.ground_truths({k: v for k, v in gt.items() if k != "answer"}) or []
+      if answers:  # "" is a real answer; test-dev examples have none.
         acc = vqa_accuracy(answer, answers, self.normalize)
         atype = str(gt.get("answer_type", "unknown")).replace("/", "")
         keys = ["all", f"acc/{atype}"]

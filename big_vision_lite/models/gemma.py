@@ -14,10 +14,17 @@ Params (big_vision names; scan=True stacks layers with the layer axis first unde
   layers/attn/attn_vec_einsum/w [N, H, D], layers/mlp/gating_einsum [2, D, F],
   layers/mlp/linear [F, D], final_norm/scale [D].
 
-Gemma 2 adds post-attention/post-ffw norms, tanh soft-caps on attention logits (50) and
-final logits (30), and a sliding window (4096) on even layers (0, 2, ...), as in
+Gemma 2 adds post-attention/post-ffw norms and tanh soft-caps on attention logits (50) and
+final logits (30). Like big_vision (which trained PaliGemma 2), the variants attend fully;
+`sliding_window=4096` restores the Gemma 2 LM's window on even layers (0, 2, ...), as in
 transformers' Gemma2 `layer_types`. The window keeps key j for query i iff
 |pos_i - pos_j| < window (ANDed with the attention mask, as the gemma reference does).
+A soft-cap or window of 0 (or None) is off.
+
+Queries are scaled by a rule, not a number, so the scale follows explicit size overrides:
+`query_pre_attn_norm="rsqrt_head_dim"` (head_dim**-0.5) or "rsqrt_emb_per_head"
+((width // num_heads)**-0.5, Gemma 2 27B), as in big_vision; an explicit
+`query_pre_attn_scalar` s (scale s**-0.5, as transformers' config) overrides the rule.
 """
 import flax.linen as nn
 import jax
@@ -29,34 +36,35 @@ from big_vision_lite.models import common
 from big_vision_lite.sharding import ACT_BATCH, ACT_EMBED, ACT_LEN
 
 _ARCH_KEYS = ("width", "depth", "mlp_dim", "num_heads", "num_kv_heads", "head_dim",
-              "vocab_size", "norm_eps", "query_pre_attn_scalar", "post_norms",
-              "attn_logits_softcap", "final_logits_softcap", "sliding_window")
+              "vocab_size", "norm_eps", "query_pre_attn_norm", "query_pre_attn_scalar",
+              "post_norms", "attn_logits_softcap", "final_logits_softcap", "sliding_window")
+QUERY_NORMS = ("rsqrt_head_dim", "rsqrt_emb_per_head")
 _BIG_NEG = -2.3819763e38
 
 
 def _gemma1(width, depth, mlp_dim, num_heads, num_kv_heads, head_dim, vocab_size=256_000):
   return dict(width=width, depth=depth, mlp_dim=mlp_dim, num_heads=num_heads,
               num_kv_heads=num_kv_heads, head_dim=head_dim, vocab_size=vocab_size,
-              norm_eps=1e-6, query_pre_attn_scalar=head_dim, post_norms=False,
+              norm_eps=1e-6, query_pre_attn_norm="rsqrt_head_dim", post_norms=False,
               attn_logits_softcap=None, final_logits_softcap=None, sliding_window=None)
 
 
-def _gemma2(width, depth, mlp_dim, num_heads, num_kv_heads, head_dim, query_scalar,
-            vocab_size=256_000, sliding_window=4096):
+def _gemma2(width, depth, mlp_dim, num_heads, num_kv_heads, head_dim,
+            query_pre_attn_norm="rsqrt_head_dim", vocab_size=256_000):
   return dict(_gemma1(width, depth, mlp_dim, num_heads, num_kv_heads, head_dim, vocab_size),
-              query_pre_attn_scalar=query_scalar, post_norms=True, attn_logits_softcap=50.0,
-              final_logits_softcap=30.0, sliding_window=sliding_window)
+              query_pre_attn_norm=query_pre_attn_norm, post_norms=True,
+              attn_logits_softcap=50.0, final_logits_softcap=30.0)
 
 
 _VARIANTS = {
     "gemma_2b": _gemma1(2048, 18, 16_384, 8, 1, 256),
     "gemma_7b": _gemma1(3072, 28, 24_576, 16, 16, 256),
-    "gemma2_2b": _gemma2(2304, 26, 9216, 8, 4, 256, 256),
-    "gemma2_9b": _gemma2(3584, 42, 14_336, 16, 8, 256, 256),
+    "gemma2_2b": _gemma2(2304, 26, 9216, 8, 4, 256),
+    "gemma2_9b": _gemma2(3584, 42, 14_336, 16, 8, 256),
     # 27B scales queries by (width / num_heads)**-0.5 = 144**-0.5, not head_dim**-0.5.
-    "gemma2_27b": _gemma2(4608, 46, 36_864, 32, 16, 128, 4608 // 32),
+    "gemma2_27b": _gemma2(4608, 46, 36_864, 32, 16, 128, "rsqrt_emb_per_head"),
     "gemma_tiny": _gemma1(64, 2, 128, 4, 1, 16, vocab_size=300),
-    "gemma2_tiny": _gemma2(64, 2, 128, 4, 2, 16, 16, vocab_size=300, sliding_window=4),
+    "gemma2_tiny": _gemma2(64, 2, 128, 4, 2, 16, vocab_size=300),
 }
 
 
@@ -65,6 +73,34 @@ def get_config(variant):
   if variant not in _VARIANTS:
     raise ValueError(f"Unknown Gemma variant '{variant}'. Valid: {sorted(_VARIANTS)}.")
   return ml_collections.ConfigDict(dict(variant=variant, **_VARIANTS[variant]))
+
+
+def resolve_config(cfg):
+  """Architecture dict with defaults and derived values filled in.
+
+  `query_pre_attn_scalar` follows `query_pre_attn_norm` and the (possibly overridden)
+  sizes unless given; soft-caps and window of 0 become None (off).
+  """
+  cfg = dict(cfg)
+  missing = [k for k in _ARCH_KEYS[:7] if cfg.get(k) is None]
+  if missing:
+    raise ValueError(f"Gemma needs {missing}: pass variant= (one of {sorted(_VARIANTS)}) "
+                     "or set them explicitly.")
+  defaults = dict(norm_eps=1e-6, query_pre_attn_norm="rsqrt_head_dim", post_norms=False)
+  cfg = {**defaults, **{k: v for k, v in cfg.items() if v is not None}}
+  if cfg["query_pre_attn_norm"] not in QUERY_NORMS:
+    raise ValueError(f"query_pre_attn_norm={cfg['query_pre_attn_norm']!r}; valid: "
+                     f"{QUERY_NORMS} (or set query_pre_attn_scalar).")
+  if cfg.get("query_pre_attn_scalar") is None:
+    cfg["query_pre_attn_scalar"] = (
+        cfg["head_dim"] if cfg["query_pre_attn_norm"] == "rsqrt_head_dim"
+        else cfg["width"] // cfg["num_heads"])
+  for k in ("attn_logits_softcap", "final_logits_softcap", "sliding_window"):
+    cfg[k] = cfg.get(k) or None
+  if cfg["num_heads"] % cfg["num_kv_heads"]:
+    raise ValueError(f"num_heads={cfg['num_heads']} must be a multiple of "
+                     f"num_kv_heads={cfg['num_kv_heads']}.")
+  return cfg
 
 
 def apply_rope(x, positions, max_wavelength=10_000):
@@ -223,7 +259,10 @@ class Block(nn.Module):
 class Model(nn.Module):
   """Gemma decoder; `variant` (see get_config) sets the architecture, fields override.
 
-  Soft-caps and the sliding window are disabled by passing 0 for them. `attn_impl`:
+  Soft-caps and the sliding window are disabled by passing 0 for them. Layers are
+  scanned with remat "nothing_saveable" by default, as big_vision's Gemma variants (and
+  its PaliGemma wrapper) are, so a big_vision config builds the same param tree; pass
+  `scan=False` for per-layer params `layers/{i}`. `attn_impl`:
   "reference" (einsum + softmax, every backend and feature) or "xla" / "cudnn"
   (`jax.nn.dot_product_attention`, no attention soft-cap).
   """
@@ -236,6 +275,7 @@ class Model(nn.Module):
   head_dim: int | None = None
   vocab_size: int | None = None
   norm_eps: float | None = None
+  query_pre_attn_norm: str | None = None
   query_pre_attn_scalar: float | None = None
   post_norms: bool | None = None
   attn_logits_softcap: float | None = None
@@ -245,7 +285,7 @@ class Model(nn.Module):
   dropout_bdims: tuple[int, ...] = ()
   cache_dtype: str | None = None
   embed_dtype: str = "float32"
-  scan: bool = False
+  scan: bool = True
   remat_policy: str = "nothing_saveable"
   attn_impl: str = "reference"
 
@@ -256,17 +296,7 @@ class Model(nn.Module):
     for k in _ARCH_KEYS:
       if getattr(self, k) is not None:
         cfg[k] = getattr(self, k)
-    missing = [k for k in _ARCH_KEYS[:7] if k not in cfg]
-    if missing:
-      raise ValueError(f"Gemma needs {missing}: pass variant= (one of {sorted(_VARIANTS)}) "
-                       "or set them explicitly.")
-    defaults = dict(norm_eps=1e-6, query_pre_attn_scalar=cfg["head_dim"], post_norms=False,
-                    attn_logits_softcap=None, final_logits_softcap=None, sliding_window=None)
-    cfg = {**defaults, **cfg}
-    if cfg["num_heads"] % cfg["num_kv_heads"]:
-      raise ValueError(f"num_heads={cfg['num_heads']} must be a multiple of "
-                       f"num_kv_heads={cfg['num_kv_heads']}.")
-    return cfg
+    return resolve_config({k: v for k, v in cfg.items() if k != "variant"})
 
   def setup(self):
     cfg = self.cfg

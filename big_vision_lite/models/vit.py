@@ -20,7 +20,7 @@ from big_vision_lite.sharding import ACT_BATCH, ACT_EMBED, ACT_LEN
 
 # name: (width, depth, mlp_dim, num_heads).
 _VARIANTS = {
-    "mu": (32, 2, 64, 2),
+    "mu": (32, 1, 128, 2),
     "Ti": (192, 12, 768, 3),
     "S": (384, 12, 1536, 6),
     "M": (512, 12, 2048, 8),

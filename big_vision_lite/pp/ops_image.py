@@ -163,7 +163,7 @@ def get_decode(key="image", channels=3, max_pixels=MAX_PIXELS):
   return _decode
 
 
-def resize_image(image, size, method="bilinear", antialias=True):
+def resize_image(image, size, method="bilinear", antialias=False):
   """Resizes image [H, W, C] to size (h, w), keeping the dtype (clipped, cast)."""
   dtype = image.dtype
   out = tf.image.resize(image, size, method=method, antialias=antialias)
@@ -173,10 +173,12 @@ def resize_image(image, size, method="bilinear", antialias=True):
 
 
 @PP_OPS.register("resize")
-def get_resize(size, method="bilinear", antialias=True, key="image"):
+def get_resize(size, method="bilinear", antialias=False, key="image"):
   """Resizes `data[key]` [H, W, C] to `size` (int or (h, w)), keeping its dtype.
 
-  Bilinear with antialiasing by default (the reference PaliGemma pipeline).
+  Bilinear without antialiasing unless asked, as big_vision's `resize` (most PaliGemma
+  transfer recipes do not ask; the VQA-style ones pass antialias=True). Integer images
+  are clipped to their range and cast back (truncating, as the reference).
   """
   size = _size2("resize", size)
   builder.check_choice("resize", "method", method, RESIZE_METHODS)

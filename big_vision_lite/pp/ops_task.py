@@ -57,6 +57,10 @@ def get_box_to_loc(inkey="objects/bbox", outkey="suffix", labels_key=None, sep="
 def crop_masks_64(masks, boxes):
   """Crops each mask to its box and resizes it to 64x64 (bilinear, antialiased).
 
+  Box edges in pixels are rounded half-to-even (`round(v * H)`), as big_vision's
+  `refcoco_mask2str`, then clamped to the image and to at least one pixel. (The
+  reference does not clamp: a slightly negative edge wraps to the last row there.)
+
   Args:
     masks: [n, H, W] or [n, H, W, 1], float in [0, 1], bool, or uint8 in [0, 255].
     boxes: float32[n, 4] normalized (ymin, xmin, ymax, xmax).
@@ -69,14 +73,18 @@ def crop_masks_64(masks, boxes):
   if masks.shape.rank == 4:
     masks = masks[..., 0]
   boxes = tf.reshape(tf.cast(boxes, tf.float32), [-1, 4])
-  hw = tf.cast(tf.shape(masks)[1:3], tf.float32)
+  hw_int = tf.shape(masks)[1:3]
+  hw = tf.cast(hw_int, tf.float32)
+
+  def edges(lo, hi, size, size_int):
+    lo = tf.clip_by_value(tf.cast(tf.round(lo * size), tf.int32), 0, size_int - 1)
+    hi = tf.clip_by_value(tf.cast(tf.round(hi * size), tf.int32), lo + 1, size_int)
+    return lo, hi
 
   def one(args):
     mask, box = args
-    y1 = tf.cast(tf.floor(box[0] * hw[0]), tf.int32)
-    x1 = tf.cast(tf.floor(box[1] * hw[1]), tf.int32)
-    y2 = tf.maximum(tf.cast(tf.math.ceil(box[2] * hw[0]), tf.int32), y1 + 1)
-    x2 = tf.maximum(tf.cast(tf.math.ceil(box[3] * hw[1]), tf.int32), x1 + 1)
+    y1, y2 = edges(box[0], box[2], hw[0], hw_int[0])
+    x1, x2 = edges(box[1], box[3], hw[1], hw_int[1])
     crop = mask[y1:y2, x1:x2, None]
     return tf.image.resize(crop, [64, 64], "bilinear", antialias=True)[..., 0]
 

@@ -6,7 +6,8 @@ Row layout (DESIGN.md), L = text_len:
          mask_ar   = 0 on BOS/prefix/sep, 1 on suffix/EOS/pads  int32[L]
          mask_loss = 1 on suffix+EOS only                        int32[L]
          mask_input= 1 on real tokens, 0 on pads                 int32[L]
-  eval:  text = [BOS] prefix "\\n" [PAD...], mask_ar 0 on real tokens (1 on pads), mask_input.
+  eval:  text = [BOS] prefix "\\n" [suffix] [PAD...], mask_ar 0 on BOS/prefix/sep and 1 on
+         the optional suffix (no EOS: decoding continues from it) and pads, mask_input.
 Too-long rows are truncated deterministically and flagged with `_truncated` int32 (0/1):
 the prefix keeps at most max(L - sep - suffix, (L - sep) // 2) tokens (BOS first), the sep is
 always kept, and the suffix is cut keeping its last token (the EOS), so supervision is never
@@ -93,8 +94,10 @@ def get_tok(key="text", *, model, bos="no", eos="no", length=None, inkey=None,
   return _tok
 
 
-def _row_parts(data, op, tok, prefix, suffix, sep):
-  """Returns int32 token tensors (prefix with BOS, sep, suffix with EOS or None)."""
+def _row_parts(data, op, tok, prefix, suffix, sep, suffix_eos=True):
+  """Returns int32 token tensors (prefix with BOS, sep, suffix (EOS if suffix_eos) or None).
+
+  String texts are tokenized with `tok`; token-id inputs are used as they are."""
   def get(key, bos=False, eos=False):
     if key not in data:
       raise KeyError(f"pp op '{op}' needs key {key!r}, the example has {sorted(data)}.")
@@ -125,7 +128,7 @@ def _row_parts(data, op, tok, prefix, suffix, sep):
     s = tf.constant(tok.encode(sep), tf.int32)
   else:
     s = get("septok")
-  x = get(suffix, eos=True) if suffix is not None else None
+  x = get(suffix, eos=suffix_eos) if suffix is not None else None
   return p, s, x
 
 
@@ -149,6 +152,27 @@ def _kept(data, op, out, keep):
       raise KeyError(f"pp op '{op}': keep key {k!r} not in the example {sorted(data)}.")
     out[k] = data[k]
   return out
+
+
+@PP_OPS.register("num_texts")
+def get_num_texts(key, outkey=None, missing_ok=False):
+  """Writes int32 len(data[key]) (1 for a single string) to data[outkey or key + "/num"].
+
+  Batching pads lists of strings with "", so a real "" answer cannot be told from the
+  padding afterwards; the count can. With `missing_ok`, an absent key writes nothing.
+  """
+  out = outkey or f"{key}/num"
+
+  def _num_texts(data):
+    if key not in data:
+      if missing_ok:
+        return data
+      raise KeyError(f"pp op 'num_texts' needs key {key!r}, the example has {sorted(data)}.")
+    data = dict(data)
+    v = data[key]
+    data[out] = tf.constant(1, tf.int32) if v.shape.rank == 0 else tf.shape(v)[0]
+    return data
+  return _num_texts
 
 
 @PP_OPS.register("combine_and_keep_train")
@@ -197,11 +221,15 @@ def get_combine_and_keep_train(text_len, keep=(), model=None, prefix="prefix",
 
 
 @PP_OPS.register("combine_and_keep_eval")
-def get_combine_and_keep_eval(text_len, keep=(), model=None, prefix="prefix", sep="\n"):
-  """Builds an eval prompt row: text = [BOS] prefix sep [PAD...] of length `text_len`.
+def get_combine_and_keep_eval(text_len, keep=(), model=None, prefix="prefix", sep="\n",
+                              suffix="suffix"):
+  """Builds an eval prompt row: text = [BOS] prefix sep [suffix] [PAD...] of length L.
 
-  Inputs as for `combine_and_keep_train` without the suffix. Too-long prompts are cut
-  before the separator (always kept) and flagged in `_truncated`.
+  Inputs as for `combine_and_keep_train`. As in big_vision, a `data[suffix]` present in
+  the example is appended without EOS (mask_ar 1), so decoding continues from it; pass
+  `suffix=None` when that key holds the ground truth. Too-long rows are cut (the suffix
+  first, then the prompt before the separator, which is always kept) and flagged in
+  `_truncated`.
 
   Returns keys: image (if present), text, mask_ar, mask_input: int32[text_len],
   `_truncated` int32 (0/1), and the `keep` keys (e.g. ground truth answers).
@@ -211,21 +239,27 @@ def get_combine_and_keep_eval(text_len, keep=(), model=None, prefix="prefix", se
   L = text_len  # pylint: disable=invalid-name
 
   def _combine(data):
-    p, s, _ = _row_parts(data, "combine_and_keep_eval", tok, prefix, None, sep)
-    np_, ns = tf.shape(p)[0], tf.shape(s)[0]
+    use_suffix = suffix is not None and suffix in data
+    p, s, x = _row_parts(data, "combine_and_keep_eval", tok, prefix,
+                         suffix if use_suffix else None, sep, suffix_eos=False)
+    if x is None:
+      x = tf.zeros([0], tf.int32)
+    np_, ns, nx = tf.shape(p)[0], tf.shape(s)[0], tf.shape(x)[0]
     check = tf.debugging.assert_less(
         ns, L, message=f"combine_and_keep_eval: text_len={L} leaves no room next to the "
         "separator; raise text_len.")
     with tf.control_dependencies([check]):
       keep_p = tf.minimum(np_, L - ns)
-    text = tf.concat([p[:keep_p], s], 0)
-    n = tf.shape(text)[0]
+    keep_x = tf.minimum(nx, L - ns - keep_p)
+    text = tf.concat([p[:keep_p], s, x[:keep_x]], 0)
+    n_in = keep_p + ns
+    ar = tf.concat([tf.zeros([n_in], tf.int32), tf.ones([keep_x], tf.int32)], 0)
     out = {
         "text": _pad(text, L, 0),
-        "mask_ar": _pad(tf.zeros([n], tf.int32), L, 1),
-        "mask_input": _pad(tf.ones([n], tf.int32), L, 0),
+        "mask_ar": _pad(ar, L, 1),
+        "mask_input": _pad(tf.ones([n_in + keep_x], tf.int32), L, 0),
     }
-    _flag_truncated(data, np_ + ns > L)
+    _flag_truncated(data, np_ + ns + nx > L)
     out[TRUNCATED_KEY] = data[TRUNCATED_KEY]
     return _kept(data, "combine_and_keep_eval", out, keep)
   return _combine

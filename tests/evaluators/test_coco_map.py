@@ -41,7 +41,8 @@ def _random_set(seed, num_images=30, h=480, w=640):
   return gts, dets
 
 
-def _pycocotools(gts, dets, max_dets=100):
+def _pycocotools(gts, dets, max_dets=(1, 10, 100)):
+  """COCOeval's AP (at max_dets[-1]) and AR (at each max_dets) stats, in its order."""
   cats = {l: i + 1 for i, l in enumerate(_LABELS)}
   images, anns, results = [], [], []
   for img_id, (g, d) in enumerate(zip(gts, dets), 1):
@@ -59,40 +60,47 @@ def _pycocotools(gts, dets, max_dets=100):
                   "categories": [{"id": i, "name": l} for l, i in cats.items()]}
     gt.createIndex()
     ev = COCOeval(gt, gt.loadRes(results), "bbox")
-    ev.params.maxDets = [1, 2, max_dets]
+    ev.params.maxDets = list(max_dets)
     ev.evaluate()
     ev.accumulate()
     ev.summarize()
-  prec = ev.eval["precision"][..., -1]  # [T, R, K, A] at max_dets.
+  prec = ev.eval["precision"][..., -1]  # [T, R, K, A] at max_dets[-1].
+  rec = ev.eval["recall"]  # [T, K, A, M].
   mean = lambda x: float(np.mean(x[x > -1])) if np.any(x > -1) else -1.0
   out = [mean(prec[..., 0]), mean(prec[0, ..., 0]), mean(prec[5, ..., 0])]
   out += [mean(prec[..., a]) for a in (1, 2, 3)]
-  if max_dets == 100:  # Same numbers as COCOeval's own summary.
-    np.testing.assert_allclose(out, ev.stats[:6], rtol=0, atol=1e-15)
+  out += [mean(rec[:, :, 0, m]) for m in range(3)]
+  out += [mean(rec[:, :, a, 2]) for a in (1, 2, 3)]
+  if tuple(max_dets) == (1, 10, 100):  # Same numbers as COCOeval's own summary.
+    np.testing.assert_allclose(out, ev.stats, rtol=0, atol=1e-15)
   return out
 
 
-@pytest.mark.parametrize("seed,max_dets", [(0, 100), (1, 100), (2, 3)])
+@pytest.mark.parametrize("seed,max_dets", [(0, (1, 10, 100)), (1, (1, 10, 100)),
+                                           (2, (1, 2, 3))])
 def test_matches_cocoeval(seed, max_dets):
+  """All 12 COCOeval stats: AP, AP50, AP75, AP by area, AR@1/10/100, AR by area."""
   gts, dets = _random_set(seed)
-  ours = coco_map.coco_map(gts, dets, max_dets=max_dets)
+  ours = coco_map.coco_map(gts, dets, max_dets=max_dets[-1], recall_max_dets=max_dets[:2])
   ref = _pycocotools(gts, dets, max_dets)
-  got = [ours["AP"], ours["AP50"], ours["AP75"], ours["AP_small"], ours["AP_medium"],
-         ours["AP_large"]]
-  np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
-  assert 0.05 < ours["AP"] < 0.95  # Non-trivial.
+  assert list(ours) == ["AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
+                        *(f"AR@{m}" for m in max_dets), "AR_small", "AR_medium",
+                        "AR_large"]
+  np.testing.assert_allclose(list(ours.values()), ref, rtol=0, atol=1e-12)
+  assert 0.05 < ours["AP"] < 0.95 and 0.05 < ours["AR@1"] < ours[f"AR@{max_dets[-1]}"] < 1
 
 
 def test_hand_cases():
   gt = [{"boxes": [[0, 0, 10, 10]], "labels": ["a"], "areas": None}]
   perfect = coco_map.coco_map(gt, [{"boxes": [[0, 0, 10, 10]], "labels": ["a"],
                                     "scores": [1.0]}], area_ranges=("all",))
-  assert perfect == pytest.approx({"AP": 1.0, "AP50": 1.0, "AP75": 1.0})  # pr < 1 by eps.
+  assert perfect == pytest.approx({"AP": 1.0, "AP50": 1.0, "AP75": 1.0, "AR@1": 1.0,
+                                   "AR@10": 1.0, "AR@100": 1.0})  # pr < 1 by eps.
   # IoU 0.6: a hit for thresholds .50, .55 and .60, a miss above.
   half = coco_map.coco_map(gt, [{"boxes": [[0, 0, 10, 6]], "labels": ["a"],
                                  "scores": [1.0]}], area_ranges=("all",))
   assert half["AP50"] == pytest.approx(1.0) and half["AP75"] == 0.0
-  assert half["AP"] == pytest.approx(0.3)
+  assert half["AP"] == pytest.approx(0.3) and half["AR@1"] == pytest.approx(0.3)
   none = coco_map.coco_map(gt, [{"boxes": np.zeros((0, 4)), "labels": [], "scores": []}],
                            area_ranges=("all",))
   assert none["AP"] == 0.0

@@ -15,7 +15,7 @@ def _config(data_dir):
   c = tiny.get_config(f"data_dir={data_dir},total_steps=1")
   data, tok = dict(c.ensure_shapes), c.tokenizer
   img = "decode|resize(28)|value_range(-1, 1)"
-  ev = lambda keep: img + f"|combine_and_keep_eval(24, keep={keep!r}, model={tok!r})"
+  ev = lambda keep: img + f"|combine_and_keep_eval(24, keep={keep!r}, suffix=None, model={tok!r})"
   c.evals = {
       "vqa": dict(type="vqav2", pred="decode", pred_kw=dict(max_decode_len=3),
                   data=cfg_common.shapes_source("vqa", "validation", data),

@@ -74,6 +74,39 @@ def test_vqa_single_and_multi(fake_task, tmp_path):
   assert js[0]["type"] == "color" and js[0]["acc"] == 1.0
 
 
+def test_empty_string_answers_are_answers(fake_task, tmp_path):
+  """"" is a real ground truth; the batch's "" padding is cut by `answers/num` (written
+  by the `num_texts` op the evaluators append to their pp string)."""
+  assert vqa.with_answer_counts("x|y") == ("x|y|num_texts('answer', missing_ok=True)"
+                                           "|num_texts('answers', missing_ok=True)")
+  examples = [  # Padded to 6 by batching; 4 real answers, 3 of them "".
+      {"question_id": 1, "answers": ["", "", "a", "", "", ""], "answers/num": 4},
+      # 2 real answers: the 4 padding "" must not count as answers.
+      {"question_id": 2, "answers": ["a", "b", "", "", "", ""], "answers/num": 2},
+  ]
+  m, js = _run(vqa, fake_task, examples, ["", ""], tmp_path)
+  assert m["acc"] == 0.5 and m["acc_any"] == 0.5 and js[0]["gts"] == ["", "", "a", ""]
+  m, _ = _run(vqa, fake_task, [{"question_id": 1, "answer": ""}], [""], tmp_path)
+  assert m["acc"] == 1.0 and m["anls"] == 1.0 and m["num"] == 1
+  m, _ = _run(rsvqa, fake_task, [dict(e, question_type="comp") for e in examples], ["", ""],
+              tmp_path)
+  assert m["acc"] == 0.5 and m["acc_comp"] == 0.5
+  ten = [{"question_id": 1, "answers": [""] * 10, "answers/num": 10, "answer_type": "other"},
+         {"question_id": 2, "answers": ["a"] * 3 + [""] * 7, "answers/num": 3,
+          "answer_type": "other"}]
+  m, _ = _run(vqav2, fake_task, ten, ["", ""], tmp_path, normalize="big_vision")
+  assert m["acc"] == 0.5 and m["num/other"] == 2
+
+
+def test_rsvqa_anls(fake_task, tmp_path):
+  m, _ = _run(rsvqa, fake_task, [
+      {"question_id": 1, "question_type": "comp", "answers": ["abcd", ""],
+       "answers/num": 1},
+      {"question_id": 2, "question_type": "count", "answers": ["7", "abcd"],
+       "answers/num": 2}], ["abcx", "abcd"], tmp_path)
+  assert m["anls"] == pytest.approx((0.75 + 1.0) / 2) and m["acc"] == pytest.approx(1 / 6)
+
+
 def test_small_task_evaluators(fake_task, tmp_path):
   m, js = _run(chartqa, fake_task, [{"question_id": 1, "answer": "100"},
                                     {"question_id": 2, "answer": "57%"}],
@@ -89,10 +122,14 @@ def test_small_task_evaluators(fake_task, tmp_path):
               ["two", "4", "none"], tmp_path)
   assert m["acc"] == pytest.approx(2 / 3) and m["acc/simple"] == 1.0
   assert m["acc/complex"] == 0.0 and m["acc/count_0"] == 1.0
-  m, _ = _run(pope, fake_task, [{"question_id": i, "answer": a} for i, a in
-                                enumerate(["yes", "no", "yes"])], ["Yes", "no", "no"],
-              tmp_path)
+  pope_gt = [{"question_id": i, "answer": a} for i, a in enumerate(["yes", "no", "yes"])]
+  m, _ = _run(pope, fake_task, pope_gt, ["Yes", "no", "no"], tmp_path)
   assert m["acc"] == pytest.approx(2 / 3) and m["recall"] == 0.5 and m["precision"] == 1.0
+  # big_vision lower-cases but does not strip: " yes" is wrong and invalid by default.
+  m, _ = _run(pope, fake_task, pope_gt, [" yes", "no ", "yes"], tmp_path)
+  assert m["acc"] == pytest.approx(1 / 3) and m["valid_percent"] == pytest.approx(1 / 3)
+  m, _ = _run(pope, fake_task, pope_gt, [" yes", "no ", "yes"], tmp_path, strip=True)
+  assert m["acc"] == 1.0 and m["valid_percent"] == 1.0
   m, _ = _run(rsvqa, fake_task, [
       {"question_id": 1, "question_type": "comp", "answer": "yes"},
       {"question_id": 2, "question_type": "count", "answer": "3"},
@@ -155,6 +192,27 @@ def test_perplexity(monkeypatch):
   m = dict(ev.run({}))
   assert m["nll"] == pytest.approx(np.log(8)) and m["perplexity"] == pytest.approx(8)
   assert m["num"] == 1 and m["num_tokens"] == 2
+
+
+def test_perplexity_like_big_vision(monkeypatch):
+  """big_vision: per-example avg and sum of the token NLLs, averaged over real examples
+  (one without loss tokens counts as 0), `pad_token` drops supervised pad tokens."""
+  text = np.array([[2, 5, 6, 1], [2, 5, 0, 0], [2, 5, 1, 0], [2, 5, 6, 1]], np.int32)
+  batch = {"text": text, "mask_ar": np.zeros_like(text),
+           "mask_loss": np.array([[0, 0, 1, 1], [0] * 4, [0, 0, 1, 1], [0, 0, 1, 1]]),
+           "image": np.zeros((4, 1, 1, 3), np.float32),
+           "_mask": np.array([True, True, True, False])}
+  monkeypatch.setattr(common, "eval_batches", lambda *a: [batch])
+  logits_fn = lambda params, b: (np.zeros(b["text"].shape + (8,), np.float32), {})
+  run = lambda **kw: dict(perplexity.Evaluator(logits_fn, None, **_KW, **kw).run({}))
+  log8 = np.log(8)
+  m = run()  # Token counts 2, 0, 2.
+  assert m["nll"] == pytest.approx(2 / 3 * log8) and m["nll_sum"] == pytest.approx(4 / 3 * log8)
+  assert m["num"] == 3 and m["num_tokens"] == 4
+  m = run(pad_token=0)  # Counts 2, 0, 1.
+  assert m["nll"] == pytest.approx(2 / 3 * log8) and m["nll_sum"] == pytest.approx(log8)
+  m = run(skip_empty=True)
+  assert m["nll"] == pytest.approx(log8) and m["num"] == 2
 
 
 def test_from_config(fake_task, tmp_path):

@@ -22,9 +22,11 @@ def _init(seed=0, **kw):
 def test_configs():
   c = gemma.get_config("gemma2_27b")
   assert (c.width, c.depth, c.num_heads, c.num_kv_heads, c.head_dim) == (4608, 46, 32, 16, 128)
-  assert c.query_pre_attn_scalar == 144  # width / num_heads, not head_dim.
-  assert gemma.get_config("gemma2_9b").query_pre_attn_scalar == 256
-  assert gemma.get_config("gemma2_2b").sliding_window == 4096
+  assert c.query_pre_attn_norm == "rsqrt_emb_per_head"  # width / num_heads, not head_dim.
+  assert gemma.Model(variant="gemma2_27b").cfg["query_pre_attn_scalar"] == 144
+  assert gemma.Model(variant="gemma2_9b").cfg["query_pre_attn_scalar"] == 256
+  # big_vision (which trained PaliGemma 2) has no sliding window.
+  assert gemma.Model(variant="gemma2_2b").cfg["sliding_window"] is None
   assert gemma.get_config("gemma_2b").attn_logits_softcap is None
   with pytest.raises(ValueError, match="Unknown Gemma variant 'gemma3'"):
     gemma.get_config("gemma3")
@@ -51,16 +53,55 @@ def test_layouts(kw, names):
   assert params["embedder"]["input_embedding"].shape == (300, 64)
 
 
+def test_query_scale_follows_size_overrides():
+  """big_vision stores a rule: "rsqrt_head_dim" uses the overridden head_dim, and
+  "rsqrt_emb_per_head" (27B) the overridden width / num_heads."""
+  assert gemma.Model(variant="gemma_2b", head_dim=16).cfg["query_pre_attn_scalar"] == 16
+  assert gemma.Model(variant="gemma2_27b", width=512).cfg["query_pre_attn_scalar"] == 16
+  assert gemma.Model(variant="gemma2_27b", num_heads=16).cfg["query_pre_attn_scalar"] == 288
+  assert gemma.Model(variant="gemma2_2b", query_pre_attn_norm="rsqrt_emb_per_head"
+                    ).cfg["query_pre_attn_scalar"] == 2304 // 8
+  assert gemma.Model(variant="gemma_2b", query_pre_attn_scalar=7.0
+                    ).cfg["query_pre_attn_scalar"] == 7.0
+  with pytest.raises(ValueError, match="query_pre_attn_norm='rsqrt'; valid"):
+    _ = gemma.Model(variant="gemma_2b", query_pre_attn_norm="rsqrt").cfg
+  # The derived scale reaches the attention: head_dim 8 overrides gemma_tiny's 16, so
+  # queries are scaled by 8**-0.5 (as an explicit scalar 8), not by the variant's 16**-0.5.
+  model, params = _init(variant="gemma_tiny", head_dim=8, depth=1)
+  tokens = jnp.asarray([[5, 7, 9]], jnp.int32)
+  logits = lambda **kw: gemma.Model(variant="gemma_tiny", head_dim=8, depth=1, **kw).apply(
+      {"params": params}, tokens)[0]
+  np.testing.assert_array_equal(logits(), logits(query_pre_attn_scalar=8))
+  assert np.abs(logits() - logits(query_pre_attn_scalar=16)).max() > 1e-3
+
+
+def test_big_vision_variant_defaults_scan_and_remat():
+  """As big_vision's Gemma variants: scanned layers (layer axis first), remat on."""
+  model = gemma.Model(variant="gemma_tiny")
+  assert model.scan and model.remat_policy == "nothing_saveable"
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))
+  assert shapes["params"]["layers"]["mlp"]["linear"].shape == (2, 128, 64)
+  assert gemma.Model(variant="gemma_2b").cfg["sliding_window"] is None
+
+
+def test_zero_softcaps_and_window_mean_off():
+  cfg = gemma.Model(variant="gemma2_2b", final_logits_softcap=0.0, attn_logits_softcap=0,
+                    sliding_window=0).cfg
+  assert (cfg["final_logits_softcap"], cfg["attn_logits_softcap"], cfg["sliding_window"]) == (
+      None, None, None)
+
+
 def test_gemma2_features():
-  model, params = _init(variant="gemma2_tiny")
+  model, params = _init(variant="gemma2_tiny", scan=False, sliding_window=4)
   assert "post_ffw_norm" in params["layers"]["0"]
   tokens = jnp.asarray(np.random.default_rng(0).integers(0, 300, (2, 12)), jnp.int32)
   params = jax.tree.map(lambda x: x * 20, params)  # Large logits, so the caps matter.
   fwd = jax.jit(lambda p, m: m.apply({"params": p}, tokens)[0], static_argnums=1)
   logits = fwd(params, model)
   assert np.abs(logits).max() <= 30.0
-  no_window = gemma.Model(variant="gemma2_tiny", sliding_window=0)
-  no_caps = gemma.Model(variant="gemma2_tiny", final_logits_softcap=0, attn_logits_softcap=0)
+  no_window = gemma.Model(variant="gemma2_tiny", scan=False)  # The variants attend fully.
+  no_caps = gemma.Model(variant="gemma2_tiny", scan=False, sliding_window=4,
+                        final_logits_softcap=0, attn_logits_softcap=0)
   # Window 4 < 12 tokens: changes late positions only.
   diff = np.abs(fwd(params, no_window) - logits).max(axis=(0, 2))
   assert diff[:4].max() < 1e-3 and diff[4:].max() > 1e-1, diff

@@ -87,7 +87,8 @@ def test_param_counts(variant, want):
 # Gemma 1 per layer.
 @pytest.mark.parametrize("llm_variant,llm", [
     ("gemma_tiny", dict(scan=False)),
-    ("gemma2_tiny", dict(scan=True, attn_logits_softcap=0.5, final_logits_softcap=1.0)),
+    ("gemma2_tiny", dict(scan=True, sliding_window=4, attn_logits_softcap=0.5,
+                         final_logits_softcap=1.0)),
 ])
 def test_prefill_extend_equals_full_forward(llm_variant, llm):
   model, params = _init(llm_variant, **llm)

@@ -22,6 +22,8 @@ def test_decode_variant():
   assert vit.decode_variant("So400m/14") == dict(width=1152, depth=27, mlp_dim=4304,
                                                  num_heads=16, patch_size=(14, 14))
   assert vit.decode_variant("B/16")["patch_size"] == (16, 16)
+  # big_vision's "mu": width 32, depth 1, mlp_dim 128, 2 heads.
+  assert vit.decode_variant("mu") == dict(width=32, depth=1, mlp_dim=128, num_heads=2)
   with pytest.raises(ValueError, match="Unknown ViT variant 'So400/14'"):
     vit.decode_variant("So400/14")
 
@@ -63,8 +65,8 @@ def test_video_folds_frames():
 
 
 def test_scan_and_unscanned_agree_after_load():
-  model, params = _init(pool_type="none")
-  model_s, params_s = _init(pool_type="none", scan=True)
+  model, params = _init(pool_type="none", depth=2)  # Two layers to stack.
+  model_s, params_s = _init(pool_type="none", scan=True, depth=2)
   image = jax.random.uniform(jax.random.PRNGKey(1), (2, 28, 28, 3), minval=-1, maxval=1)
   want, _ = jax.jit(model.apply)({"params": params}, image)
   to_scan = vit.load(params_s, params)

@@ -59,9 +59,19 @@ def test_decode_in_tf_data_has_static_channels():
   assert ds.element_spec["image"].shape.as_list() == [None, None, 3]
 
 
+def test_resize_default_is_plain_bilinear_like_big_vision():
+  """big_vision's resize antialiases only when asked: halving [0, 100, 200, 250] samples
+  at pixel centres 0.5 and 2.5 -> [50, 225] (an antialiased filter would blend 3 rows)."""
+  img = np.array([0, 100, 200, 250], np.uint8)[:, None, None] * np.ones((1, 1, 3), np.uint8)
+  got = run("resize((2, 1))", image=img)["image"].numpy()
+  np.testing.assert_array_equal(got[:, 0, 0], [50, 225])
+  aa = run("resize((2, 1), antialias=True)", image=img)["image"].numpy()
+  assert aa[0, 0, 0] != 50
+
+
 def test_resize_antialiased_bilinear_keeps_dtype():
   img = photo(64, 64)
-  got = run("resize(16)", image=img)["image"].numpy()
+  got = run("resize(16, antialias=True)", image=img)["image"].numpy()
   want = tf.image.resize(img, (16, 16), "bilinear", antialias=True).numpy()
   assert got.dtype == np.uint8 and got.shape == (16, 16, 3)
   np.testing.assert_array_equal(got, np.clip(want, 0, 255).astype(np.uint8))
@@ -69,7 +79,7 @@ def test_resize_antialiased_bilinear_keeps_dtype():
     builder.get_preprocess_fn("resize(8, antialias='yes')")
   plain = run("resize((8, 12), antialias=False)", image=img)["image"]
   assert plain.shape == (8, 12, 3)
-  flt = run("resize(16, key='x')", x=img.astype(np.float32))["x"].numpy()
+  flt = run("resize(16, antialias=True, key='x')", x=img.astype(np.float32))["x"].numpy()
   np.testing.assert_allclose(flt, want, atol=1e-4)
 
 

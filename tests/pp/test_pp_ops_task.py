@@ -67,6 +67,23 @@ def test_crop_masks_64():
   np.testing.assert_allclose(out, 1.0)
 
 
+def test_crop_masks_64_rounds_edges_half_to_even_and_clamps():
+  """big_vision's refcoco_mask2str crops mask[round(h*ymin):round(h*ymax), ...] with
+  tf.round (half-to-even): 3.5 -> 4 and 6.5 -> 6 here, not floor/ceil's 3 and 7."""
+  mask = (np.arange(10)[:, None] * 20 + np.arange(10)[None, :]).astype(np.uint8)[None]
+  resize = lambda m: tf.image.resize(m[..., None].astype(np.float32) / 255, [64, 64],
+                                     "bilinear", antialias=True).numpy()[..., 0]
+  out = ops_task.crop_masks_64(mask, [[0.35, 0.25, 0.65, 0.85]]).numpy()
+  np.testing.assert_allclose(out[0], resize(mask[0, 4:6, 2:8]), atol=1e-6)  # 8.5 -> 8.
+  # A slightly negative edge (-0.6 px rounds to -1) is clamped to row 0 (the reference
+  # would wrap it to the last row); an edge past the image stops at its border.
+  out = ops_task.crop_masks_64(mask, [[-0.06, 0.0, 0.3, 1.04]]).numpy()
+  np.testing.assert_allclose(out[0], resize(mask[0, 0:3, 0:10]), atol=1e-6)
+  # A box thinner than a pixel keeps one row.
+  out = ops_task.crop_masks_64(mask, [[0.51, 0.0, 0.52, 1.0]]).numpy()
+  np.testing.assert_allclose(out[0], resize(mask[0, 5:6, 0:10]), atol=1e-6)
+
+
 def test_mask_to_seg_with_tiny_vqvae(tmp_path):
   from big_vision_lite.models import vqvae  # pylint: disable=import-outside-toplevel
   state = vqvae.random_state_dict(enc_widths=(4, 4, 4, 4), embed_dim=8, dec_width=4,

@@ -144,6 +144,47 @@ def test_combine_eval(model, tok):
   assert int(out["_truncated"]) == 1 and out["text"][-1] == tok.encode("\n")[0]
 
 
+def test_combine_eval_continues_from_suffix(model, tok):
+  """big_vision's eval row: [BOS] prefix sep suffix (no EOS), mask_ar [0 0 1], so the
+  decoder continues from the given suffix; suffix=None ignores the key."""
+  out = run(f"combine_and_keep_eval(16, model='{model}')", prefix="answer en what is",
+            suffix="a brown")
+  p = [tok.bos_id] + tok.encode("answer en what is") + tok.encode("\n")
+  x = tok.encode("a brown")
+  assert tok.eos_id not in x
+  n, pad = len(p) + len(x), 16 - len(p) - len(x)
+  np.testing.assert_array_equal(out["text"], p + x + [0] * pad)
+  np.testing.assert_array_equal(out["mask_ar"], [0] * len(p) + [1] * (len(x) + pad))
+  np.testing.assert_array_equal(out["mask_input"], [1] * n + [0] * pad)
+  # The same row from the reference's token ops (tok with eos='no' on the suffix).
+  pre = (f"tok(key='prefix', bos='yes', model='{model}')|"
+         f"tok(key='suffix', model='{model}')|"
+         f"tok(key='septok', text='\\n', model='{model}')|combine_and_keep_eval(16)")
+  np.testing.assert_array_equal(run(pre, prefix="answer en what is", suffix="a brown")["text"],
+                                out["text"])
+  ignored = run(f"combine_and_keep_eval(16, suffix=None, model='{model}')",
+                prefix="answer en what is", suffix="a brown")
+  np.testing.assert_array_equal(ignored["text"], p + [0] * (16 - len(p)))
+  cut = run(f"combine_and_keep_eval({len(p) + 1}, model='{model}')", prefix="answer en what is",
+            suffix="a brown")
+  np.testing.assert_array_equal(cut["text"], p + x[:1])
+  assert int(cut["_truncated"]) == 1
+
+
+def test_num_texts_counts_before_padding():
+  ds = tf.data.Dataset.from_generator(
+      lambda: iter([{"answers": ["", "a", ""]}, {"answers": [""]}]),
+      output_signature={"answers": tf.TensorSpec([None], tf.string)})
+  ds = ds.map(builder.get_preprocess_fn("num_texts('answers')")).padded_batch(2)
+  batch = next(iter(ds))
+  assert batch["answers"].numpy().tolist() == [[b"", b"a", b""], [b"", b"", b""]]
+  assert batch["answers/num"].numpy().tolist() == [3, 1]
+  assert int(run("num_texts('answer', outkey='n')", answer="x")["n"]) == 1
+  assert set(run("num_texts('answers', missing_ok=True)", answer="x")) == {"answer"}
+  with pytest.raises(KeyError, match="needs key 'answers'"):
+    run("num_texts('answers')", answer="x")
+
+
 def test_combine_errors(model):
   with pytest.raises(ValueError, match="text_len=1 must be an int >= 2"):
     builder.get_preprocess_fn("combine_and_keep_train(1)")
