@@ -15,6 +15,9 @@ def run(pp, **ex):
 def test_box_to_loc_bins_match_reference_rounding():
   rng = np.random.default_rng(0)
   boxes = rng.uniform(-0.1, 1.1, (200, 4)).astype(np.float32)
+  # The codec refuses reversed boxes: order each pair (ymin <= ymax, xmin <= xmax).
+  boxes = np.concatenate([np.minimum(boxes[:, :2], boxes[:, 2:]),
+                          np.maximum(boxes[:, :2], boxes[:, 2:])], axis=1)
   boxes[0] = [0.5, 0.0, 1.0, 0.25]
   per_box = ops_task.boxes_to_loc_tf(boxes).numpy()
   for box, s in zip(boxes, per_box):
