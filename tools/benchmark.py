@@ -49,8 +49,8 @@ def parse_args(argv):
   d.add_argument("--batches", default="1,8")
   d.add_argument("--hf", action=argparse.BooleanOptionalAction, default=True)
   d.add_argument("--inner", type=int, default=1, help="calls per timing (best of)")
-  d.add_argument("--weights", default="float32,bfloat16",
-                 help="weight dtypes; batch-1 latency is measured for each")
+  d.add_argument("--weights", default="float32,bfloat16,int8",
+                 help="decoder weight formats (quantize.FORMATS), timed alternately")
   i = sub.add_parser("input", parents=[common], help="tf.data pipeline examples/s")
   i.add_argument("--resolutions", default="224,448")
   i.add_argument("--data_dir", default="workdirs/benchmark/data")
@@ -107,6 +107,9 @@ def run(args):
                                [dict(batch=b, **v) for b, v in r["ratios"].items()]))
     text.append(timing.table("batch-1 latency vs weight-streaming bound",
                              [dict(weights=k, **v) for k, v in r["roofline"].items()]))
+    if r["drift"]:
+      text.append(timing.table("prefill logits vs float32 weights",
+                               [dict(weights=k, **v) for k, v in r["drift"].items()]))
   elif args.cmd == "input":
     from big_vision_lite import benchmark_input as bi
     r = bi.bench_input(args.data_dir, resolutions=[int(x) for x in args.resolutions.split(",")],
