@@ -29,8 +29,7 @@ def _setup(scan, std=0.3):
 def test_formats_store_fewer_bytes_and_keep_norms_and_image_tower(scan):
   _, params, _ = _setup(scan)
   q8 = quantize.quantize_params(params, "int8")
-  flat, flat8 = checkpoint.flatten(params), checkpoint.flatten(
-      jax.tree.map(lambda x: x, q8, is_leaf=lambda x: isinstance(x, quantize.QArray)))
+  flat, flat8 = checkpoint.flatten(params), checkpoint.flatten(q8)  # QArrays are leaves.
   quantised = sorted(k for k, v in flat8.items() if isinstance(v, quantize.QArray))
   assert "llm/embedder/input_embedding" in quantised
   assert all(k.startswith("llm/") and "norm" not in k for k in quantised)
