@@ -224,7 +224,7 @@ def _hf_runner(hf_model, batch, n_img, lr):
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    box["loss"] = float(loss)
+    box["loss"] = loss.item()
   return one, box
 
 
