@@ -15,7 +15,7 @@ its variants, so while its models are traced `gemma.get_config` is patched to an
 one extra name ("bench") with our decoder sizes. Its decode loop is its own
 `predict_fns` (prefill, then one jitted extend per token with a host-side EOS check);
 its train step is its trainer's update (loss on the suffix with one-hot targets,
-`jax.value_and_grad`, the optax update; state donated), with our optimizer.
+`jax.value_and_grad`, the optax update; state donated), with optax Adam at our lr.
 
 Timing alternates the sides within each repetition; every ratio is the median of
 per-repetition ratios (ours / other), so a shared machine's load drifts hit all alike.
