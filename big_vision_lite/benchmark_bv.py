@@ -95,8 +95,9 @@ def bv_config(model_cfg, *, scan=True, remat="nothing_saveable"):
   v = vit.Model(**{k: x for k, x in model_cfg["img"].items()
                    if k in ("variant", "width", "depth", "mlp_dim", "num_heads",
                             "patch_size")}).cfg
+  arch = gemma._ARCH_KEYS  # pylint: disable=protected-access
   l = gemma.Model(**{k: x for k, x in model_cfg["llm"].items()
-                     if k in gemma._ARCH_KEYS or k == "variant"}).cfg  # pylint: disable=protected-access
+                     if k in arch or k == "variant"}).cfg
   if l["post_norms"] or l["attn_logits_softcap"] or l["final_logits_softcap"]:
     raise ValueError("The side-by-side benchmark covers Gemma-1-style decoders only.")
   img = dict(width=v["width"], depth=v["depth"], mlp_dim=v["mlp_dim"],
