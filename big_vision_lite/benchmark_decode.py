@@ -11,6 +11,11 @@ The two sides alternate within each repetition and the ratio is taken per pair o
 so slow drifts of a shared machine affect both sides alike. Batch-1 decoding reads every
 decoder weight once per token: its latency is compared with the weight-streaming bound
 (decoder weight + KV cache bytes) / (read bandwidth measured in this process).
+
+Weight formats (`--weights float32,bfloat16,int8`, `quantize.quantize_params` of the same
+params) alternate with the f32 model and HF; each row reports its rates relative to the
+f32 model, the fraction of greedy tokens equal to the f32 model's, and `drift` the
+prefill-logit differences against f32.
 """
 import os
 import tempfile
@@ -24,6 +29,7 @@ from big_vision_lite import checkpoint
 from big_vision_lite import decode
 from big_vision_lite import flops
 from big_vision_lite import hf_convert
+from big_vision_lite import quantize
 from big_vision_lite.models import paligemma
 
 
@@ -90,13 +96,13 @@ def _rates(t1, tn, batch, prompt_tokens, new_tokens):
 
 
 def bench_pair(fns, *, batch, prompt_tokens, new_tokens, reps, inner=1):
-  """Alternates the sides of `fns` ({name: (fn_1, fn_n)}) `reps` times.
+  """Alternates the sides of `fns` ({name: (fn_1, fn_n)}, "ours" first) `reps` times.
 
   Each time is the best of `inner` calls.
 
   Returns:
-    {name: rates (medians)} and "ratios": ours/hf per pair of runs (medians), when
-    both sides are present.
+    {name: rates (medians)} and "relative": {name: rates of name / rates of "ours"
+    (medians of per-repetition ratios)} when "ours" is a side.
   """
   for f1, fn in fns.values():  # Compile / warm up.
     f1()
@@ -109,20 +115,37 @@ def bench_pair(fns, *, batch, prompt_tokens, new_tokens, reps, inner=1):
       samples[name].append(_rates(t1, tn, batch, prompt_tokens, new_tokens))
   out = {name: {k: float(np.median([s[k] for s in ss])) for k in ss[0]}
          for name, ss in samples.items()}
-  if "ours" in samples and "hf" in samples:
-    pairs = list(zip(samples["ours"], samples["hf"]))
-    out["ratios"] = {k: float(np.median([o[k] / h[k] for o, h in pairs]))
-                     for k in ("prefill_tok_s", "decode_tok_s")}
+  if "ours" in samples:
+    out["relative"] = {
+        name: {k: float(np.median([x[k] / o[k] for x, o in zip(ss, samples["ours"])]))
+               for k in ("prefill_tok_s", "decode_tok_s")}
+        for name, ss in samples.items() if name != "ours"}
   return out
 
 
+def logit_drift(model, params, qparams, inputs):
+  """Prefill logits of `qparams` vs `params`: relative RMS and max-abs differences."""
+  def logits(p):
+    batch = dict(inputs, _mask=np.ones((inputs["text"].shape[0],), bool))
+    return np.asarray(jax.jit(lambda p, b: decode.prefill(model, p, b, 1)[0])(p, batch))
+  ref, got = logits(params), logits(qparams)
+  rms = lambda x: float(np.sqrt(np.mean(np.square(x))))
+  return dict(rel_rms=rms(got - ref) / rms(ref),
+              rel_max=float(np.abs(got - ref).max() / np.abs(ref).max()),
+              same_argmax=float(np.mean(got.argmax(-1) == ref.argmax(-1))))
+
+
 def bench_decode(model_cfg, *, res, prompt_len, new_tokens, batches=(1, 8), reps=3,
-                 inner=1, with_hf=True, weight_dtypes=("float32", "bfloat16"),
+                 inner=1, with_hf=True, weight_dtypes=("float32", "bfloat16", "int8"),
                  bandwidth_bytes=256 << 20):
-  """The `decode` sub-command: rows per (batch, side, dtype) + roofline + bf16/f32.
+  """The `decode` sub-command: rows per (batch, side, weights) + roofline + drift.
+
+  Weight formats other than float32 are `quantize.quantize_params` of the same params,
+  timed in the same alternation as the f32 model and HF.
 
   Returns:
-    dict(rows, ratios {batch: ours/hf}, roofline, bf16_over_f32, bandwidth).
+    dict(rows, ratios {batch: ours/hf}, roofline (batch 1, per weights), drift (per
+    weights, vs f32), bandwidth).
   """
   bw = timing.memory_bandwidth(bandwidth_bytes)
   model, params = make_model(model_cfg, res=res, prompt_len=prompt_len)
@@ -132,33 +155,37 @@ def bench_decode(model_cfg, *, res, prompt_len, new_tokens, batches=(1, 8), reps
   if with_hf:
     with tempfile.TemporaryDirectory() as tmp:
       hf_model = make_hf(params, tmp)
-  rows, ratios, lat = [], {}, {}
+  stored = {w: quantize.quantize_params(params, w) for w in weight_dtypes}
+  rows, ratios, lat, drift = [], {}, {}, {}
   for b in batches:
     inputs = prompts(b, res, prompt_len)
     fns = {"ours": (ours_fn(model, params, inputs, 1),
                     ours_fn(model, params, inputs, new_tokens))}
+    fns.update({f"ours_{w}": (ours_fn(model, p, inputs, 1),
+                              ours_fn(model, p, inputs, new_tokens))
+                for w, p in stored.items() if w != "float32"})
     if hf_model is not None:
       fns["hf"] = (hf_fn(hf_model, inputs, n_img, 1), hf_fn(hf_model, inputs, n_img,
                                                              new_tokens))
-      same = np.array_equal(fns["ours"][1](), fns["hf"][1]())
+    ref = fns["ours"][1]()
+    same = {name: float(np.mean(fn() == ref)) for name, (_, fn) in fns.items()}
     r = bench_pair(fns, batch=b, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
                    reps=reps, inner=inner)
-    if "ratios" in r:
-      ratios[b] = dict(r.pop("ratios"), same_tokens=bool(same))
+    rel = r.pop("relative")
+    if "hf" in rel:
+      ratios[b] = dict({k: 1 / v for k, v in rel["hf"].items()},
+                       same_tokens=same["hf"] == 1.0)
     for name, rates in r.items():
-      rows.append(dict(batch=b, impl=name, weights="float32", **rates))
-    lat[("float32", b)] = r["ours"]["decode_token_s"]
-  for dtype in weight_dtypes:
-    if dtype == "float32":
-      continue
-    _, p16 = make_model(model_cfg, res=res, prompt_len=prompt_len, weight_dtype=dtype)
-    inputs = prompts(1, res, prompt_len)
-    r = bench_pair({"ours": (ours_fn(model, p16, inputs, 1),
-                             ours_fn(model, p16, inputs, new_tokens))},
-                   batch=1, prompt_tokens=prompt_tokens, new_tokens=new_tokens, reps=reps,
-                   inner=inner)
-    rows.append(dict(batch=1, impl="ours", weights=dtype, **r["ours"]))
-    lat[(dtype, 1)] = r["ours"]["decode_token_s"]
+      impl, _, weights = name.partition("_")
+      vs = rel.get(name, {"prefill_tok_s": 1.0, "decode_tok_s": 1.0})
+      rows.append(dict(batch=b, impl=impl, weights=weights or "float32", **rates,
+                       prefill_vs_ours=vs["prefill_tok_s"], decode_vs_ours=vs["decode_tok_s"],
+                       same_tokens=same[name]))
+      if impl == "ours":
+        lat[(weights or "float32", b)] = rates["decode_token_s"]
+    if b == batches[0]:
+      drift = {w: logit_drift(model, params, p, inputs)
+               for w, p in stored.items() if w != "float32"}
   roof = {}
   for (dtype, b), seconds in lat.items():
     if b != 1:
@@ -170,9 +197,10 @@ def bench_decode(model_cfg, *, res, prompt_len, new_tokens, batches=(1, 8), reps
     bound = nbytes["total"] / bw["bytes_per_s"]
     roof[dtype] = dict(latency_ms=seconds * 1e3, bound_ms=bound * 1e3,
                        latency_over_bound=seconds / bound, bytes_mb=nbytes["total"] / 2**20)
-  half = {f"{d}_over_float32": lat[(d, 1)] / lat[("float32", 1)]
-          for d in weight_dtypes if d != "float32" and ("float32", 1) in lat}
+  if "float32" in roof:  # A format streaming fewer bytes can beat the f32 bound.
+    for r in roof.values():
+      r["latency_over_f32_bound"] = r["latency_ms"] / roof["float32"]["bound_ms"]
   return dict(rows=rows, ratios={str(k): v for k, v in ratios.items()}, roofline=roof,
-              dtype_latency=half, bandwidth=bw,
+              drift=drift, bandwidth=bw,
               config=dict(res=res, prompt_len=prompt_len, new_tokens=new_tokens,
                           image_tokens=n_img))

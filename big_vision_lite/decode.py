@@ -96,6 +96,10 @@ def sample_loop(model, params, logits, cache, done, rng, knobs, *, max_decode_le
                 pad_id=0, logit_mask=None, answers=None):
   """Extends `cache` token by token in a while_loop (for use inside jit).
 
+  Token 0 is picked from the prefill logits; each loop iteration then runs one extend
+  step on the last token and picks the next one, so L tokens cost L - 1 extend steps
+  (none is spent after the last token).
+
   Args:
     model, params: the model.
     logits: float32[B, V] next-token logits after the prompt.
@@ -114,37 +118,43 @@ def sample_loop(model, params, logits, cache, done, rng, knobs, *, max_decode_le
     is included in the length) tokens are `pad_id` and log-probs 0.
   """
   b = logits.shape[0]
-  state = dict(step=jnp.int32(0), logits=logits, cache=cache, done=done,
+  state = dict(step=jnp.int32(0), cache=cache, done=done,
+               last=jnp.full((b,), pad_id, jnp.int32),
                tokens=jnp.full((b, max_decode_len), pad_id, jnp.int32),
                logprobs=jnp.zeros((b, max_decode_len), jnp.float32),
                lengths=jnp.zeros((b,), jnp.int32))
   if answers is not None:
     state["alive"] = jnp.ones((b, answers.shape[0]), bool)
 
-  def cond(s):
-    return (s["step"] < max_decode_len) & ~jnp.all(s["done"])
-
-  def body(s):
+  def pick(s, logits):
+    """Picks the token of step s["step"] from `logits` and records it."""
     step = s["step"]
-    logits = decode_samplers.apply_logit_mask(s["logits"], logit_mask)
+    logits = decode_samplers.apply_logit_mask(logits, logit_mask)
     if answers is not None:
       logits = decode_samplers.apply_logit_mask(logits, decode_samplers.answers_mask(
           s["alive"], answers, step, logits.shape[-1]))
-    logp = jax.nn.log_softmax(logits, -1)
     tok = decode_samplers.pick_tokens(logits, jax.random.fold_in(rng, step), knobs)
     tok = jnp.where(s["done"], pad_id, tok)
-    tok_logp = jnp.take_along_axis(logp, tok[:, None], -1)[:, 0]
+    # log p(tok) without materialising log_softmax over the whole vocabulary.
+    tok_logp = (jnp.take_along_axis(logits, tok[:, None], -1)[:, 0]
+                - jax.nn.logsumexp(logits, -1))
     new = dict(
-        step=step + 1, done=s["done"] | (tok == eos_id),
+        s, step=step + 1, last=tok, done=s["done"] | (tok == eos_id),
         tokens=s["tokens"].at[:, step].set(tok),
         logprobs=s["logprobs"].at[:, step].set(jnp.where(s["done"], 0.0, tok_logp)),
         lengths=s["lengths"] + (~s["done"]).astype(jnp.int32))
     if answers is not None:
       new["alive"] = decode_samplers.answers_update(s["alive"], answers, step, tok)
-    new["logits"], new["cache"] = extend(model, params, tok, s["cache"])
     return new
 
-  state = jax.lax.while_loop(cond, body, state)
+  def cond(s):
+    return (s["step"] < max_decode_len) & ~jnp.all(s["done"])
+
+  def body(s):
+    logits, cache = extend(model, params, s["last"], s["cache"])
+    return pick(dict(s, cache=cache), logits)
+
+  state = jax.lax.while_loop(cond, body, pick(state, logits))
   return {k: state[k] for k in ("tokens", "logprobs", "lengths")}
 
 
@@ -192,13 +202,26 @@ def default_cache_dtype():
   return "float32" if jax.default_backend() == "cpu" else "bfloat16"
 
 
+def _pad_to_bucket(inputs, bucket):
+  """Right-pads text/mask_ar/mask_input to a multiple of `bucket` (padding is invalid)."""
+  t = np.shape(inputs["text"])[1]
+  extra = -t % bucket
+  if not extra:
+    return inputs
+  def pad(x):  # jnp keeps a device (possibly sharded) array on its devices.
+    xp = jnp if isinstance(x, jax.Array) else np
+    return xp.pad(xp.asarray(x), ((0, 0), (0, extra)))
+  return dict(inputs, text=pad(inputs["text"]), mask_ar=pad(inputs["mask_ar"]),
+              mask_input=pad(inputs["mask_input"]))
+
+
 def decode(model, params, batch, *, max_decode_len, sampler="greedy", eos_id, rng=None,
-           pad_id=0, logit_mask=None, answers=None, cache_dtype=None):
+           pad_id=0, logit_mask=None, answers=None, cache_dtype=None, prompt_bucket=16):
   """Decodes a batch of prompts.
 
   Compiled once per (model config, shapes, sampler kind): calling again with the same
   (or an equal) `model` reuses the compiled function; greedy / temperature / top-k / nucleus and
-  any eos_id share it.
+  any eos_id share it, and prompt lengths are bucketed (`prompt_bucket`).
 
   Args:
     model: a paligemma `Model` (any module with embed_image / prefill_cache /
@@ -217,6 +240,8 @@ def decode(model, params, batch, *, max_decode_len, sampler="greedy", eos_id, rn
     answers: optional list of token-id lists: the output is forced to be one of them
       (EOS is appended where missing); not with beam search.
     cache_dtype: KV cache dtype (default: `default_cache_dtype()`).
+    prompt_bucket: the prompt length T is right-padded (as invalid tokens) to a multiple
+      of this, so prompts of lengths within one bucket share one compilation; 1 = off.
 
   Returns:
     dict(tokens int32[B, max_decode_len], logprobs f32[B, max_decode_len],
@@ -225,6 +250,8 @@ def decode(model, params, batch, *, max_decode_len, sampler="greedy", eos_id, rn
   """
   if max_decode_len < 1:
     raise ValueError(f"max_decode_len={max_decode_len} must be >= 1.")
+  if isinstance(prompt_bucket, bool) or not isinstance(prompt_bucket, int) or prompt_bucket < 1:
+    raise ValueError(f"prompt_bucket={prompt_bucket!r} must be an int >= 1 (1 = no padding).")
   s = get_sampler(sampler)
   rng = jax.random.key(0) if rng is None else rng
   cache_dtype = str(jnp.dtype(cache_dtype or default_cache_dtype()))
@@ -249,6 +276,7 @@ def decode(model, params, batch, *, max_decode_len, sampler="greedy", eos_id, rn
     inputs["mask_input"] = jnp.asarray(batch["text"]) != pad_id
   if inputs["_mask"] is None:
     inputs["_mask"] = np.ones((b,), bool)
+  inputs = _pad_to_bucket(inputs, prompt_bucket)
   return _decode_jit(_StaticModel(model), params, inputs, rng, s.knobs(),
                      jnp.int32(eos_id), logit_mask, answers, jnp.float32(s.alpha),
                      max_decode_len=int(max_decode_len), kind=s.kind, n=s.n, pad_id=int(pad_id),

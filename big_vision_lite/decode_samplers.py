@@ -123,7 +123,6 @@ def pick_tokens(logits, rng, knobs):
   """
   t, k, p = knobs[0], knobs[1], knobs[2]
   v = logits.shape[-1]
-  scaled = logits / jnp.maximum(t, 1e-6)
 
   def restrict(lg):
     srt = jnp.sort(lg, -1)[:, ::-1]
@@ -134,9 +133,14 @@ def pick_tokens(logits, rng, knobs):
     nuc = jnp.min(jnp.where(before < p, srt, jnp.inf), -1, keepdims=True)
     return jnp.where(lg >= jnp.maximum(kth, nuc), lg, NEG_INF)
 
-  scaled = jax.lax.cond((t > 0) & ((k > 0) | (p < 1)), restrict, lambda x: x, scaled)
-  sampled = jax.random.categorical(rng, scaled, -1)
-  return jnp.where(t > 0, sampled, jnp.argmax(logits, -1)).astype(jnp.int32)
+  def sample(lg):
+    lg = lg / jnp.maximum(t, 1e-6)
+    lg = jax.lax.cond((k > 0) | (p < 1), restrict, lambda x: x, lg)
+    return jax.random.categorical(rng, lg, -1).astype(jnp.int32)
+
+  # Greedy skips the random draw (B x V noise per step) and the sort at run time.
+  return jax.lax.cond(t > 0, sample, lambda lg: jnp.argmax(lg, -1).astype(jnp.int32),
+                      logits)
 
 
 def apply_logit_mask(logits, logit_mask):

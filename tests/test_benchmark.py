@@ -1,5 +1,6 @@
 """Smoke tests of every `tools/benchmark.py` sub-command on the micro model, and flops."""
 import json
+import os
 
 import jax
 import numpy as np
@@ -94,3 +95,31 @@ def test_decode_bytes_halve_with_bf16_weights():
   assert bf16["weights"] * 2 == f32["weights"] and bf16["kv_cache"] == f32["kv_cache"]
   # Decoder layers + the (tied) embedding: 6 * 3.74M + 32768 * 512 params.
   assert abs(f32["weights"] / 4 - (6 * 3_735_552 + 32768 * 512)) < 10_000
+
+
+_BIG_VISION = "/work/ref/big_vision"  # A google-research/big_vision checkout, when present.
+
+
+def test_compare_rejects_a_folder_without_big_vision(tmp_path):
+  with pytest.raises(FileNotFoundError, match="is not a big_vision checkout"):
+    benchmark.main(["compare", *SMALL, "--big_vision", str(tmp_path),
+                    "--json", str(tmp_path / "c.json")])
+
+
+@pytest.mark.slow  # Compiles ours, big_vision's and HF's micro models (~1 min).
+@pytest.mark.skipif(not os.path.isdir(os.path.join(_BIG_VISION, "big_vision")),
+                    reason=f"no big_vision checkout at {_BIG_VISION}")
+def test_compare_same_weights_as_big_vision_and_hf(tmp_path):
+  r = _run(tmp_path, "compare", "--big_vision", _BIG_VISION, "--prompt_len", "4",
+           "--new_tokens", "3", "--batches", "1")
+  dec = r["decode"]
+  assert dec["max_abs_logit_diff_vs_big_vision"] < 1e-5
+  assert {row["impl"] for row in dec["rows"]} == {"ours", "big_vision", "hf"}
+  assert all(row["same_tokens"] for row in dec["rows"])
+  assert set(dec["ratios"]["1"]) == {"ours_over_big_vision", "ours_over_hf"}
+  rows = {row["impl"]: row for row in r["train"]["rows"]}
+  # Same init and batch: the first-step losses of ours (default layout), big_vision, HF.
+  ours = rows["ours_scan=False"]["loss_0"]
+  assert abs(rows["big_vision"]["loss_0"] - ours) < 1e-4
+  assert abs(rows["hf"]["loss_0"] - ours) < 1e-4
+  assert all(row["step_s"] > 0 for row in rows.values())

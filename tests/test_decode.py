@@ -184,3 +184,46 @@ def test_bad_sampler_strings():
   assert decode.get_sampler("beam(4, alpha=0.6)").alpha == 0.6
   with pytest.raises(ValueError, match="must be > 0"):
     decode.get_sampler("topk(k='many')")
+
+
+def test_prompt_lengths_in_one_bucket_share_a_compilation(setup, greedy):
+  """T = 6 and T = 7 both pad to 8: one compile, same tokens as the unpadded decode."""
+  model, params, batch = setup
+  longer = dict(batch)
+  for k in ("text", "mask_input", "mask_ar"):
+    longer[k] = np.pad(batch[k], ((0, 0), (0, 1)))
+  before = decode._decode_jit._cache_size()  # pylint: disable=protected-access
+  outs = [decode.decode(model, params, b, max_decode_len=L, eos_id=-1, prompt_bucket=8)
+          for b in (batch, longer)]
+  assert decode._decode_jit._cache_size() == before + 1  # pylint: disable=protected-access
+  for out in outs:
+    np.testing.assert_array_equal(np.asarray(out["tokens"]), greedy["tokens"])
+  with pytest.raises(ValueError, match="prompt_bucket=0 must be an int >= 1"):
+    decode.decode(model, params, batch, max_decode_len=L, eos_id=-1, prompt_bucket=0)
+
+
+class _CountingModel:
+  """Delegates to a paligemma Model and counts extend_cache traces and runs."""
+
+  def __init__(self, model, calls):
+    self.model, self.calls = model, calls
+
+  def apply(self, variables, *args, method=None, **kw):
+    if method == "extend_cache":
+      jax.debug.callback(lambda: self.calls.append(1))
+    return self.model.apply(variables, *args, method=method, **kw)
+
+
+def test_no_extend_step_after_the_last_token(setup):
+  """L tokens take L - 1 extend steps (none after the last), and stop early at EOS."""
+  model, params, batch = setup
+  calls = []
+  counting = _CountingModel(model, calls)
+  prep = dict(batch, _mask=np.ones((B,), bool))
+  run = jax.jit(lambda p, b: decode.sample_loop(
+      counting, p, *decode.prefill(counting, p, b, L)[:2], jnp.zeros((B,), bool),
+      jax.random.key(0), decode.get_sampler("greedy").knobs(), max_decode_len=L,
+      eos_id=-1))
+  out = jax.block_until_ready(run(params, prep))
+  assert len(calls) == L - 1
+  assert np.asarray(out["lengths"]).tolist() == [L] * B

@@ -7,6 +7,7 @@ Each sub-command prints a Markdown table and writes JSON (with the machine and d
   python -m tools.benchmark input     # pipeline examples/s at 224/448 px vs the train step
   python -m tools.benchmark sharding  # per-device state bytes and step time: fsdp vs replicate
   python -m tools.benchmark memory    # PaliGemma-3B fits: FSDP 8 x 16 GB, attention-only SGD
+  python -m tools.benchmark compare --big_vision PATH  # ours vs big_vision vs HF, same weights
 
 Defaults are the "bench-small" shape (ViT S/14 at 224 px + a 6-layer Gemma-1-style
 decoder of width 512, batch 8, text 32, f32, Adam); `--model micro` is a smoke test.
@@ -18,7 +19,7 @@ import sys
 
 import jax
 
-SUBCOMMANDS = ("train", "decode", "input", "sharding", "memory")
+SUBCOMMANDS = ("train", "decode", "input", "sharding", "memory", "compare")
 
 
 def parse_args(argv):
@@ -49,8 +50,8 @@ def parse_args(argv):
   d.add_argument("--batches", default="1,8")
   d.add_argument("--hf", action=argparse.BooleanOptionalAction, default=True)
   d.add_argument("--inner", type=int, default=1, help="calls per timing (best of)")
-  d.add_argument("--weights", default="float32,bfloat16",
-                 help="weight dtypes; batch-1 latency is measured for each")
+  d.add_argument("--weights", default="float32,bfloat16,int8",
+                 help="decoder weight formats (quantize.FORMATS), timed alternately")
   i = sub.add_parser("input", parents=[common], help="tf.data pipeline examples/s")
   i.add_argument("--resolutions", default="224,448")
   i.add_argument("--data_dir", default="workdirs/benchmark/data")
@@ -66,6 +67,14 @@ def parse_args(argv):
                  help="remat policies of the FSDP fit (empty: skip it)")
   m.add_argument("--finetune_compute", default="float32,bfloat16")
   m.add_argument("--finetune_text_len", type=int, default=128)
+  c = sub.add_parser("compare", parents=[common], help="ours vs big_vision vs HF")
+  c.add_argument("--big_vision", required=True,
+                 help="path of a google-research/big_vision checkout (holds big_vision/)")
+  c.add_argument("--parts", default="decode,train")
+  c.add_argument("--prompt_len", type=int, default=16)
+  c.add_argument("--new_tokens", type=int, default=16)
+  c.add_argument("--batches", default="1,8")
+  c.add_argument("--hf", action=argparse.BooleanOptionalAction, default=True)
   return p.parse_args(argv)
 
 
@@ -107,6 +116,9 @@ def run(args):
                                [dict(batch=b, **v) for b, v in r["ratios"].items()]))
     text.append(timing.table("batch-1 latency vs weight-streaming bound",
                              [dict(weights=k, **v) for k, v in r["roofline"].items()]))
+    if r["drift"]:
+      text.append(timing.table("prefill logits vs float32 weights",
+                               [dict(weights=k, **v) for k, v in r["drift"].items()]))
   elif args.cmd == "input":
     from big_vision_lite import benchmark_input as bi
     r = bi.bench_input(args.data_dir, resolutions=[int(x) for x in args.resolutions.split(",")],
@@ -117,6 +129,21 @@ def run(args):
     from big_vision_lite import benchmark_memory as bm
     r = bm.bench_sharding(args.model, iters=args.iters, jit_check=args.jit_check, **shape)
     text = [timing.table(f"sharding ({args.model}, {jax.device_count()} devices)", r["rows"])]
+  elif args.cmd == "compare":
+    from big_vision_lite import benchmark_bv
+    r = benchmark_bv.bench_compare(
+        args.big_vision, args.model, batch=args.batch, res=args.res, text_len=args.text_len,
+        prompt_len=args.prompt_len, new_tokens=args.new_tokens,
+        batches=[int(b) for b in args.batches.split(",")], reps=args.iters, with_hf=args.hf,
+        parts=args.parts.split(","))
+    text = []
+    if "decode" in r:
+      text.append(timing.table(f"decode side by side ({args.model})", r["decode"]["rows"]))
+      text.append(timing.table("ours / other (median of per-repetition ratios)", [
+          dict(batch=b, other=k, **v) for b, d in r["decode"]["ratios"].items()
+          for k, v in d.items()]))
+    if "train" in r:
+      text.append(timing.table(f"train step side by side ({args.model})", r["train"]["rows"]))
   else:
     from big_vision_lite import benchmark_memory as bm
     model = "paligemma-3b" if args.model == "bench-small" else args.model

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from big_vision_lite import checkpoint
+from big_vision_lite import quantize
 from big_vision_lite.models import common
 from big_vision_lite.sharding import ACT_BATCH, ACT_EMBED, ACT_LEN
 
@@ -118,7 +119,10 @@ def _fan_in(in_axis, out_axis):
 
 
 class Einsum(nn.Module):
-  """Holds one weight `w` of `shape` and applies `jnp.einsum(eqn, x, w)`."""
+  """Holds one weight `w` of `shape` and applies `einsum(eqn, x, w)`.
+
+  `w` may be stored in bf16 or int8 for decoding (`quantize.quantize_params`).
+  """
   shape: tuple[int, ...]
   in_axis: tuple[int, ...]
   out_axis: tuple[int, ...]
@@ -126,7 +130,7 @@ class Einsum(nn.Module):
   @nn.compact
   def __call__(self, eqn, x):
     w = self.param("w", _fan_in(self.in_axis, self.out_axis), self.shape)
-    return jnp.einsum(eqn, x, w)
+    return quantize.einsum(eqn, x, w)
 
 
 class RMSNorm(nn.Module):
@@ -152,17 +156,14 @@ class Embedder(nn.Module):
         (self.vocab_size, self.width))
 
   def encode(self, tokens):
-    x = self.input_embedding[(tokens,)]
+    x = quantize.embed_rows(self.input_embedding, tokens)
     return x * jnp.sqrt(self.width).astype(x.dtype)
 
   def decode(self, x):
     """x: float[..., D] -> float[..., V] (the tied output projection)."""
-    # The table is the left operand, contracted on its minor dim, so XLA:CPU reads it in
-    # place instead of materialising its [D, V] transpose at every call (decode steps).
-    dtype = jnp.result_type(x, self.input_embedding)
-    emb, rows = self.input_embedding.astype(dtype), x.reshape(-1, x.shape[-1]).astype(dtype)
-    y = jax.lax.dot_general(emb, rows, (((1,), (1,)), ((), ())))  # [V, B*T]
-    return y.T.reshape(x.shape[:-1] + (emb.shape[0],))
+    # The table is read in place (no [D, V] transpose per call; see project_rows).
+    y = quantize.project_rows(self.input_embedding, x.reshape(-1, x.shape[-1]))  # [V, B*T]
+    return y.T.reshape(x.shape[:-1] + (y.shape[0],))
 
 
 class Attention(nn.Module):
@@ -218,9 +219,9 @@ class FeedForward(nn.Module):
   @nn.compact
   def __call__(self, x):
     w_gating = self.param("gating_einsum", _fan_in((1,), (0, 2)), (2, self.width, self.mlp_dim))
-    gate = nn.gelu(jnp.dot(x, w_gating[0]), approximate=True)
+    gate = nn.gelu(quantize.dot(x, w_gating[0]), approximate=True)
     w_linear = self.param("linear", _fan_in((0,), (1,)), (self.mlp_dim, self.width))
-    return jnp.dot(gate * jnp.dot(x, w_gating[1]), w_linear)
+    return quantize.dot(gate * quantize.dot(x, w_gating[1]), w_linear)
 
 
 class Block(nn.Module):
