@@ -97,7 +97,8 @@ def test_decode_bytes_halve_with_bf16_weights():
   assert abs(f32["weights"] / 4 - (6 * 3_735_552 + 32768 * 512)) < 10_000
 
 
-_BIG_VISION = "/work/ref/big_vision"  # A google-research/big_vision checkout, when present.
+# A google-research/big_vision checkout (its root folder), when the runner has one.
+_BIG_VISION = os.environ.get("BIG_VISION_SRC", "")
 
 
 def test_compare_rejects_a_folder_without_big_vision(tmp_path):
@@ -108,7 +109,7 @@ def test_compare_rejects_a_folder_without_big_vision(tmp_path):
 
 @pytest.mark.slow  # Compiles ours, big_vision's and HF's micro models (~1 min).
 @pytest.mark.skipif(not os.path.isdir(os.path.join(_BIG_VISION, "big_vision")),
-                    reason=f"no big_vision checkout at {_BIG_VISION}")
+                    reason="set BIG_VISION_SRC to a big_vision checkout to run big_vision beside ours")
 def test_compare_same_weights_as_big_vision_and_hf(tmp_path):
   r = _run(tmp_path, "compare", "--big_vision", _BIG_VISION, "--prompt_len", "4",
            "--new_tokens", "3", "--batches", "1")
