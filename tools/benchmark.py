@@ -7,6 +7,7 @@ Each sub-command prints a Markdown table and writes JSON (with the machine and d
   python -m tools.benchmark input     # pipeline examples/s at 224/448 px vs the train step
   python -m tools.benchmark sharding  # per-device state bytes and step time: fsdp vs replicate
   python -m tools.benchmark memory    # PaliGemma-3B fits: FSDP 8 x 16 GB, attention-only SGD
+  python -m tools.benchmark serve     # HTTP server req/s, p50/p95 at 1/8/32 clients vs sequential
 
 Defaults are the "bench-small" shape (ViT S/14 at 224 px + a 6-layer Gemma-1-style
 decoder of width 512, batch 8, text 32, f32, Adam); `--model micro` is a smoke test.
@@ -18,7 +19,7 @@ import sys
 
 import jax
 
-SUBCOMMANDS = ("train", "decode", "input", "sharding", "memory")
+SUBCOMMANDS = ("train", "decode", "input", "sharding", "memory", "serve")
 
 
 def parse_args(argv):
@@ -66,6 +67,11 @@ def parse_args(argv):
                  help="remat policies of the FSDP fit (empty: skip it)")
   m.add_argument("--finetune_compute", default="float32,bfloat16")
   m.add_argument("--finetune_text_len", type=int, default=128)
+  v = sub.add_parser("serve", parents=[common], help="server req/s and latency")
+  v.add_argument("--clients", default="1,8,32", help="concurrent clients per run")
+  v.add_argument("--requests", type=int, default=64, help="requests per run")
+  v.add_argument("--new_tokens", type=int, default=16)
+  v.add_argument("--max_wait_ms", type=float, default=5.0, help="batcher wait")
   return p.parse_args(argv)
 
 
@@ -117,6 +123,14 @@ def run(args):
     from big_vision_lite import benchmark_memory as bm
     r = bm.bench_sharding(args.model, iters=args.iters, jit_check=args.jit_check, **shape)
     text = [timing.table(f"sharding ({args.model}, {jax.device_count()} devices)", r["rows"])]
+  elif args.cmd == "serve":
+    from big_vision_lite import benchmark_serve as bs
+    r = bs.bench_serve(bt.model_config(args.model, remat="none"), res=args.res,
+                       clients=[int(c) for c in args.clients.split(",")],
+                       requests=args.requests, new_tokens=args.new_tokens, rounds=args.iters,
+                       max_wait_ms=args.max_wait_ms)
+    text = [timing.table(f"serve ({args.model}, same tokens as sequential: "
+                         f"{r['same_tokens']})", r["rows"])]
   else:
     from big_vision_lite import benchmark_memory as bm
     model = "paligemma-3b" if args.model == "bench-small" else args.model

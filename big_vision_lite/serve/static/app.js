@@ -76,6 +76,14 @@ function draw(result) {
   svg.dataset.objects = String(result.objects.length);
 }
 
+// The server's limits: max_tokens defaults to min(32, --max_tokens).
+fetch("/healthz").then((r) => r.json()).then((health) => {
+  const limit = health.engine.max_tokens;
+  $("max_tokens").max = limit;
+  $("max_tokens").value = Math.min(32, limit);
+  document.body.dataset.ready = "1";
+}).catch((err) => setStatus(`Server not reachable: ${err}`, true));
+
 $("task").addEventListener("change", () => { $("prompt").value = $("task").value; });
 
 $("image").addEventListener("change", () => {
