@@ -97,6 +97,7 @@ def define_flags():
   flags.DEFINE_integer("max_batch", 8, "The most requests decoded together.")
   flags.DEFINE_float("max_wait_ms", 10.0, "How long a request waits for others to join.")
   flags.DEFINE_integer("max_queue", 256, "The most waiting requests (more get 503).")
+  flags.DEFINE_integer("max_bytes", 20 << 20, "The largest request body (more get 413).")
   flags.DEFINE_string("cache_dtype", None, "KV cache dtype (default bf16 on accelerators).")
   flags.DEFINE_bool("warmup", True, "Compile every batch size before serving.")
 
@@ -117,7 +118,7 @@ def build_engine(f):
     raise ValueError("--config needs --workdir (the training run to serve).")
   engine, step = engine_from_workdir(f.config, f.workdir, tokenizer=f.tokenizer,
                                      vqvae_path=f.vqvae, res=f.res, **kw)
-  print(f"Serving {f.workdir} at step {step}.")
+  print(f"Serving {f.workdir} at step {step}.", flush=True)
   return engine
 
 
@@ -128,12 +129,13 @@ def main(argv):
   f = flags.FLAGS
   engine = build_engine(f)
   if f.warmup:
-    print(f"Compiling {len(engine.batch_sizes)} batch sizes {engine.batch_sizes}...")
+    print(f"Compiling batch sizes {engine.batch_sizes}...", flush=True)
     engine.warmup()
   server = server_lib.Server(engine, sock=server_lib.bind_socket(f.host, f.port),
                              max_batch=f.max_batch, max_wait_s=f.max_wait_ms / 1000,
-                             max_queue=f.max_queue)
-  print(f"Serving on {server.url}/ (API: POST {server.url}/v1/generate). Ctrl-C stops.")
+                             max_queue=f.max_queue, max_bytes=f.max_bytes)
+  print(f"Serving on {server.url}/ (API: POST {server.url}/v1/generate). Ctrl-C stops.",
+        flush=True)
   server.run()
 
 

@@ -11,10 +11,14 @@ from big_vision_lite.serve import batcher as batcher_lib
 
 
 def bind_socket(host="127.0.0.1", port=0):
-  """A TCP socket bound to `host:port` (port 0: a free one, see sock.getsockname()[1])."""
+  """A listening TCP socket on `host:port` (port 0: a free one, sock.getsockname()[1]).
+
+  Connections made before the server runs wait in the backlog instead of being refused.
+  """
   sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
   sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
   sock.bind((host, port))
+  sock.listen(2048)
   return sock
 
 
