@@ -252,3 +252,23 @@ def test_detection_and_segmentation_answers(tiny):
   mask = rle_to_mask(obj["mask"])
   assert mask.shape == (h, w)
   assert not mask[:3].any() and not mask[:, :7].any()  # Nothing outside the box.
+
+
+def test_stream_sends_tokens_as_made_and_matches_generate(served, tiny):
+  body = {"image": b64(tiny["images"][1]), "prompt": "detect cat", "max_tokens": 8}
+  status, ref = post_json(served.url, body)
+  assert status == 200
+  req = urllib.request.Request(served.url + "/v1/generate",
+                               data=json.dumps(dict(body, stream=True)).encode(),
+                               headers={"Content-Type": "application/json"})
+  with urllib.request.urlopen(req, timeout=120) as r:
+    assert r.headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(line[len(b"data: "):]) for line in r if line.startswith(b"data: ")]
+  *tokens, final = events
+  assert final["done"] and final["tokens"] == ref["tokens"] == [e["token"] for e in tokens]
+  assert final["text"] == ref["text"] == (tokens[-1]["text"] if tokens else "")
+  assert final["finish_reason"] == ref["finish_reason"]
+  status, rec = post_json(served.url, dict(body, stream=True, sampler="beam(2)"))
+  assert status == 400 and rec["error"]["field"] == "stream"
+  status, rec = post_json(served.url, dict(body, stream="yes"))
+  assert status == 400 and "true or false" in rec["error"]["message"]

@@ -1,5 +1,6 @@
 """The demo page in a real headless Chromium (Debian's chromium + chromium-driver):
-upload an image, run a detect prompt, wait for the answer, check the drawn overlay."""
+upload an image, run a detect prompt, wait for the answer, check the drawn overlay; then
+the same with streamed tokens."""
 import os
 
 import numpy as np
@@ -70,17 +71,27 @@ def test_page_detect_draws_boxes(tmp_path):
       labels = [t.text for t in driver.find_elements(By.CSS_SELECTOR, "#overlay text")]
       shot = tmp_path / "page.png"
       driver.save_screenshot(str(shot))
-      status = status(driver)
+      first_status = status(driver)
+      # Again with streamed tokens (server-sent events read by the page).
+      driver.find_element(By.CSS_SELECTOR, "details summary").click()
+      driver.find_element(By.ID, "stream").click()
+      driver.find_element(By.ID, "submit").click()
+      ui.WebDriverWait(driver, 120).until(lambda d: "streamed" in status(d)
+                                          or "rror" in status(d))
+      streamed = (status(driver), driver.find_element(By.ID, "answer").text,
+                  len(driver.find_elements(By.CSS_SELECTOR, "#overlay rect.box")))
   finally:
     driver.quit()
   assert answer == "<loc0100><loc0200><loc0700><loc0800> cat"
-  assert len(boxes) == 1 and labels == ["cat"], (status, labels)
+  assert len(boxes) == 1 and labels == ["cat"], (first_status, labels)
   # Box in the image's pixel grid: x = 200/1023 * 160, width = 600/1023 * 160, ...
   box = boxes[0]
   np.testing.assert_allclose([box["x"], box["y"], box["width"], box["height"]],
                              [200 / 1023 * 160, 100 / 1023 * 120, 600 / 1023 * 160,
                               600 / 1023 * 120], atol=0.01)
-  assert "1 object(s)" in status and "finished by eos" in status
+  assert "1 object(s)" in first_status and "finished by eos" in first_status
+  assert "1 object(s)" in streamed[0] and "finished by eos" in streamed[0], streamed
+  assert streamed[1:] == (answer, 1)
   png = np.asarray(Image.open(shot).convert("RGB"))
   assert png.shape[0] > 100 and png.shape[1] > 100
   # The box's stroke colour (#e6194b) is drawn on the screenshot.

@@ -1,11 +1,15 @@
 """The FastAPI app: JSON API, health endpoint and the demo page.
 
   POST /v1/generate   multipart/form-data (fields `image` file, `prompt`, optional
-                      `sampler`, `max_tokens`, `seed`) or application/json
+                      `sampler`, `max_tokens`, `seed`, `stream`) or application/json
                       ({"image": base64 or data URL, "prompt": ..., ...}); returns
                       {text, tokens, finish_reason, objects, invalid, image_size,
                       timings {preprocess_ms, queue_ms, decode_ms, postprocess_ms,
                       total_ms}, batch {size, padded, text_len, decode_len}}.
+                      With `stream` true (greedy / temperature / topk / nucleus), the
+                      answer comes as server-sent events: `data: {"token", "text"}` per
+                      token, then `data: {text, tokens, finish_reason, objects,
+                      invalid, image_size, timings {decode_ms, total_ms}, done: true}`.
   GET  /healthz       {"status": "ok", "engine": {...}, "batcher": {...}}
   GET  /              the page (static/index.html, with static/app.js and style.css)
 
@@ -25,9 +29,10 @@ from fastapi import staticfiles
 from starlette import exceptions as starlette_exceptions
 
 from big_vision_lite.serve import engine as engine_lib
+from big_vision_lite.serve import stream as stream_lib
 
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
-FIELDS = ("image", "prompt", "sampler", "max_tokens", "seed")
+FIELDS = ("image", "prompt", "sampler", "max_tokens", "seed", "stream")
 DEFAULT_MAX_BYTES = 20 << 20
 
 
@@ -43,6 +48,29 @@ def _int_field(name, value):
   if isinstance(value, str) and value.strip().lstrip("-").isdigit():
     return int(value.strip())
   raise engine_lib.RequestError(f"{name}={value!r} must be an integer.", field=name)
+
+
+def _bool_field(name, value):
+  """JSON booleans, or form strings 'true' / 'false' (any case)."""
+  if isinstance(value, bool):
+    return value
+  if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+    return value.strip().lower() == "true"
+  raise engine_lib.RequestError(f"{name}={value!r} must be true or false.", field=name)
+
+
+def _events(engine, streamer, example, options, start):
+  """Server-sent events of a stream: one per token, then the full answer (`done`)."""
+  ids = []
+  decode_start = time.perf_counter()
+  for token in streamer.tokens(example, options):
+    ids.append(token)
+    yield f"data: {json.dumps({'token': token, 'text': engine.tok.to_str(ids)})}\n\n"
+  decode_ms = 1000 * (time.perf_counter() - decode_start)
+  result = engine.answer(example, ids, len(ids) < options.max_tokens)
+  result["timings"] = dict(decode_ms=round(decode_ms, 2),
+                           total_ms=round(1000 * (time.perf_counter() - start), 2))
+  yield f"data: {json.dumps(dict(result, done=True))}\n\n"
 
 
 def _b64_image(value):
@@ -103,6 +131,7 @@ async def _read_request(request, max_bytes):
 def make_app(engine, batcher, *, max_bytes=DEFAULT_MAX_BYTES):
   """Returns the FastAPI app serving `engine` through `batcher`."""
   app = fastapi.FastAPI(title="big_vision_lite PaliGemma server")
+  streamer = stream_lib.Streamer(engine)
   app.mount("/static", staticfiles.StaticFiles(directory=STATIC_DIR), name="static")
 
   @app.get("/")
@@ -122,9 +151,16 @@ def make_app(engine, batcher, *, max_bytes=DEFAULT_MAX_BYTES):
           fields.get("sampler", "greedy"),
           _int_field("max_tokens", fields.get("max_tokens", min(32, engine.max_tokens))),
           _int_field("seed", fields.get("seed")))
+      streaming = _bool_field("stream", fields.get("stream", False))
+      if streaming:
+        streamer.check(options)
       # PIL decoding and the pp ops run in a worker thread, off the event loop.
       example = await asyncio.to_thread(engine.preprocess, image, fields.get("prompt"))
       preprocess_ms = 1000 * (time.perf_counter() - start)
+      if streaming:  # Starlette runs the generator in its thread pool.
+        return responses.StreamingResponse(
+            _events(engine, streamer, example, options, start),
+            media_type="text/event-stream")
       result = await asyncio.wrap_future(batcher.submit(example, options))
     except engine_lib.RequestError as e:
       return _error(e.status, str(e), e.field)

@@ -125,7 +125,7 @@ class Engine:
       raise ValueError(f"The model's vocabulary ({vocab}) is smaller than the tokenizer's "
                        f"({tok.vocab_size}): wrong --tokenizer for this checkpoint?")
     # A model vocab padded beyond the tokenizer's never emits the ids the tokenizer lacks.
-    self._logit_mask = None if vocab == tok.vocab_size else np.arange(vocab) < tok.vocab_size
+    self.logit_mask = None if vocab == tok.vocab_size else np.arange(vocab) < tok.vocab_size
 
   def info(self):
     """JSON-ready description (for the health endpoint)."""
@@ -231,7 +231,7 @@ class Engine:
     out = decode.decode(self.model, self.params, batch, max_decode_len=length,
                         sampler=options[0].sampler, eos_id=self.tok.eos_id,
                         pad_id=self.tok.pad_id, rng=jax.random.key(options[0].seed),
-                        logit_mask=self._logit_mask, cache_dtype=self.cache_dtype)
+                        logit_mask=self.logit_mask, cache_dtype=self.cache_dtype)
     tokens, lengths = np.asarray(out["tokens"]), np.asarray(out["lengths"])
     decode_ms = 1000 * (time.perf_counter() - start)
     results = []
@@ -239,16 +239,19 @@ class Engine:
       start = time.perf_counter()
       ids = tokens[i, :min(int(lengths[i]), opt.max_tokens)].tolist()
       eos = self.tok.eos_id in ids
-      ids = ids[:ids.index(self.tok.eos_id)] if eos else ids
-      text = self.tok.to_str(ids)
-      rec = postprocess.to_json(text, *ex.size, self.vqvae_params)
-      results.append(dict(
-          text=text, tokens=ids, finish_reason="eos" if eos else "length",
-          objects=rec["objects"], invalid=rec["invalid"], image_size=list(ex.size),
-          timings=dict(decode_ms=round(decode_ms, 2),
-                       postprocess_ms=round(1000 * (time.perf_counter() - start), 2)),
-          batch=dict(size=n, padded=b, text_len=t, decode_len=length)))
+      rec = self.answer(ex, ids[:ids.index(self.tok.eos_id)] if eos else ids, eos)
+      rec["timings"] = dict(decode_ms=round(decode_ms, 2),
+                            postprocess_ms=round(1000 * (time.perf_counter() - start), 2))
+      rec["batch"] = dict(size=n, padded=b, text_len=t, decode_len=length)
+      results.append(rec)
     return results
+
+  def answer(self, example, ids, eos):
+    """The JSON-ready answer of token `ids` (EOS excluded; `eos`: whether it ended there)."""
+    text = self.tok.to_str(ids)
+    rec = postprocess.to_json(text, *example.size, self.vqvae_params)
+    return dict(text=text, tokens=list(ids), finish_reason="eos" if eos else "length",
+                objects=rec["objects"], invalid=rec["invalid"], image_size=list(example.size))
 
   def warmup(self, samplers=("greedy",), batch_sizes=None, text_lens=None,
              decode_lens=None):

@@ -93,26 +93,58 @@ $("image").addEventListener("change", () => {
   if (file) $("preview").src = URL.createObjectURL(file);
 });
 
+// Reads server-sent events from a streamed response: `data: {...}` blocks.
+async function readEvents(response, onEvent) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      if (block.startsWith("data: ")) onEvent(JSON.parse(block.slice(6)));
+    }
+  }
+}
+
+function showResult(result, streamed) {
+  $("answer").textContent = result.text;
+  draw(result);
+  const t = result.timings;
+  const how = streamed ? "streamed" : `decode ${t.decode_ms.toFixed(0)} ms in a batch of ` +
+                                      `${result.batch.size}`;
+  setStatus(`${result.objects.length} object(s); ${t.total_ms.toFixed(0)} ms (${how}); ` +
+            `finished by ${result.finish_reason}`, false);
+}
+
 $("form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const body = new FormData();
   body.append("image", $("image").files[0]);
   for (const key of ["prompt", "sampler", "max_tokens"]) body.append(key, $(key).value);
+  const streamed = $("stream").checked;
+  body.append("stream", String(streamed));
   $("submit").disabled = true;
+  $("overlay").replaceChildren();
+  $("answer").textContent = "";
   setStatus("Running...", false);
   try {
     const response = await fetch("/v1/generate", { method: "POST", body });
-    const result = await response.json();
     if (!response.ok) {
+      const result = await response.json();
       setStatus(`Error ${response.status}: ${result.error.message}`, true);
-      return;
+    } else if (streamed) {
+      await readEvents(response, (e) => {
+        if (e.done) showResult(e, true);
+        else $("answer").textContent = e.text;
+      });
+    } else {
+      showResult(await response.json(), false);
     }
-    $("answer").textContent = result.text;
-    draw(result);
-    const t = result.timings;
-    setStatus(`${result.objects.length} object(s); ${t.total_ms.toFixed(0)} ms ` +
-              `(decode ${t.decode_ms.toFixed(0)} ms in a batch of ${result.batch.size}); ` +
-              `finished by ${result.finish_reason}`, false);
   } catch (err) {
     setStatus(`Request failed: ${err}`, true);
   } finally {
