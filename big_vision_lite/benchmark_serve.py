@@ -102,7 +102,9 @@ def bench_serve(model_cfg, *, res, clients=(1, 8, 32), requests=64, new_tokens=1
     tokenizer_lib.train_tokenizer([p + " a red circle and a blue square" for p in PROMPTS]
                                   * 50, tok_path, vocab_size=300)
     tok = tokenizer_lib.Tokenizer(tok_path)
-    cfg = dict(model_cfg, llm=dict(model_cfg["llm"], vocab_size=tok.vocab_size))
+    # The model keeps its vocabulary; the engine masks the ids the tokenizer lacks.
+    cfg = dict(model_cfg, llm=dict(model_cfg["llm"], vocab_size=max(
+        tok.vocab_size, model_cfg["llm"].get("vocab_size", 0))))
     model, params = benchmark_decode.make_model(cfg, res=res, prompt_len=16)
     engine = engine_lib.Engine(model, params, tok, res=res, text_len=64,
                                max_tokens=new_tokens, max_batch=max(clients))

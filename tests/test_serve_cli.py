@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from big_vision_lite import checkpoint
+from big_vision_lite.serve import engine as engine_lib
 from big_vision_lite.serve import server as server_lib
 from configs import demo
 from tests import serve_fixtures as sf
@@ -38,7 +39,7 @@ def test_cli_serves_a_checkpoint(tmp_path):
   image = sf.images(1)[0]
   expected = sf.engine(model, params, tok).generate(
       [sf.engine(model, params, tok).preprocess(image, "caption en")],
-      [serve.engine_lib.Options(max_tokens=8)])[0]
+      [engine_lib.Options(max_tokens=8)])[0]
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
   proc = subprocess.Popen(
       [sys.executable, "-m", "tools.serve", "--ckpt", ckpt, "--tokenizer", tok.model_path,
