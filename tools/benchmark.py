@@ -8,6 +8,7 @@ Each sub-command prints a Markdown table and writes JSON (with the machine and d
   python -m tools.benchmark sharding  # per-device state bytes and step time: fsdp vs replicate
   python -m tools.benchmark memory    # PaliGemma-3B fits: FSDP 8 x 16 GB, attention-only SGD
   python -m tools.benchmark compare --big_vision PATH  # ours vs big_vision vs HF, same weights
+  python -m tools.benchmark serve     # HTTP server req/s, p50/p95 at 1/8/32 clients vs sequential
 
 Defaults are the "bench-small" shape (ViT S/14 at 224 px + a 6-layer Gemma-1-style
 decoder of width 512, batch 8, text 32, f32, Adam); `--model micro` is a smoke test.
@@ -19,7 +20,7 @@ import sys
 
 import jax
 
-SUBCOMMANDS = ("train", "decode", "input", "sharding", "memory", "compare")
+SUBCOMMANDS = ("train", "decode", "input", "sharding", "memory", "compare", "serve")
 
 
 def parse_args(argv):
@@ -75,6 +76,11 @@ def parse_args(argv):
   c.add_argument("--new_tokens", type=int, default=16)
   c.add_argument("--batches", default="1,8")
   c.add_argument("--hf", action=argparse.BooleanOptionalAction, default=True)
+  v = sub.add_parser("serve", parents=[common], help="server req/s and latency")
+  v.add_argument("--clients", default="1,8,32", help="concurrent clients per run")
+  v.add_argument("--requests", type=int, default=64, help="requests per run")
+  v.add_argument("--new_tokens", type=int, default=16)
+  v.add_argument("--max_wait_ms", type=float, default=5.0, help="batcher wait")
   return p.parse_args(argv)
 
 
@@ -144,6 +150,14 @@ def run(args):
           for k, v in d.items()]))
     if "train" in r:
       text.append(timing.table(f"train step side by side ({args.model})", r["train"]["rows"]))
+  elif args.cmd == "serve":
+    from big_vision_lite import benchmark_serve as bs
+    r = bs.bench_serve(bt.model_config(args.model, remat="none"), res=args.res,
+                       clients=[int(c) for c in args.clients.split(",")],
+                       requests=args.requests, new_tokens=args.new_tokens, rounds=args.iters,
+                       max_wait_ms=args.max_wait_ms)
+    text = [timing.table(f"serve ({args.model}, same tokens as sequential: "
+                         f"{r['same_tokens']})", r["rows"])]
   else:
     from big_vision_lite import benchmark_memory as bm
     model = "paligemma-3b" if args.model == "bench-small" else args.model

@@ -1,0 +1,145 @@
+r"""Serves a PaliGemma checkpoint: JSON API and a demo page in the browser.
+
+  python -m tools.serve --ckpt /ckpts/pt_224.npz --tokenizer /ckpts/pg_tokenizer.model \
+      [--vqvae vae-oid.npz] [--port 8000]
+  python -m tools.serve --config configs/demo.py --workdir workdirs/demo   # a training run
+
+Then open http://127.0.0.1:8000/ or `curl -F image=@cat.jpg -F prompt="detect cat"
+http://127.0.0.1:8000/v1/generate`. With --config and --workdir the latest checkpoint of
+that run is served with the config's model and tokenizer. Requests that arrive within
+--max_wait_ms of each other are decoded in one batch (up to --max_batch); shapes are
+padded to fixed buckets (see `big_vision_lite/serve/engine.py`) and --warmup compiles them
+before the first request.
+"""
+import json
+
+import jax
+import numpy as np
+
+from big_vision_lite import checkpoint
+from big_vision_lite import tokenizer as tokenizer_lib
+from big_vision_lite.models import vqvae
+from big_vision_lite.serve import engine as engine_lib
+from big_vision_lite.serve import server as server_lib
+from tools import predict
+
+
+def _vqvae(path):
+  return vqvae.load_vqvae(path) if path else None
+
+
+def engine_from_checkpoint(ckpt, tokenizer, *, vqvae_path=None, model_cfg=None, variant=None,
+                           res=None, **engine_kw):
+  """An `Engine` for a `.npz` checkpoint (`path.npz[:subtree]`) and SentencePiece model.
+
+  The architecture (and `res`) are inferred from the checkpoint as `tools/predict.py` does
+  unless `model_cfg` / `variant` / `res` are given; `engine_kw` go to `Engine`.
+  """
+  tok = tokenizer_lib.Tokenizer(tokenizer)
+  model, params, _, res = predict.load_model(ckpt, model_cfg, variant, res)
+  return engine_lib.Engine(model, params, tok, res=res, vqvae_params=_vqvae(vqvae_path),
+                           **engine_kw)
+
+
+def restore_workdir_params(config, workdir):
+  """(params, step) of the latest checkpoint of the training run in `workdir`."""
+  from big_vision_lite import train  # pylint: disable=import-outside-toplevel
+  return train.restore_params(config, workdir)
+
+
+def engine_from_workdir(config, workdir, *, tokenizer=None, vqvae_path=None, res=None,
+                        **engine_kw):
+  """An `Engine` for the latest checkpoint of the run `config` trained in `workdir`.
+
+  The tokenizer is `config.tokenizer` unless given; the image side is the one the
+  checkpoint's position embedding was trained at unless `res` is given.
+
+  Returns:
+    (engine, step).
+  """
+  from big_vision_lite import train_setup  # pylint: disable=import-outside-toplevel
+  tokenizer = tokenizer or config.get("tokenizer")
+  if not tokenizer:
+    raise ValueError("The config has no `tokenizer` key; pass --tokenizer.")
+  params, step = restore_workdir_params(config, workdir)
+  params = jax.device_get(params)
+  shapes = {k: np.shape(v) for k, v in checkpoint.flatten(params).items()}
+  res = res or predict.checkpoint_res(shapes)
+  if not res:
+    raise ValueError("Cannot infer the image side from the params; pass --res.")
+  model = train_setup.get_model_module(config.get("model_name", "paligemma")).Model(
+      **config.model)
+  engine = engine_lib.Engine(model, jax.device_put(params),
+                             tokenizer_lib.Tokenizer(tokenizer), res=res,
+                             vqvae_params=_vqvae(vqvae_path), **engine_kw)
+  return engine, step
+
+
+def define_flags():
+  """The CLI flags (absl, so that --config takes `path.py:arg` and --config.key=value)."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_string("ckpt", None, "big_vision .npz (or path.npz:subtree) to serve.")
+  flags.DEFINE_string("tokenizer", None, "SentencePiece .model (default with --config: "
+                      "config.tokenizer).")
+  config_flags.DEFINE_config_file("config", None, "Training config (path.py:arg), with "
+                                  "--workdir: serve that run's latest checkpoint.")
+  flags.DEFINE_string("workdir", None, "Workdir of the training run (with --config).")
+  flags.DEFINE_string("vqvae", None, "vae-oid.npz, to turn <seg> answers into masks.")
+  flags.DEFINE_string("host", "127.0.0.1", "Address to bind (0.0.0.0: every interface).")
+  flags.DEFINE_integer("port", 8000, "Port to bind.")
+  flags.DEFINE_integer("res", None, "Image side (default: the checkpoint's).")
+  flags.DEFINE_string("model_cfg", None, "JSON of paligemma.Model kwargs (--ckpt; default: "
+                      "inferred from the checkpoint).")
+  flags.DEFINE_string("variant", None, f"One of {sorted(predict.VARIANTS)} (--ckpt).")
+  flags.DEFINE_integer("text_len", 64, "Longest token row: BOS + prompt + separator.")
+  flags.DEFINE_integer("max_tokens", 64, "The most new tokens a request may ask for.")
+  flags.DEFINE_integer("max_batch", 8, "The most requests decoded together.")
+  flags.DEFINE_float("max_wait_ms", 10.0, "How long a request waits for others to join.")
+  flags.DEFINE_integer("max_queue", 256, "The most waiting requests (more get 503).")
+  flags.DEFINE_integer("max_bytes", 20 << 20, "The largest request body (more get 413).")
+  flags.DEFINE_string("cache_dtype", None, "KV cache dtype (default bf16 on accelerators).")
+  flags.DEFINE_bool("warmup", True, "Compile every batch size before serving.")
+
+
+def build_engine(f):
+  """The `Engine` that the parsed flags `f` ask for."""
+  kw = dict(text_len=f.text_len, max_tokens=f.max_tokens, max_batch=f.max_batch,
+            cache_dtype=f.cache_dtype)
+  if (f.ckpt is None) == (f.config is None):
+    raise ValueError("Pass either --ckpt (with --tokenizer) or --config with --workdir.")
+  if f.ckpt is not None:
+    if not f.tokenizer:
+      raise ValueError("--ckpt needs --tokenizer (the SentencePiece .model).")
+    model_cfg = json.loads(f.model_cfg) if f.model_cfg else None
+    return engine_from_checkpoint(f.ckpt, f.tokenizer, vqvae_path=f.vqvae,
+                                  model_cfg=model_cfg, variant=f.variant, res=f.res, **kw)
+  if not f.workdir:
+    raise ValueError("--config needs --workdir (the training run to serve).")
+  engine, step = engine_from_workdir(f.config, f.workdir, tokenizer=f.tokenizer,
+                                     vqvae_path=f.vqvae, res=f.res, **kw)
+  print(f"Serving {f.workdir} at step {step}.", flush=True)
+  return engine
+
+
+def main(argv):
+  """Parses flags, loads the model and serves until interrupted."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  del argv
+  f = flags.FLAGS
+  engine = build_engine(f)
+  if f.warmup:
+    print(f"Compiling batch sizes {engine.batch_sizes}...", flush=True)
+    engine.warmup()
+  server = server_lib.Server(engine, sock=server_lib.bind_socket(f.host, f.port),
+                             max_batch=f.max_batch, max_wait_s=f.max_wait_ms / 1000,
+                             max_queue=f.max_queue, max_bytes=f.max_bytes)
+  print(f"Serving on {server.url}/ (API: POST {server.url}/v1/generate). Ctrl-C stops.",
+        flush=True)
+  server.run()
+
+
+if __name__ == "__main__":
+  define_flags()
+  from absl import app  # pylint: disable=g-import-not-at-top
+  app.run(main)
