@@ -54,14 +54,14 @@ def plot_loss_curves(metrics_path, out_path):
   series = loss_series(read_metrics(metrics_path))
   if not series:
     raise ValueError(f"{metrics_path} has no `loss` or `<eval>/nll` values to plot.")
-  fig, ax = plt.subplots(figsize=(7, 4.5))
+  fig, ax = plt.subplots(figsize=(8.5, 4.5))
   for name, (steps, values) in sorted(series.items()):
     style = dict(lw=1, alpha=0.6, color="0.4") if name == "train" else dict(marker="o", ms=3)
     ax.plot(steps, values, label=name if name == "train" else f"{name} (held-out)", **style)
   ax.set(xlabel="step", ylabel="loss (mean NLL per suffix token)", yscale="log",
          title="Train loss and per-task held-out loss")
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
+  ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
   fig.tight_layout()
   fig.savefig(out_path, dpi=110)
   plt.close(fig)
