@@ -12,6 +12,7 @@ list the rows in file order) next to the ground truth. Both use matplotlib (Agg)
 """
 import json
 import os
+import textwrap
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -135,10 +136,12 @@ def plot_shapes_grid(workdir, split_dir, out_path, num=12, cols=4, scale=4):
   if not items:
     raise ValueError(f"No vqa/caption/detect predictions in {workdir} to draw.")
   rows = -(-len(items) // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(cols * 3.6, rows * 4.6), squeeze=False)
+  fig, axes = plt.subplots(2 * rows, cols, figsize=(cols * 3.6, rows * 5.2), squeeze=False,
+                           gridspec_kw=dict(height_ratios=[3, 2] * rows))
   for ax in axes.flat:
     ax.axis("off")
-  for ax, it in zip(axes.flat, items):
+  for k, it in enumerate(items):
+    ax, text_ax = axes[2 * (k // cols), k % cols], axes[2 * (k // cols) + 1, k % cols]
     image = Image.open(it["image"]).convert("RGB")
     image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
     lines = []
@@ -155,8 +158,9 @@ def plot_shapes_grid(workdir, split_dir, out_path, num=12, cols=4, scale=4):
       lines.append(f"caption: {pred}\ntrue: {ref}")
     ax.imshow(np.asarray(image))
     ax.set_title(os.path.basename(it["image"]), fontsize=8)
-    ax.text(0, -0.02, "\n".join(lines), transform=ax.transAxes, va="top", fontsize=6.5,
-            wrap=True)
+    text = "\n".join(textwrap.fill(l, 60) for line in lines for l in line.split("\n"))
+    text_ax.text(0, 1, text, transform=text_ax.transAxes, va="top",
+                 fontsize=6.5)
   fig.suptitle("Held-out images: boxes predicted (red) vs true (green); answers and "
                "captions vs ground truth", fontsize=10)
   fig.tight_layout()
