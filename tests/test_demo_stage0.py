@@ -25,6 +25,7 @@ def demo_config(tmp_path_factory):
   return c
 
 
+@pytest.mark.slow  # Compiles and trains SigLIP for 3 steps (~40 s idle).
 def test_stage0_trains_saves_and_inits_the_image_tower(demo_config, tmp_path):
   c = demo_config
   mesh = train.make_mesh(c)
