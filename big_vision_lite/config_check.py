@@ -29,7 +29,7 @@ TOP_KEYS = tuple(sorted({
     "train_tokenizer", "ensure_shapes", "optax_name", "optax", "lr", "wd", "lr_mults",
     "wd_mults", "grad_clip_norm", "schedule", "label_smoothing", "grad_accum_steps",
     "mesh", "sharding_strategy", "sharding_rules", "lora", "evals", "keep_ckpts",
-    "total_steps", "total_epochs", "total_examples"} | {
+    "total_steps", "total_epochs", "total_examples", "stage0", "report"} | {
         f"{name}_{unit}" for name in ("log_training", "ckpt", "keep_ckpt")
         for unit in _DURATIONS}))
 

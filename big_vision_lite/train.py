@@ -20,6 +20,8 @@ import numpy as np
 
 from big_vision_lite import config_check
 from big_vision_lite import optim
+from big_vision_lite import report
+from big_vision_lite import stage0
 from big_vision_lite import sharding
 from big_vision_lite import steps as steps_lib
 from big_vision_lite import train_setup
@@ -233,6 +235,9 @@ def train(config, workdir, *, stop=None):
   mesh = make_mesh(config)
   config_check.check(config, mesh)
   run = train_setup.setup(config, workdir)
+  # Demo hook 1/2: an optional stage-0 (SigLIP image-text pre-training of the image tower,
+  # `config.stage0`) runs once, after data preparation; model_init then loads its ViT.
+  config = stage0.init_from_stage0(config, workdir, mesh)
   ts = init_train_state(config, run["model_mod"], run["model"], mesh, run["first"],
                         run["total_steps"], run["rng"])
   state = train_setup.resume_from_checkpoint(run, jax.tree.map(
@@ -248,6 +253,9 @@ def train(config, workdir, *, stop=None):
   finally:
     run["ckpt"].close()
     run["writer"].close()
+  # Demo hook 2/2: pictures of the run (`config.report`), once training has finished.
+  if config.get("report") and not stopped and jax.process_index() == 0:
+    report.write(config.report, workdir)
   return dict(step=step, losses=losses, train=train_m, evals=evals,
               params=run["eval_params"](), stopped=stopped)
 

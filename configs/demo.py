@@ -5,10 +5,13 @@ r"""README's first command: a small PaliGemma trained from scratch on the `shape
 At startup (not at import) the trainer generates the bundled `shapes` dataset into
 `data_dir` if missing and trains its tokenizer on the generated text; then it trains a
 small ViT + small Gemma on the caption / VQA / detection / OCR mixture and evaluates, on
-the held-out split, VQA accuracy, caption CIDEr / BLEU-4 / perplexity and detection mAP,
-writing predictions into the workdir.
-About 10 minutes on a 2-core CPU. Args: data_dir, total_steps, batch_size, num_train,
-num_val.
+the held-out split, VQA accuracy (per question type), caption CIDEr / BLEU-4, detection
+mAP / AP50 and the per-task held-out loss over training, writing predictions, the loss
+curves (`loss_curves.png`) and a grid of held-out predictions (`predictions.png`) into
+the workdir. About 10 minutes on an idle 2-core CPU.
+
+Args: data_dir, total_steps, batch_size, num_train, num_val, size_scale, max_objects,
+stage0_steps (0: no stage 0).
 """
 from big_vision_lite.config_args import parse_arg
 from configs import common
@@ -17,14 +20,18 @@ import ml_collections
 TOKENIZER_BASE_VOCAB = 400
 RES = 64          # Generated and trained image size.
 TEXT_LEN = 40
+TASKS = ("vqa", "caption", "detect", "ocr")
 
 
 def get_config(arg=None):
   """Returns the demo config."""
   a = parse_arg(arg, data_dir="data/shapes", total_steps=1000, batch_size=64, num_val=200,
-                num_train=6000)
+                num_train=6000, size_scale=1.5, max_objects=3, stage0_steps=0)
   c = ml_collections.ConfigDict()
-  data = dict(out_dir=a.data_dir, num_train=a.num_train, num_val=a.num_val, res=RES, seed=0)
+  # Data design (measured, see README): shapes 1.5x the generator's default sizes and at
+  # most 3 per image, so that the smallest shape covers ~2x2 patches.
+  data = dict(out_dir=a.data_dir, num_train=a.num_train, num_val=a.num_val, res=RES, seed=0,
+              size_scale=a.size_scale, max_objects=a.max_objects)
   tok = a.data_dir + "/tokenizer.model"
   c.ensure_shapes = data
   c.train_tokenizer = common.shapes_tokenizer(data, tok, TOKENIZER_BASE_VOCAB)
@@ -32,27 +39,50 @@ def get_config(arg=None):
 
   # Input: the multi-task mixture.
   c.input = common.shapes_mixture(
-      {"vqa": 0.7, "caption": 0.1, "detect": 0.1, "ocr": 0.1}, data=data, res=RES,
+      {"vqa": 0.6, "caption": 0.1, "detect": 0.2, "ocr": 0.1}, data=data, res=RES,
       text_len=TEXT_LEN, tokenizer=tok, batch_size=a.batch_size)
   c.total_steps = a.total_steps
   c.log_training_steps = 20
 
-  # Model: small ViT (8x8 patches -> 64 image tokens) + small Gemma, from scratch. The
-  # decoder is kept lean (its tokens dominate the step's cost) so that ~1000 steps fit
-  # 10 minutes: learning to see shapes from scratch is what takes the steps. Unrolled
-  # layers (scan=False) run ~1.4x faster than scanned ones on this CPU.
+  # Model: small ViT (8x8 patches -> 64 image tokens) + small Gemma, from scratch. Every
+  # size, scan and remat key is explicit (no variant), so the demo does not depend on
+  # variant defaults. Unrolled layers (scan=False) run ~1.4x faster than scanned ones here.
   c.model_name = "paligemma"
   c.model = common.paligemma_model(
-      img=dict(variant="mu", width=128, depth=3, mlp_dim=256, num_heads=4,
-               patch_size=(8, 8), scan=False, remat_policy="none",
+      img=dict(variant=None, width=128, depth=3, mlp_dim=256, num_heads=4,
+               patch_size=(8, 8), posemb="learn", pool_type="none", scan=False,
+               remat_policy="none", dropout=0.0,
                # Non-zero projector init: zero image tokens would enter the decoder's
                # RMSNorm at 0, where its gradient explodes (grad norm ~7e4 at step 0).
                head_zeroinit=False),
-      llm=dict(variant="gemma_tiny", width=128, depth=2, mlp_dim=256, num_heads=4,
-               num_kv_heads=1, head_dim=32, scan=False, remat_policy="none"),
+      llm=dict(variant=None, width=128, depth=2, mlp_dim=256, num_heads=4,
+               num_kv_heads=1, head_dim=32, query_pre_attn_scalar=32, norm_eps=1e-6,
+               post_norms=False, attn_logits_softcap=None, final_logits_softcap=None,
+               sliding_window=None, dropout=0.0, scan=False, remat_policy="none"),
       vocab_size=TOKENIZER_BASE_VOCAB + common.NUM_LOC_SEG)
   c.model_init = None
   c.seed = 0
+
+  # Stage 0 (big_vision_lite/stage0.py), when stage0_steps > 0: the same ViT is first
+  # trained as SigLIP's image tower (sigmoid image-text loss against a tiny text tower)
+  # on the training captions; PaliGemma then starts from that ViT.
+  if a.stage0_steps:
+    c.stage0 = dict(
+        model=dict(image=dict(c.model.img, pool_type="gap"),
+                   text=dict(vocab_size=c.model.llm.vocab_size, width=128, depth=1,
+                             mlp_dim=256, num_heads=4, pool_type="last", scan=False,
+                             remat_policy="none"),
+                   out_dim=128, temperature_init=10.0, bias_init=-10.0),
+        input=dict(data=common.shapes_source("caption", "train", data), batch_size=128,
+                   shuffle_buffer_size=1000,
+                   pp=(f"decode|resize({RES})|value_range(-1, 1)|"
+                       "choice(inkey='captions', outkey='caption')|"
+                       f"tok(key='caption', outkey='labels', eos='sticky', length=32, "
+                       f"pad_value=1, model={tok!r})|keep('image', 'labels')")),
+        total_steps=a.stage0_steps, optax_name="scale_by_adam", optax=dict(b2=0.98),
+        lr=1e-3, wd=1e-4, grad_clip_norm=1.0,
+        schedule=dict(decay_type="cosine", warmup_percent=0.1),
+        positives="same_text", img_dont_load=("head/.*",))
 
   # Optimizer.
   c.optax_name = "scale_by_adam"
@@ -69,7 +99,8 @@ def get_config(arg=None):
   c.sharding_strategy = [(".*", "replicate")]
   c.sharding_rules = [("act_batch", "data")]
 
-  # Evaluation on the held-out split, at the end.
+  # Evaluation on the held-out split: the task metrics at the end, and each task's
+  # held-out loss 10 times during training (the per-task loss curves).
   val = lambda task: common.shapes_source(task, "validation", data)
   c.evals = {}
   c.evals.vqa = dict(
@@ -88,10 +119,16 @@ def get_config(arg=None):
       log_percent=1.0, data=val("detect"), batch_size=100,
       pp_fn=common.shapes_pp(RES, TEXT_LEN, tok, train=False,
                              keep=("objects/bbox", "objects/label")))
-  c.evals.caption_pplx = dict(
-      type="perplexity", pred="logits", log_percent=1.0, data=val("caption"),
-      batch_size=100, pp_fn=common.shapes_pp(RES, TEXT_LEN, tok))
+  for task in TASKS:
+    c.evals[f"loss_{task}"] = dict(
+        type="perplexity", pred="logits", log_percent=0.1,
+        data=dict(val(task), stop=64), batch_size=64,
+        pp_fn=common.shapes_pp(RES, TEXT_LEN, tok))
 
   # Checkpointing.
   c.ckpt_steps = 200
+
+  # Pictures written into the workdir at the end (big_vision_lite/report.py).
+  c.report = dict(loss_curves="loss_curves.png",
+                  shapes_grid=dict(out="predictions.png", data_dir=a.data_dir, num=12))
   return c

@@ -55,6 +55,7 @@ SIZES = {"small": (0.14, 0.18), "medium": (0.22, 0.27), "large": (0.31, 0.36)}
 WORDS = ("cat", "dog", "sun", "tree", "book", "fish", "moon", "bird", "car", "cup",
          "hat", "key", "box", "pen", "map", "egg")
 NUMBERS = ("zero", "one", "two", "three", "four")
+DESIGN_DEFAULTS = {"size_scale": 1.0, "max_objects": 4}
 
 
 def _overlaps(a, b, margin):
@@ -86,16 +87,24 @@ def _draw(draw, shape, box, fill):
     draw.polygon([(cx, y0), (x1 - 1, cy), (cx, y1 - 1), (x0, cy)], fill=fill)
 
 
-def make_scene(seed, split_index, index, res):
-  """Returns the scene of one image: objects (shape, color, size, pixel box) and word."""
+def make_scene(seed, split_index, index, res, size_scale=1.0, max_objects=4):
+  """Returns the scene of one image: objects (shape, color, size, pixel box) and word.
+
+  `size_scale` multiplies the side ranges of SIZES; `max_objects` (1-4) bounds the
+  number of shapes drawn. The defaults give the original scenes, draw for draw.
+  """
+  if not 1 <= max_objects <= 4 or not 0 < size_scale <= 2:
+    raise ValueError(f"max_objects={max_objects} must be in 1..4 and size_scale="
+                     f"{size_scale} in (0, 2].")
   rng = np.random.default_rng([seed, split_index, index])
   scene = {"bg": tuple(int(v) for v in rng.integers(225, 256, 3)), "objects": []}
   taken = []
-  for _ in range(int(rng.integers(1, 5))):
+  for _ in range(int(rng.integers(1, max_objects + 1))):
     shape = SHAPES[rng.integers(len(SHAPES))]
     color = list(COLORS)[rng.integers(len(COLORS))]
     size = list(SIZES)[rng.integers(len(SIZES))]
-    box = _place(rng, res, max(4, int(round(rng.uniform(*SIZES[size]) * res))), taken)
+    lo, hi = (v * size_scale for v in SIZES[size])
+    box = _place(rng, res, max(4, int(round(rng.uniform(lo, hi) * res))), taken)
     if box is not None:
       taken.append(box)
       scene["objects"].append({"shape": shape, "color": color, "size": size, "px": box})
@@ -219,7 +228,7 @@ def _dumps(row):
   return json.dumps(row, sort_keys=True, ensure_ascii=False)
 
 
-def _write_split(folder, split_index, num, res, seed):
+def _write_split(folder, split_index, num, res, seed, design):
   os.makedirs(os.path.join(folder, "images"))
   os.makedirs(os.path.join(folder, "masks"))
   files = {t: open(os.path.join(folder, f"{t}.jsonl"), "w", encoding="utf-8")
@@ -227,7 +236,7 @@ def _write_split(folder, split_index, num, res, seed):
   corpus = []
   try:
     for i in range(num):
-      scene = make_scene(seed, split_index, i, res)
+      scene = make_scene(seed, split_index, i, res, **design)
       rng = np.random.default_rng([seed, split_index, i, 1])
       rows, scene_row = make_rows(scene, i, res, rng)
       image, masks = render(scene, res)
@@ -247,9 +256,13 @@ def _write_split(folder, split_index, num, res, seed):
   return corpus
 
 
-def _info(num_train, num_val, res, seed):
-  return {"version": VERSION, "num_train": num_train, "num_val": num_val, "res": res,
+def _info(num_train, num_val, res, seed, design):
+  info = {"version": VERSION, "num_train": num_train, "num_val": num_val, "res": res,
           "seed": seed}
+  # Design keys are recorded only when they differ from the original data's, so that
+  # data generated before they existed still matches its info.json byte for byte.
+  info.update({k: v for k, v in design.items() if v != DESIGN_DEFAULTS[k]})
+  return info
 
 
 def _check_existing(out_dir, info):
@@ -260,8 +273,11 @@ def _check_existing(out_dir, info):
                      "Use another out_dir or delete that folder.")
 
 
-def ensure_shapes(out_dir, num_train=2000, num_val=200, res=224, seed=0):
+def ensure_shapes(out_dir, num_train=2000, num_val=200, res=224, seed=0, size_scale=1.0,
+                  max_objects=4):
   """Writes the shapes dataset to `out_dir` unless it is there already; returns out_dir.
+
+  `size_scale` and `max_objects` set the data design (see `make_scene`).
 
   Generation goes to a temporary sibling folder that is renamed into place, so readers
   never see a half-written dataset, and concurrent callers (e.g. several hosts) are safe.
@@ -270,7 +286,8 @@ def ensure_shapes(out_dir, num_train=2000, num_val=200, res=224, seed=0):
     ValueError: `out_dir` holds shapes data generated with other arguments.
   """
   out_dir = os.path.abspath(out_dir)
-  info = _info(num_train, num_val, res, seed)
+  design = dict(size_scale=size_scale, max_objects=max_objects)
+  info = _info(num_train, num_val, res, seed, design)
   if os.path.exists(os.path.join(out_dir, "info.json")):
     _check_existing(out_dir, info)
     return out_dir
@@ -283,7 +300,7 @@ def ensure_shapes(out_dir, num_train=2000, num_val=200, res=224, seed=0):
   try:
     corpus = []
     for split_index, (split, num) in enumerate(zip(SPLITS, (num_train, num_val))):
-      corpus += _write_split(os.path.join(tmp, split), split_index, num, res, seed)
+      corpus += _write_split(os.path.join(tmp, split), split_index, num, res, seed, design)
     strip = re.compile(r"<(loc\d{4}|seg\d{3})>")
     lines = [strip.sub("", s).strip() for s in corpus]
     with open(os.path.join(tmp, "corpus.txt"), "w", encoding="utf-8") as f:
@@ -310,17 +327,18 @@ class DataSource(jsonl.DataSource):
       `shapes_video`; `image` is then string[F] encoded frames).
     split: "train" or "validation".
     data_dir: where the dataset lives (or is generated).
-    num_train, num_val, res, seed: generation arguments (see `ensure_shapes`).
+    num_train, num_val, res, seed, size_scale, max_objects: generation arguments (see
+      `ensure_shapes`).
     start, stop: keep rows [start, stop).
   """
 
   def __init__(self, task, split="train", *, data_dir, num_train=2000, num_val=200,
-               res=224, seed=0, start=0, stop=None):
+               res=224, seed=0, size_scale=1.0, max_objects=4, start=0, stop=None):
     from big_vision_lite.datasets import shapes_video  # pylint: disable=import-outside-toplevel
     if task not in TASKS + shapes_video.TASKS or split not in SPLITS:
       raise ValueError(f"shapes: task {task!r} / split {split!r} invalid; tasks are "
                        f"{TASKS + shapes_video.TASKS}, splits {SPLITS}.")
-    ensure_shapes(data_dir, num_train, num_val, res, seed)
+    ensure_shapes(data_dir, num_train, num_val, res, seed, size_scale, max_objects)
     self.task = task
     if task in shapes_video.TASKS:
       videos = shapes_video.ensure_videos(os.path.join(data_dir, "videos"), num_train,
@@ -353,8 +371,11 @@ def main(argv=None):
   parser.add_argument("--num_val", type=int, default=200)
   parser.add_argument("--res", type=int, default=224)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--size_scale", type=float, default=1.0)
+  parser.add_argument("--max_objects", type=int, default=4)
   args = parser.parse_args(argv)
-  print(ensure_shapes(args.out, args.num_train, args.num_val, args.res, args.seed))
+  print(ensure_shapes(args.out, args.num_train, args.num_val, args.res, args.seed,
+                      args.size_scale, args.max_objects))
 
 
 if __name__ == "__main__":

@@ -124,3 +124,24 @@ def test_cli(tmp_path, capsys):
                "--res", "32"])
   assert capsys.readouterr().out.strip() == str(tmp_path / "cli")
   assert len(_read(str(tmp_path / "cli"), "train", "caption")) == 2
+
+
+def test_design_args(shapes_dir, tmp_path):
+  with open(os.path.join(shapes_dir, "info.json")) as f:  # Defaults: the original keys.
+    assert set(json.load(f)) == {"version", "num_train", "num_val", "res", "seed"}
+  same = shapes.make_scene(3, 0, 5, 64)
+  assert shapes.make_scene(3, 0, 5, 64, size_scale=1.0, max_objects=4) == same
+  big = shapes.ensure_shapes(str(tmp_path / "big"), **ARGS, size_scale=1.5, max_objects=2)
+  with open(os.path.join(big, "info.json")) as f:
+    assert json.load(f)["size_scale"] == 1.5
+  scenes = _read(big, "train", "scenes") + _read(big, "validation", "scenes")
+  assert max(len(s["objects"]["label"]) for s in scenes) <= 2
+  small = [min(b[2] - b[0] for b in s["objects"]["bbox"]) for s in scenes]
+  assert min(small) >= 0.14 * 1.5 - 1 / 64  # Smallest side scales with size_scale.
+  src = datasets.get("shapes", task="vqa", split="train", data_dir=big, **ARGS,
+                     size_scale=1.5, max_objects=2)
+  assert src.total_examples == len(_read(big, "train", "vqa"))
+  with pytest.raises(ValueError, match="generated with"):
+    shapes.ensure_shapes(big, **ARGS)  # Same folder, default design.
+  with pytest.raises(ValueError, match=r"max_objects=5 must be in 1..4"):
+    shapes.make_scene(0, 0, 0, 64, max_objects=5)
