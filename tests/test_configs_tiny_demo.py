@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from big_vision_lite import config_args
+from big_vision_lite import models
 from big_vision_lite import optim
 from big_vision_lite import registry
 from big_vision_lite import sharding
-from big_vision_lite import train_setup
 from big_vision_lite.pp import builder
 from configs import demo
 from configs import tiny
@@ -33,7 +33,7 @@ def test_config_builds_without_io(module, arg, tmp_path, monkeypatch):
     _check_pp(c.input[name].pp)
   for ev in c.get("evals", {}).values():
     _check_pp(ev.pp_fn)
-  train_setup.get_model_module(c.model_name)
+  models.get_module(c.model_name)
   for _, tactic in c.sharding_strategy:
     sharding.SHARDING_TACTICS.call(tactic)
   optim.make_schedule(c.schedule, c.total_steps)

@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 
 from big_vision_lite import checkpoint
+from big_vision_lite import durations
+from big_vision_lite import models
+from big_vision_lite import optim
 from big_vision_lite import sharding
+from big_vision_lite import steps
 from big_vision_lite import train
-from big_vision_lite import train_setup
 from configs import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,7 +90,7 @@ def _lines(workdir):
 
 
 def _param_shapes(c):
-  model = train_setup.get_model_module("paligemma").Model(**c.model)
+  model = models.get_module("paligemma").Model(**c.model)
   z = jnp.zeros((1, 23), jnp.int32)
   return model, jax.eval_shape(
       lambda r: model.init(r, jnp.zeros((1, 28, 28, 3)), z, z)["params"], jax.random.key(0))
@@ -123,14 +126,23 @@ def test_train_two_steps(data_dir, tmp_path):
   assert os.listdir(tmp_path / "checkpoints") == ["2"]
 
 
+def _batch(n=8):
+  return {"image": np.zeros((n, 28, 28, 3), np.float32), "text": np.zeros((n, 24), np.int32),
+          "mask_ar": np.zeros((n, 24), np.int32), "mask_loss": np.zeros((n, 24), np.int32)}
+
+
+def _sharded_init(c, model, mesh, rng):
+  """The trainer's sharded init (no `model_init`): params laid out by the plan."""
+  init = train.init_fn(model, _batch())
+  shapes = jax.eval_shape(init, rng)
+  plan = sharding.to_shardings(sharding.make_plan(shapes, c.sharding_strategy, mesh), mesh)
+  return train.model_params(c, None, train.with_shardings(shapes, plan), init, rng)
+
+
 def test_fsdp_per_device_bytes(data_dir):
   c = _config(data_dir)
   model, _ = _param_shapes(c)
-  batch = {"image": np.zeros((8, 28, 28, 3), np.float32),
-           "text": np.zeros((8, 24), np.int32), "mask_ar": np.zeros((8, 24), np.int32)}
-  ts = train.init_train_state(c, None, model, train.make_mesh(c), batch, 10,
-                              jax.random.key(0))
-  leaves = jax.tree.leaves(ts["state"])
+  leaves = jax.tree.leaves(_sharded_init(c, model, train.make_mesh(c), jax.random.key(0)))
   total = sum(x.nbytes for x in leaves)
   dev0 = sum(s.data.nbytes for x in leaves for s in x.addressable_shards
              if s.device == jax.devices()[0])
@@ -185,6 +197,7 @@ def test_interrupted_save_leaves_latest_good_checkpoint(tmp_path):
   from big_vision_lite import resume  # pylint: disable=import-outside-toplevel
   state = {"w": jnp.arange(6.0).reshape(2, 3), "n": {"c": jnp.int32(3)}}
   ckpt = resume.Checkpointer(str(tmp_path), keep=2)
+  state = {"params": state, "opt": [jnp.ones(3)]}
   ckpt.save(1, state, data_state={"pos": np.arange(3)}, rng=jax.random.key(1))
   ckpt.close()
   # A crash while writing step 2 leaves only orbax's temporary folder behind.
@@ -231,12 +244,12 @@ def test_duration_errors():
   c = tiny.get_config()
   c.ckpt_steps, c.ckpt_percent = 1, 0.5
   with pytest.raises(ValueError, match=r"set exactly one of \['ckpt_steps'"):
-    train_setup.duration(c, "ckpt", total_steps=10, batch_size=8, n_train=None)
+    durations.duration(c, "ckpt", total_steps=10, batch_size=8, n_train=None)
   c.total_epochs = 1
   with pytest.raises(ValueError, match="set exactly one"):
-    train_setup.total_steps(c, 8, 100)
+    durations.total_steps(c, 8, 100)
   with pytest.raises(ValueError, match="Did you mean 'paligemma'"):
-    train_setup.get_model_module("paligema")
+    models.get_module("paligema")
 
 
 def _free_port():
@@ -251,18 +264,20 @@ def _two_host_reference(c, steps):
   hosts = [input_pipeline.training(c.input, seed=c.seed, process_index=i, process_count=2)
            for i in range(2)]
   mesh, rng = train.make_mesh(c), jax.random.key(c.seed)
-  model_mod = train_setup.get_model_module(c.model_name)
-  model = model_mod.Model(**c.model)
-  ts, update, losses = None, None, {}
+  model, _ = _param_shapes(c)
+  params = _sharded_init(c, model, mesh, rng)
+  tx, _ = optim.make(c, params, steps)
+  mask = optim.trainable_mask(c, params)
+  update = jax.jit(steps.make_update_fn(
+      steps.make_loss_fn(model, rules=c.sharding_rules, frozen_mask=mask), tx,
+      trainable_mask=mask))
+  state, losses = {"params": params, "opt": tx.init(params)}, {}
   for step in range(steps):
     parts = [next(h) for h in hosts]
     batch = {k: np.concatenate([p[k] for p in parts]) for k in train.TRAIN_KEYS}
-    if ts is None:
-      ts = train.init_train_state(c, model_mod, model, mesh, batch, steps, rng)
-      update = train.make_update_fn(c, model, ts, mesh)
     with jax.set_mesh(mesh):
-      ts["state"], m = update(ts["state"], None, sharding.global_batch(
-          batch, mesh, c.sharding_rules), jax.random.fold_in(rng, step))
+      state, m = update(state, None, sharding.global_batch(batch, mesh, c.sharding_rules),
+                        jax.random.fold_in(rng, step))
     losses[step + 1] = float(m["loss"])
   return losses
 
@@ -270,7 +285,7 @@ def _two_host_reference(c, steps):
 @pytest.mark.slow
 def test_two_process_run_matches_single_process(data_dir, tmp_path):
   c = _config(data_dir, "total_steps=2")
-  train_setup.prepare(c)  # Data and tokenizer exist before the hosts start.
+  train.prepare(c)  # Data and tokenizer exist before the hosts start.
   port, env = _free_port(), dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO,
                                  XLA_FLAGS="--xla_force_host_platform_device_count=4")
   cmd = [sys.executable, "-m", "big_vision_lite.train",

@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pytest
 
-from big_vision_lite import train_setup
+from big_vision_lite import train
 from configs import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -132,7 +132,7 @@ def _final_state(workdir):
 def test_kill_and_resume_equals_uninterrupted_run(tmp_path):
   rng = random.Random(0)  # Fixed for CI; the kill points are drawn, then logged.
   data_dir, cache = str(tmp_path / "data"), str(tmp_path / "jit")
-  train_setup.prepare(tiny.get_config(f"data_dir={data_dir}"))  # Data once, before both.
+  train.prepare(tiny.get_config(f"data_dir={data_dir}"))  # Data once, before both.
   ref_dir, chain = str(tmp_path / "ref"), str(tmp_path / "chain")
   ref = _start(data_dir, ref_dir, str(tmp_path / "ref.log"), cache)
   faults, runs = [], 0
