@@ -48,8 +48,10 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, keep_period=keep_period or None, create=True,
         enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
-    self._mngr = ocp.CheckpointManager(self.directory, options=options,
-                                       item_names=ITEMS + ("meta",))
+    handlers = {k: ocp.StandardCheckpointHandler() for k in ITEMS}
+    self._mngr = ocp.CheckpointManager(
+        self.directory, options=options,
+        item_handlers=dict(handlers, meta=ocp.JsonCheckpointHandler()))
     self._data_dir = os.path.join(os.path.abspath(workdir), "data_state")
 
   def _data_path(self, step):

@@ -258,7 +258,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _two_host_reference(c, steps):
+def _two_host_reference(c, n_steps):
   """Single-process losses on the global batches that 2 hosts would assemble."""
   from big_vision_lite import input_pipeline  # pylint: disable=import-outside-toplevel
   hosts = [input_pipeline.training(c.input, seed=c.seed, process_index=i, process_count=2)
@@ -266,13 +266,13 @@ def _two_host_reference(c, steps):
   mesh, rng = train.make_mesh(c), jax.random.key(c.seed)
   model, _ = _param_shapes(c)
   params = _sharded_init(c, model, mesh, rng)
-  tx, _ = optim.make(c, params, steps)
+  tx, _ = optim.make(c, params, n_steps)
   mask = optim.trainable_mask(c, params)
   update = jax.jit(steps.make_update_fn(
       steps.make_loss_fn(model, rules=c.sharding_rules, frozen_mask=mask), tx,
       trainable_mask=mask))
   state, losses = {"params": params, "opt": tx.init(params)}, {}
-  for step in range(steps):
+  for step in range(n_steps):
     parts = [next(h) for h in hosts]
     batch = {k: np.concatenate([p[k] for p in parts]) for k in train.TRAIN_KEYS}
     with jax.set_mesh(mesh):
