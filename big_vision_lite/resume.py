@@ -81,6 +81,8 @@ class Checkpointer:
     """Starts saving `state` ({"params", "opt"}); returns at once when async (call
     `wait` before reading it)."""
     self._mngr.wait_until_finished()  # The previous step is complete before pruning.
+    if int(step) in self._mngr.all_steps():  # Only one that resuming fell back past
+      self._mngr.delete(int(step))  # (unreadable) is redone; replace it.
     self._write_data(step, data_state)
     meta = {"step": int(step), "rng": np.asarray(jax.random.key_data(rng)).tolist()}
     items = {k: ocp.args.StandardSave(state[k]) for k in ITEMS}

@@ -232,6 +232,7 @@ def train(config, workdir, *, stop=None):
   restored = ckpt.restore_latest(abstract_state, write_note=writer.write_note)
   if restored is not None:
     step, state, data_state, rng = restored
+    writer.write_note(f"Restoring checkpoint from {ckpt.directory}/{step}: resuming.")
     data.set_state(data_state)
     writer.drop_after(step)  # Older than the newest on disk after a fallback.
     batches = data
@@ -300,7 +301,8 @@ def train(config, workdir, *, stop=None):
                              for k, f in sched_fns.items()})
         last_metrics.update({f"examples_seen/{k}": v for k, v in data.counts().items()})
         train_metrics = writer.write(step, last_metrics)
-      if do_ckpt and ckpt.latest_step() != step:
+      if stopped or (ckpt_every and step % ckpt_every == 0) or (
+          step == total and ckpt.latest_step() != step):
         save()
       if stopped:
         break
