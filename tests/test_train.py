@@ -302,3 +302,61 @@ def test_two_process_run_matches_single_process(data_dir, tmp_path):
   assert sorted(multi) == [1, 2]
   for step, loss in multi.items():
     np.testing.assert_allclose(loss, ref[step], rtol=1e-5)
+
+
+def test_gemma_init_bf16_stream_scan_f32_params():
+  model = models.get_module("gemma").Model(variant="gemma_tiny", scan=True,
+                                           embed_dtype="bfloat16")
+  params = model.init(jax.random.key(0), jnp.zeros((1, 5), jnp.int32))["params"]
+  assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype("float32")}
+  logits = model.apply({"params": params}, jnp.zeros((1, 5), jnp.int32))[0]
+  assert np.isfinite(np.asarray(logits, np.float32)).all()
+
+
+def test_bf16_compute_trains_f32_master_params(data_dir, tmp_path):
+  c = _config(data_dir, compute_dtype="bfloat16")
+  out = train.train(c, str(tmp_path))
+  assert out["step"] == 2 and all(np.isfinite(v) for v in out["losses"].values())
+  assert {x.dtype for x in jax.tree.leaves(out["params"])} == {jnp.dtype("float32")}
+  ref = train.train(_config(data_dir), str(tmp_path / "f32"))
+  # Same data and init: bf16 compute changes the loss only by rounding.
+  np.testing.assert_allclose(out["losses"][1], ref["losses"][1], rtol=2e-2)
+  assert out["losses"][1] != ref["losses"][1]
+
+
+def test_bad_evaluator_fails_before_the_first_step(data_dir, tmp_path):
+  c = _config(data_dir)
+  val = dict(type="perplexity", pred="logits", log_percent=1.0, batch_size=8,
+             data=dict(c.input.caption.data, split="validation"))
+  c.evals = {"val": dict(val, pp_fn=c.input.caption.pp.replace("decode|", "decode|resiz(2)|"))}
+  with pytest.raises(KeyError, match=r"evals.val: .*resiz"):
+    train.train(c, str(tmp_path / "a"))
+  assert not os.path.exists(tmp_path / "a" / "checkpoints" / "1")
+  c.evals = {"val": dict(val, pp_fn=c.input.caption.pp,
+                         data=dict(name="jsonl", fname=str(tmp_path / "none.jsonl")))}
+  with pytest.raises(FileNotFoundError, match=r"evals.val: .*none.jsonl"):
+    train.train(c, str(tmp_path / "b"))
+
+
+def test_cli_prints_one_line_for_a_config_error(data_dir, tmp_path):
+  cmd = [sys.executable, "-m", "big_vision_lite.train",
+         f"--config={REPO}/configs/tiny.py:data_dir={data_dir}",
+         "--config.input.batch_size=12", f"--workdir={tmp_path / 'w'}"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO,
+             XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  p = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert p.returncode == 1
+  assert "Traceback" not in p.stderr + p.stdout, p.stderr[-2000:]
+  lines = [l for l in p.stderr.splitlines() if l.strip()]
+  assert len(lines) == 1 and lines[0].startswith("Error: ValueError: config.input.batch_size=12")
+
+
+def test_eval_tool_without_checkpoint_writes_nothing(tmp_path):
+  from tools import eval as eval_tool  # pylint: disable=import-outside-toplevel
+  c = _config(str(tmp_path / "data"))
+  for workdir in (tmp_path / "missing", tmp_path / "empty"):
+    if workdir.name == "empty":
+      workdir.mkdir()
+    with pytest.raises(FileNotFoundError, match=r"No checkpoint in .*checkpoints.*--params"):
+      eval_tool.evaluate(c, str(workdir))
+  assert sorted(os.listdir(tmp_path)) == ["empty"] and not os.listdir(tmp_path / "empty")
