@@ -94,6 +94,8 @@ def model_params(config, model_mod, abstract, init, rng):
     return jax.jit(init, out_shardings=shardings)(rng)
   plain = lambda x: x.to_dict() if hasattr(x, "to_dict") else x
   load_kw = plain(config.get("model_load", {}))
+  if set(load_kw) - {"dont_load"}:
+    raise ValueError(f"config.model_load keys {sorted(load_kw)}; valid: ['dont_load'].")
   return sharded_load.load(model_mod, abstract, plain(config.model_init),
                            plain(config.get("model", {})), load_kw.get("dont_load", ()),
                            lambda: init(rng))
