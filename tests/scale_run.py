@@ -43,10 +43,19 @@ def _status(field):
 
 def device_peak():
   """Bytes of live jax buffers on the most loaded device."""
-  per = {}
-  for x in jax.live_arrays():
+  gc.collect()  # Only arrays still referenced count.
+  per, seen = {}, set()
+  for x in jax.live_arrays():  # A global array and its per-device arrays share buffers.
+    if x.is_deleted():  # Donated to the step.
+      continue
     for s in x.addressable_shards:
-      per[s.device] = per.get(s.device, 0) + s.data.nbytes
+      try:
+        key = (s.device, s.data.unsafe_buffer_pointer())
+      except jax.errors.JaxRuntimeError:  # A per-device view of a donated array.
+        continue
+      if key not in seen:
+        seen.add(key)
+        per[s.device] = per.get(s.device, 0) + s.data.nbytes
   return max(per.values()) if per else 0
 
 
@@ -66,6 +75,7 @@ def main(workdir):
   c.model = common.paligemma_model(img=MODEL["img"], llm=MODEL["llm"],
                                    vocab_size=MODEL["llm"]["vocab_size"])
   c.optax_name, c.optax, c.wd = "trace", dict(decay=0.9), 0.0
+  c.ckpt_steps = None  # Only the final checkpoint: no async save in flight during steps.
   c.evals = {"val": dict(type="perplexity", pred="logits", log_percent=1.0, batch_size=8,
                          data=dict(c.input.caption.data, split="validation"),
                          pp_fn=c.input.caption.pp)}
@@ -86,7 +96,6 @@ def main(workdir):
                               jax.random.key(0))
   out["init_device_peak"] = device_peak()
   del params
-  gc.collect()  # The init's arrays are gone before the load is measured.
 
   path = os.path.join(workdir, "ckpt.npz")
   write_npz(path, shapes)
