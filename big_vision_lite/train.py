@@ -266,6 +266,7 @@ def train(config, workdir, *, stop=None):
   evaluators = []
   if config.get("evals"):
     from big_vision_lite.evaluators import common  # pylint: disable=import-outside-toplevel
+    common.check_data(config)
     tok = None
     if config.get("tokenizer"):
       from big_vision_lite import tokenizer  # pylint: disable=import-outside-toplevel

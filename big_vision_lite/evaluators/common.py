@@ -12,9 +12,9 @@ Each `config.evals[name]` is a dict:
   ...          any other key is a keyword argument of that `Evaluator`.
 
 `make_predict_fns(model, mesh, ...)` builds the "logits" and "decode" predict fns the
-trainer and `tools.eval` give to `from_config`. `from_config` also builds each
-evaluator's data source and pp pipeline once, so an unknown pp op or a missing data file
-fails when the evaluators are built (before the first training step).
+trainer and `tools.eval` give to `from_config`. `check_data(config)` builds each
+evaluator's data source and pp pipeline once; the trainer calls it at startup, so an
+unknown pp op or a missing data file fails before the first training step.
 
 Multi-host: every host evaluates its own share of the data; metrics are computed from
 sufficient statistics summed over hosts (`process_sum`), and per-example records are
@@ -91,18 +91,25 @@ def make_predict_fns(model, mesh, *, rules=(), tokenizer=None, compute_dtype=Non
   return {"logits": logits, "decode": decode}
 
 
-def _check_data(name, cfg, batch_size):
-  """Builds the evaluator's source and pp pipeline once (fails early if either is bad)."""
-  if "data" not in cfg or "pp_fn" not in cfg:
-    return
+def check_data(config):
+  """Builds every evaluator's data source and pp pipeline once (nothing is read).
+
+  Raises the source's or pp builder's error, prefixed by `evals.<name>:`, so an unknown
+  pp op or a missing data file fails when training starts, not at the first evaluation.
+  """
   from big_vision_lite import input_pipeline  # pylint: disable=import-outside-toplevel
-  try:
-    input_pipeline.evaluation(cfg["data"], cfg["pp_fn"], batch_size,
-                              process_index=jax.process_index(),
-                              process_count=jax.process_count())
-  except (KeyError, ValueError, TypeError, FileNotFoundError, OSError) as e:
-    msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-    raise type(e)(f"evals.{name}: {msg}") from e
+  for name, cfg in (config.get("evals") or {}).items():
+    cfg = dict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg)
+    if "data" not in cfg or "pp_fn" not in cfg:
+      continue
+    batch_size = cfg.get("batch_size") or (config.get("input") or {}).get("batch_size")
+    try:
+      input_pipeline.evaluation(cfg["data"], cfg["pp_fn"], batch_size,
+                                process_index=jax.process_index(),
+                                process_count=jax.process_count())
+    except (KeyError, ValueError, TypeError, FileNotFoundError, OSError) as e:
+      msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+      raise type(e)(f"evals.{name}: {msg}") from e
 
 
 def _log_steps(name, cfg, total_steps):
@@ -159,7 +166,6 @@ def from_config(config, predict_fns, *, tokenizer, write_note=print, workdir=Non
                                                       "workdir")]
       raise TypeError(f"evals.{name} (type {module.__name__.rsplit('.', 1)[-1]}): {e}. "
                       f"Valid keys: {sorted(valid) + list(_RESERVED)}.") from e
-    _check_data(name, cfg, kw["batch_size"])
     write_note(f"Building evaluator {name} ({module.__name__})...")
     evaluator = module.Evaluator(predict_fn, **kw)
     out.append((name, evaluator, log_steps))
