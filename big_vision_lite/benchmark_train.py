@@ -80,11 +80,6 @@ def fake_batch(batch, res, text_len, prefix_len=None, seed=0):
               mask_input=np.ones((batch, text_len), np.int32))
 
 
-def _cast_floats(tree, dtype):
-  return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)
-                      else x, tree)
-
-
 def make_train_step(model_cfg, *, batch, res, text_len, opt=None, compute_dtype="float32",
                     frozen_dtype=None, mesh=None, strategy=(), total_steps=1000):
   """Builds the jitted train step and the abstract train state.
@@ -114,15 +109,10 @@ def make_train_step(model_cfg, *, batch, res, text_len, opt=None, compute_dtype=
                           shapes, mask)
   tx, _ = optim.make(config, shapes, total_steps)
   rules = [(sharding.ACT_BATCH, tuple(mesh.axis_names))] if mesh is not None else []
-  base_loss = steps.make_loss_fn(model, rules=rules)
-
-  def loss(params, base, b, rng):
-    # Frozen params are constants: no gradient is computed for them (inside a scanned
-    # layer loop XLA cannot drop those gradients afterwards, as it can when unrolled).
-    params = jax.tree.map(lambda p, m: p if m else jax.lax.stop_gradient(p), params, mask)
-    if compute_dtype != "float32":
-      params = _cast_floats(params, compute_dtype)
-    return base_loss(params, base, b, rng)
+  # The trainer's loss: frozen params through stop_gradient (inside a scanned layer loop
+  # XLA cannot drop their gradients afterwards), params cast to the compute dtype.
+  loss = steps.make_loss_fn(model, rules=rules, frozen_mask=mask, compute_dtype=None
+                            if compute_dtype == "float32" else compute_dtype)
   update = steps.make_update_fn(loss, tx, trainable_mask=mask)
   state = {"params": shapes, "opt": jax.eval_shape(tx.init, shapes)}
   b = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),

@@ -29,6 +29,7 @@ TOP_KEYS = tuple(sorted({
     "train_tokenizer", "ensure_shapes", "optax_name", "optax", "lr", "wd", "lr_mults",
     "wd_mults", "grad_clip_norm", "schedule", "label_smoothing", "grad_accum_steps",
     "mesh", "sharding_strategy", "sharding_rules", "lora", "evals", "keep_ckpts",
+    "compute_dtype",
     "total_steps", "total_epochs", "total_examples", "stage0", "report"} | {
         f"{name}_{unit}" for name in ("log_training", "ckpt", "keep_ckpt")
         for unit in _DURATIONS}))
@@ -217,6 +218,10 @@ def check(config, mesh):
   """Raises ValueError (one line: key, value, valid choices) for a bad config."""
   _check_keys("config key", config.keys(), TOP_KEYS)
   config_values.check_values(config)
+  dtypes = (None, "float32", "bfloat16", "float16")
+  if config.get("compute_dtype") not in dtypes:
+    raise ValueError(f"config.compute_dtype={config.get('compute_dtype')!r}; valid: "
+                     f"{list(dtypes)} (params stay float32; this is the compute dtype).")
   check_model(config)
   check_model_values(config)
   check_optimizer(config)

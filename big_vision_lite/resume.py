@@ -4,14 +4,17 @@
 metadata, missing or damaged array files, damaged data position) is reported and the
 previous kept checkpoint (`keep_ckpts` > 1) is used instead.
 
-A checkpoint `WORKDIR/checkpoints/<step>/` holds the train state's leaves (params,
-optimizer state) in `state/` and a JSON `meta/` with the step and the RNG key. Each
-process's data iterator position (a dict of numpy arrays; hosts differ) goes to
-`WORKDIR/data_state/<step>_p<process>.npz`, written atomically before the
-orbax save starts, so a complete orbax step always has its data files. Orbax writes each step into a temporary folder and renames it
-when complete, so a crash mid-save leaves the previous checkpoint as the latest good
-one. The leaves are stored flat (`"000001": array`) and restored into the structure of
-the state that `init_train_state` builds, with that state's shardings.
+A checkpoint `WORKDIR/checkpoints/<step>/` holds three orbax items: `params/` (the
+trainable params, a standard orbax save of the named tree `img/embedding/kernel`, ...),
+`opt/` (the optax state, named by its tree paths) and a JSON `meta/` with the step and
+the RNG key. So params restore alone (`restore_params`, no optimizer built; shapes from
+the checkpoint's own metadata) and any orbax program reads them:
+`ocp.StandardCheckpointer().restore(".../checkpoints/100/params")`. Each process's data
+iterator position (a dict of numpy arrays; hosts differ) goes to
+`WORKDIR/data_state/<step>_p<process>.npz`, written atomically before the orbax save
+starts, so a complete orbax step always has its data files. Orbax writes each step into
+a temporary folder and renames it when complete, so a crash mid-save leaves the previous
+checkpoint as the latest good one.
 """
 import os
 import re
@@ -26,6 +29,7 @@ class CheckpointMismatchError(ValueError):
   """A readable checkpoint that does not fit this config (never skipped)."""
 
 
+ITEMS = ("params", "opt")  # The train state's parts, each an orbax item.
 _UNREADABLE = (ValueError, OSError, KeyError, EOFError, TypeError, zipfile.BadZipFile)
 
 
@@ -44,8 +48,10 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, keep_period=keep_period or None, create=True,
         enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
-    self._mngr = ocp.CheckpointManager(self.directory, options=options,
-                                       item_names=("state", "meta"))
+    handlers = {k: ocp.StandardCheckpointHandler() for k in ITEMS}
+    self._mngr = ocp.CheckpointManager(
+        self.directory, options=options,
+        item_handlers=dict(handlers, meta=ocp.JsonCheckpointHandler()))
     self._data_dir = os.path.join(os.path.abspath(workdir), "data_state")
 
   def _data_path(self, step):
@@ -72,13 +78,16 @@ class Checkpointer:
     return self._mngr.latest_step()
 
   def save(self, step, state, *, data_state, rng):
-    """Starts saving; returns at once when async (call `wait` before reading it)."""
+    """Starts saving `state` ({"params", "opt"}); returns at once when async (call
+    `wait` before reading it)."""
     self._mngr.wait_until_finished()  # The previous step is complete before pruning.
+    if int(step) in self._mngr.all_steps():  # Only one that resuming fell back past
+      self._mngr.delete(int(step))  # (unreadable) is redone; replace it.
     self._write_data(step, data_state)
-    leaves = {f"{i:06d}": x for i, x in enumerate(jax.tree.leaves(state))}
     meta = {"step": int(step), "rng": np.asarray(jax.random.key_data(rng)).tolist()}
+    items = {k: ocp.args.StandardSave(state[k]) for k in ITEMS}
     self._mngr.save(int(step), args=ocp.args.Composite(
-        state=ocp.args.StandardSave(leaves), meta=ocp.args.JsonSave(meta)), force=True)
+        **items, meta=ocp.args.JsonSave(meta)), force=True)
 
   def restore_meta(self, step):
     """Returns `(data_state, rng)` of checkpoint `step` (read before the state)."""
@@ -93,26 +102,45 @@ class Checkpointer:
     with np.load(path, allow_pickle=False) as f:
       return {k: f[k] for k in f.files}, rng
 
-  def restore_state(self, step, abstract_state):
-    """Returns the train state of checkpoint `step`.
+  def abstract_params(self, step, shardings_fn):
+    """The saved params' shapes and dtypes (from the checkpoint's metadata).
 
     Args:
-      abstract_state: tree of `jax.ShapeDtypeStruct` with `.sharding` set; the saved
-        arrays are laid out like it.
+      shardings_fn: fn(tree of ShapeDtypeStructs) -> tree of shardings.
+    Returns:
+      tree of ShapeDtypeStructs with `.sharding` set.
     """
-    leaves, treedef = jax.tree.flatten(abstract_state)
-    target = {f"{i:06d}": x for i, x in enumerate(leaves)}
     meta = self._mngr.item_metadata(int(step))
-    n_saved = len(meta["state"]) if meta and meta.get("state") is not None else None
-    if n_saved is not None and n_saved != len(leaves):
-      raise CheckpointMismatchError(
-          f"Checkpoint {self.directory}/{step} has {n_saved} arrays but "
-          f"this config's train state has {len(leaves)}: the config changed "
-          "(model, optimizer, LoRA or frozen params). Use a fresh workdir.")
+    if meta is None or meta.get("params") is None:
+      raise CheckpointMismatchError(f"Checkpoint {self.directory}/{step} has no `params` "
+                                    "item (written by an older version?).")
+    tree = getattr(meta["params"], "tree", meta["params"])
+    shapes = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype), tree)
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        shapes, shardings_fn(shapes))
+
+  def restore_state(self, step, abstract_state, items=ITEMS):
+    """Returns the train state (or the `items` of it) of checkpoint `step`.
+
+    Args:
+      abstract_state: dict item -> tree of `jax.ShapeDtypeStruct` with `.sharding` set;
+        the saved arrays are laid out like it.
+      items: which items to read (("params",) restores the params alone).
+    """
+    meta = self._mngr.item_metadata(int(step))
+    for k in items:
+      saved = meta.get(k) if meta is not None else None
+      saved = getattr(saved, "tree", saved)
+      want = abstract_state[k]
+      n_saved, n_want = len(jax.tree.leaves(saved)), len(jax.tree.leaves(want))
+      if saved is not None and n_saved != n_want:
+        raise CheckpointMismatchError(
+            f"Checkpoint {self.directory}/{step} item {k!r} has {n_saved} arrays but "
+            f"this config's train state has {n_want}: the config changed (model, "
+            "optimizer, LoRA or frozen params). Use a fresh workdir.")
     out = self._mngr.restore(int(step), args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target)))
-    return jax.tree.unflatten(treedef, [out["state"][f"{i:06d}"]
-                                        for i in range(len(leaves))])
+        **{k: ocp.args.StandardRestore(abstract_state[k]) for k in items}))
+    return {k: out[k] for k in items}
 
   def restore_latest(self, abstract_state, write_note=print):
     """Returns `(step, state, data_state, rng)` of the newest readable checkpoint.

@@ -39,7 +39,9 @@ def make_mesh(mesh_cfg, devices=None):
       `[("data", 2), ("model", 4)]`.
     devices: the devices to use (default: all of `jax.devices()`).
   Returns:
-    a `jax.sharding.Mesh` with Auto axis types.
+    a `jax.sharding.Mesh` from `jax.make_mesh` (devices ordered by the physical
+    topology on TPU/GPU) with Auto axis types (sharding follows the plan and the
+    logical-axis constraints, not explicit per-op specs).
   """
   devices = np.asarray(jax.devices() if devices is None else devices)
   names = tuple(str(n) for n, _ in mesh_cfg)
@@ -59,7 +61,8 @@ def make_mesh(mesh_cfg, devices=None):
   if int(np.prod(sizes)) != devices.size:
     raise ValueError(f"mesh={list(mesh_cfg)} needs {int(np.prod(sizes))} devices but "
                      f"{devices.size} are available; use -1 for one axis size.")
-  return jax.sharding.Mesh(devices.reshape(sizes), names)
+  return jax.make_mesh(tuple(sizes), names, devices=list(devices.reshape(-1)),
+                       axis_types=(jax.sharding.AxisType.Auto,) * len(names))
 
 
 def tree_paths(tree):

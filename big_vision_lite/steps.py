@@ -1,9 +1,11 @@
-"""Loss and the jitted update step (micro-batching, frozen params, LoRA).
+"""Loss and the update step (micro-batching, frozen params, LoRA, mixed precision).
 
 Train state: `{"params": trainable tree, "opt": optax state}`. Without LoRA the
 trainable tree is the whole model (frozen params get zero updates and no optimizer
-state); with LoRA it is the adapter tree and the base params are a separate, constant
-argument.
+state, and enter the loss through `stop_gradient`, so no gradient is computed for them);
+with LoRA it is the adapter tree and the base params are a separate, constant argument.
+With `compute_dtype="bfloat16"` the loss casts the (f32 master) params to bf16 before
+the forward pass: gradients, updates and the optimizer state stay f32.
 """
 import flax.linen as nn
 import jax
@@ -38,17 +40,37 @@ def suffix_xent(logits, targets, mask_loss, label_smoothing=0.0):
   return jnp.mean(per_ex), per_ex
 
 
-def make_loss_fn(model, *, label_smoothing=0.0, lora_cfg=None, rules=()):
+def cast_floats(tree, dtype):
+  """Casts the floating leaves of `tree` to `dtype` (None: unchanged)."""
+  if dtype is None:
+    return tree
+  return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)
+                      else x, tree)
+
+
+def make_loss_fn(model, *, label_smoothing=0.0, lora_cfg=None, rules=(), frozen_mask=None,
+                 compute_dtype=None):
   """Returns `loss(trainable, base, batch, rng) -> (loss, per_example)`.
 
   `batch`: image f32[B, H, W, 3], text int32[B, L], mask_ar int32[B, L],
-  mask_loss int32[B, L], optional mask_input int32[B, L]. The model sees text[:, :-1] and predicts text[:, 1:].
+  mask_loss int32[B, L], optional mask_input int32[B, L]. The model sees text[:, :-1]
+  and predicts text[:, 1:].
+
+  Args:
+    frozen_mask: tree of bools like `trainable` (True: trained); False leaves pass
+      through `stop_gradient`.
+    compute_dtype: e.g. "bfloat16": params are cast to it for the forward pass (the
+      model itself should compute in it too: `models.model_kwargs`).
   """
   def loss(trainable, base, batch, rng):
     params = trainable
+    if frozen_mask is not None:
+      params = jax.tree.map(lambda p, m: p if m else jax.lax.stop_gradient(p), params,
+                            frozen_mask)
     if lora_cfg:
       params = lora_lib.merge(base, trainable, rng=jax.random.fold_in(rng, 1),
                               **lora_cfg)
+    params = cast_floats(params, compute_dtype)
     kw = {}
     if "mask_input" in batch:
       kw["input_mask"] = batch["mask_input"][:, :-1]

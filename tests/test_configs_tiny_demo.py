@@ -5,10 +5,10 @@ import os
 import pytest
 
 from big_vision_lite import config_args
+from big_vision_lite import models
 from big_vision_lite import optim
 from big_vision_lite import registry
 from big_vision_lite import sharding
-from big_vision_lite import train_setup
 from big_vision_lite.pp import builder
 from configs import demo
 from configs import tiny
@@ -35,7 +35,7 @@ def test_config_builds_without_io(module, arg, tmp_path, monkeypatch):
     _check_pp(ev.pp_fn)
   if c.get("stage0"):
     _check_pp(c.stage0.input.pp)
-  train_setup.get_model_module(c.model_name)
+  models.get_module(c.model_name)
   for _, tactic in c.sharding_strategy:
     sharding.SHARDING_TACTICS.call(tactic)
   optim.make_schedule(c.schedule, c.total_steps)

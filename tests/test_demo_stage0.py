@@ -9,7 +9,6 @@ import pytest
 from big_vision_lite import checkpoint
 from big_vision_lite import stage0
 from big_vision_lite import train
-from big_vision_lite import train_setup
 from big_vision_lite.models import paligemma
 from configs import demo
 
@@ -21,7 +20,7 @@ def demo_config(tmp_path_factory):
                       "batch_size=8,stage0_steps=3")
   c.stage0.input.batch_size = 8
   c.stage0.log_training_steps = 1
-  train_setup.prepare(c)  # Data and tokenizer.
+  train.prepare(c)  # Data and tokenizer.
   return c
 
 

@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 
 from big_vision_lite import checkpoint
+from big_vision_lite import durations
+from big_vision_lite import models
+from big_vision_lite import optim
 from big_vision_lite import sharding
+from big_vision_lite import steps
 from big_vision_lite import train
-from big_vision_lite import train_setup
 from configs import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,7 +90,7 @@ def _lines(workdir):
 
 
 def _param_shapes(c):
-  model = train_setup.get_model_module("paligemma").Model(**c.model)
+  model = models.get_module("paligemma").Model(**c.model)
   z = jnp.zeros((1, 23), jnp.int32)
   return model, jax.eval_shape(
       lambda r: model.init(r, jnp.zeros((1, 28, 28, 3)), z, z)["params"], jax.random.key(0))
@@ -123,14 +126,23 @@ def test_train_two_steps(data_dir, tmp_path):
   assert os.listdir(tmp_path / "checkpoints") == ["2"]
 
 
+def _batch(n=8):
+  return {"image": np.zeros((n, 28, 28, 3), np.float32), "text": np.zeros((n, 24), np.int32),
+          "mask_ar": np.zeros((n, 24), np.int32), "mask_loss": np.zeros((n, 24), np.int32)}
+
+
+def _sharded_init(c, model, mesh, rng):
+  """The trainer's sharded init (no `model_init`): params laid out by the plan."""
+  init = train.init_fn(model, _batch())
+  shapes = jax.eval_shape(init, rng)
+  plan = sharding.to_shardings(sharding.make_plan(shapes, c.sharding_strategy, mesh), mesh)
+  return train.model_params(c, None, train.with_shardings(shapes, plan), init, rng)
+
+
 def test_fsdp_per_device_bytes(data_dir):
   c = _config(data_dir)
   model, _ = _param_shapes(c)
-  batch = {"image": np.zeros((8, 28, 28, 3), np.float32),
-           "text": np.zeros((8, 24), np.int32), "mask_ar": np.zeros((8, 24), np.int32)}
-  ts = train.init_train_state(c, None, model, train.make_mesh(c), batch, 10,
-                              jax.random.key(0))
-  leaves = jax.tree.leaves(ts["state"])
+  leaves = jax.tree.leaves(_sharded_init(c, model, train.make_mesh(c), jax.random.key(0)))
   total = sum(x.nbytes for x in leaves)
   dev0 = sum(s.data.nbytes for x in leaves for s in x.addressable_shards
              if s.device == jax.devices()[0])
@@ -185,6 +197,7 @@ def test_interrupted_save_leaves_latest_good_checkpoint(tmp_path):
   from big_vision_lite import resume  # pylint: disable=import-outside-toplevel
   state = {"w": jnp.arange(6.0).reshape(2, 3), "n": {"c": jnp.int32(3)}}
   ckpt = resume.Checkpointer(str(tmp_path), keep=2)
+  state = {"params": state, "opt": [jnp.ones(3)]}
   ckpt.save(1, state, data_state={"pos": np.arange(3)}, rng=jax.random.key(1))
   ckpt.close()
   # A crash while writing step 2 leaves only orbax's temporary folder behind.
@@ -231,12 +244,12 @@ def test_duration_errors():
   c = tiny.get_config()
   c.ckpt_steps, c.ckpt_percent = 1, 0.5
   with pytest.raises(ValueError, match=r"set exactly one of \['ckpt_steps'"):
-    train_setup.duration(c, "ckpt", total_steps=10, batch_size=8, n_train=None)
+    durations.duration(c, "ckpt", total_steps=10, batch_size=8, n_train=None)
   c.total_epochs = 1
   with pytest.raises(ValueError, match="set exactly one"):
-    train_setup.total_steps(c, 8, 100)
+    durations.total_steps(c, 8, 100)
   with pytest.raises(ValueError, match="Did you mean 'paligemma'"):
-    train_setup.get_model_module("paligema")
+    models.get_module("paligema")
 
 
 def _free_port():
@@ -245,24 +258,26 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _two_host_reference(c, steps):
+def _two_host_reference(c, n_steps):
   """Single-process losses on the global batches that 2 hosts would assemble."""
   from big_vision_lite import input_pipeline  # pylint: disable=import-outside-toplevel
   hosts = [input_pipeline.training(c.input, seed=c.seed, process_index=i, process_count=2)
            for i in range(2)]
   mesh, rng = train.make_mesh(c), jax.random.key(c.seed)
-  model_mod = train_setup.get_model_module(c.model_name)
-  model = model_mod.Model(**c.model)
-  ts, update, losses = None, None, {}
-  for step in range(steps):
+  model, _ = _param_shapes(c)
+  params = _sharded_init(c, model, mesh, rng)
+  tx, _ = optim.make(c, params, n_steps)
+  mask = optim.trainable_mask(c, params)
+  update = jax.jit(steps.make_update_fn(
+      steps.make_loss_fn(model, rules=c.sharding_rules, frozen_mask=mask), tx,
+      trainable_mask=mask))
+  state, losses = {"params": params, "opt": tx.init(params)}, {}
+  for step in range(n_steps):
     parts = [next(h) for h in hosts]
     batch = {k: np.concatenate([p[k] for p in parts]) for k in train.TRAIN_KEYS}
-    if ts is None:
-      ts = train.init_train_state(c, model_mod, model, mesh, batch, steps, rng)
-      update = train.make_update_fn(c, model, ts, mesh)
     with jax.set_mesh(mesh):
-      ts["state"], m = update(ts["state"], None, sharding.global_batch(
-          batch, mesh, c.sharding_rules), jax.random.fold_in(rng, step))
+      state, m = update(state, None, sharding.global_batch(batch, mesh, c.sharding_rules),
+                        jax.random.fold_in(rng, step))
     losses[step + 1] = float(m["loss"])
   return losses
 
@@ -270,7 +285,7 @@ def _two_host_reference(c, steps):
 @pytest.mark.slow
 def test_two_process_run_matches_single_process(data_dir, tmp_path):
   c = _config(data_dir, "total_steps=2")
-  train_setup.prepare(c)  # Data and tokenizer exist before the hosts start.
+  train.prepare(c)  # Data and tokenizer exist before the hosts start.
   port, env = _free_port(), dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO,
                                  XLA_FLAGS="--xla_force_host_platform_device_count=4")
   cmd = [sys.executable, "-m", "big_vision_lite.train",
@@ -287,3 +302,61 @@ def test_two_process_run_matches_single_process(data_dir, tmp_path):
   assert sorted(multi) == [1, 2]
   for step, loss in multi.items():
     np.testing.assert_allclose(loss, ref[step], rtol=1e-5)
+
+
+def test_gemma_init_bf16_stream_scan_f32_params():
+  model = models.get_module("gemma").Model(variant="gemma_tiny", scan=True,
+                                           embed_dtype="bfloat16")
+  params = model.init(jax.random.key(0), jnp.zeros((1, 5), jnp.int32))["params"]
+  assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype("float32")}
+  logits = model.apply({"params": params}, jnp.zeros((1, 5), jnp.int32))[0]
+  assert np.isfinite(np.asarray(logits, np.float32)).all()
+
+
+def test_bf16_compute_trains_f32_master_params(data_dir, tmp_path):
+  c = _config(data_dir, compute_dtype="bfloat16")
+  out = train.train(c, str(tmp_path))
+  assert out["step"] == 2 and all(np.isfinite(v) for v in out["losses"].values())
+  assert {x.dtype for x in jax.tree.leaves(out["params"])} == {jnp.dtype("float32")}
+  ref = train.train(_config(data_dir), str(tmp_path / "f32"))
+  # Same data and init: bf16 compute changes the loss only by rounding.
+  np.testing.assert_allclose(out["losses"][1], ref["losses"][1], rtol=2e-2)
+  assert out["losses"][1] != ref["losses"][1]
+
+
+def test_bad_evaluator_fails_before_the_first_step(data_dir, tmp_path):
+  c = _config(data_dir)
+  val = dict(type="perplexity", pred="logits", log_percent=1.0, batch_size=8,
+             data=dict(c.input.caption.data, split="validation"))
+  c.evals = {"val": dict(val, pp_fn=c.input.caption.pp.replace("decode|", "decode|resiz(2)|"))}
+  with pytest.raises(KeyError, match=r"evals.val: .*resiz"):
+    train.train(c, str(tmp_path / "a"))
+  assert not os.path.exists(tmp_path / "a" / "checkpoints" / "1")
+  c.evals = {"val": dict(val, pp_fn=c.input.caption.pp,
+                         data=dict(name="jsonl", fname=str(tmp_path / "none.jsonl")))}
+  with pytest.raises(FileNotFoundError, match=r"evals.val: .*none.jsonl"):
+    train.train(c, str(tmp_path / "b"))
+
+
+def test_cli_prints_one_line_for_a_config_error(data_dir, tmp_path):
+  cmd = [sys.executable, "-m", "big_vision_lite.train",
+         f"--config={REPO}/configs/tiny.py:data_dir={data_dir}",
+         "--config.input.batch_size=12", f"--workdir={tmp_path / 'w'}"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO,
+             XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  p = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert p.returncode == 1
+  assert "Traceback" not in p.stderr + p.stdout, p.stderr[-2000:]
+  lines = [l for l in p.stderr.splitlines() if l.strip()]
+  assert len(lines) == 1 and lines[0].startswith("Error: ValueError: config.input.batch_size=12")
+
+
+def test_eval_tool_without_checkpoint_writes_nothing(tmp_path):
+  from tools import eval as eval_tool  # pylint: disable=import-outside-toplevel
+  c = _config(str(tmp_path / "data"))
+  for workdir in (tmp_path / "missing", tmp_path / "empty"):
+    if workdir.name == "empty":
+      workdir.mkdir()
+    with pytest.raises(FileNotFoundError, match=r"No checkpoint in .*checkpoints.*--params"):
+      eval_tool.evaluate(c, str(workdir))
+  assert sorted(os.listdir(tmp_path)) == ["empty"] and not os.listdir(tmp_path / "empty")

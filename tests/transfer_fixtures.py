@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from big_vision_lite import train_setup
+from big_vision_lite import train
 from big_vision_lite.models import vqvae
 from transfers import common
 
@@ -22,7 +22,7 @@ def mock_dir(tmp_path_factory):
   a = common.parse(f"mode=mock,mock_dir={d}")
   c = ml_collections.ConfigDict()
   common.mock_prepare(c, a)
-  train_setup.prepare(c)
+  train.prepare(c)
   state = vqvae.random_state_dict(enc_widths=(4, 4, 4, 4), embed_dim=8, dec_width=8,
                                   up_widths=(4, 4, 4, 4))
   np.savez(os.path.join(d, "vqvae_mock.npz"), **state)

@@ -12,47 +12,44 @@ command on every host with --distributed.
 """
 import json
 import os
+import sys
 
 import jax
-import ml_collections
 
+from big_vision_lite import eval_params
+from big_vision_lite import models
 from big_vision_lite import train
-from big_vision_lite import train_setup
 from big_vision_lite.evaluators import common
 
 
 def load_eval_params(config, workdir, params_file=None):
-  """Returns (params, step): the workdir's latest checkpoint, or `params_file` (step 0)."""
+  """Returns (params, step): the workdir's latest checkpoint, or `params_file` (step 0).
+
+  Without `params_file`, a workdir without a checkpoint fails first: nothing is
+  created, read or generated.
+  """
   if params_file is None:
-    return train.restore_params(config, workdir)
-  config = ml_collections.ConfigDict(config.to_dict())  # Never mutate the caller's.
-  config.model_init = params_file
-  mesh = train.make_mesh(config)
-  run = train_setup.setup(config, workdir)
-  try:
-    ts = train.init_train_state(config, run["model_mod"], run["model"], mesh,
-                                run["first"], run["total_steps"], run["rng"])
-    return train.eval_params_fn(config, ts)(), 0
-  finally:
-    run["ckpt"].close()
-    run["writer"].close()
+    return eval_params.restore_params(config, workdir)
+  return eval_params.load_params(config, params_file), 0
 
 
 def evaluate(config, workdir, *, params_file=None, only=None, write_note=print):
   """Runs `config.evals` (or the names in `only`) once; returns {"name/metric": value}."""
-  params, step = load_eval_params(config, workdir, params_file)
   known = sorted((config.get("evals") or {}).keys())
   unknown = sorted(set(only or ()) - set(known))
   if unknown:
     raise ValueError(f"--only names {unknown} are not in config.evals; known: {known}.")
-  model = train_setup.get_model_module(config.get("model_name", "paligemma")).Model(
-      **config.model)
+  params, step = load_eval_params(config, workdir, params_file)
+  name, compute_dtype = config.get("model_name", "paligemma"), config.get("compute_dtype")
+  model = models.get_module(name).Model(**models.model_kwargs(name, config.model,
+                                                               compute_dtype))
   tok = None
   if config.get("tokenizer"):
     from big_vision_lite import tokenizer  # pylint: disable=import-outside-toplevel
     tok = tokenizer.Tokenizer(config.tokenizer)
-  mesh = train.make_mesh(config)
-  fns = train_setup.make_predict_fns(config, model, mesh, tok)
+  fns = common.make_predict_fns(model, train.make_mesh(config), tokenizer=tok,
+                                rules=config.get("sharding_rules", ()),
+                                compute_dtype=compute_dtype)
   evaluators = common.from_config(config, fns, tokenizer=tok, workdir=workdir,
                                   total_steps=max(step, 1), write_note=write_note)
   out = {"step": step}
@@ -61,27 +58,34 @@ def evaluate(config, workdir, *, params_file=None, only=None, write_note=print):
       continue
     out.update({f"{name}/{k}": v for k, v in evaluator.run(params)})
   if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "eval_metrics.json"), "w", encoding="utf-8") as f:
       json.dump(out, f, indent=1)
   return out
 
 
 def main(argv):
-  """Parses flags and calls `evaluate` (see the module docstring)."""
+  """Parses flags and calls `evaluate`; user errors print one line, exit code 1."""
   from absl import flags  # pylint: disable=import-outside-toplevel
   del argv
   f = flags.FLAGS
-  if f.distributed:
-    train_setup.init_distributed(f.coordinator_address, f.num_processes, f.process_id)
+  train.setup_process(f)
   only = [n for n in (f.only or "").split(",") if n]
-  out = evaluate(f.config, f.workdir, params_file=f.params, only=only,
-                 write_note=print if jax.process_index() == 0 else (lambda _: None))
+  try:
+    out = evaluate(f.config, f.workdir, params_file=f.params, only=only,
+                   write_note=print if jax.process_index() == 0 else (lambda _: None))
+  except train.USER_ERRORS as e:
+    if f.verbosity > 0:
+      raise
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+    print(f"Error: {type(e).__name__}: {msg}", file=sys.stderr)
+    sys.exit(1)
   if jax.process_index() == 0:
     print(json.dumps(out))
 
 
 if __name__ == "__main__":
-  train_setup.define_flags()
+  train.define_flags()
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
   absl_flags.DEFINE_string("params", None, "A params file (.npz) to evaluate instead of "

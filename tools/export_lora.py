@@ -13,7 +13,7 @@ from ml_collections import config_flags
 
 from big_vision_lite import checkpoint
 from big_vision_lite import cli
-from big_vision_lite import train
+from big_vision_lite import eval_params
 
 
 def export(config, workdir, out_path):
@@ -25,7 +25,7 @@ def export(config, workdir, out_path):
   if not config.get("lora"):
     raise ValueError("config.lora is not set: this run has no adapters to merge; its "
                      "params are already complete in the checkpoint.")
-  params, step = train.restore_params(config, workdir)
+  params, step = eval_params.restore_params(config, workdir)
   if jax.process_index() == 0:
     checkpoint.save_params(jax.device_get(params), out_path)
   return out_path, step

@@ -43,8 +43,8 @@ def engine_from_checkpoint(ckpt, tokenizer, *, vqvae_path=None, model_cfg=None, 
 
 def restore_workdir_params(config, workdir):
   """(params, step) of the latest checkpoint of the training run in `workdir`."""
-  from big_vision_lite import train  # pylint: disable=import-outside-toplevel
-  return train.restore_params(config, workdir)
+  from big_vision_lite import eval_params  # pylint: disable=import-outside-toplevel
+  return eval_params.restore_params(config, workdir)
 
 
 def engine_from_workdir(config, workdir, *, tokenizer=None, vqvae_path=None, res=None,
@@ -57,7 +57,7 @@ def engine_from_workdir(config, workdir, *, tokenizer=None, vqvae_path=None, res
   Returns:
     (engine, step).
   """
-  from big_vision_lite import train_setup  # pylint: disable=import-outside-toplevel
+  from big_vision_lite import models  # pylint: disable=import-outside-toplevel
   tokenizer = tokenizer or config.get("tokenizer")
   if not tokenizer:
     raise ValueError("The config has no `tokenizer` key; pass --tokenizer.")
@@ -67,8 +67,9 @@ def engine_from_workdir(config, workdir, *, tokenizer=None, vqvae_path=None, res
   res = res or predict.checkpoint_res(shapes)
   if not res:
     raise ValueError("Cannot infer the image side from the params; pass --res.")
-  model = train_setup.get_model_module(config.get("model_name", "paligemma")).Model(
-      **config.model)
+  name = config.get("model_name", "paligemma")
+  model = models.get_module(name).Model(**models.model_kwargs(name, config.get("model"),
+                                                             config.get("compute_dtype")))
   engine = engine_lib.Engine(model, jax.device_put(params),
                              tokenizer_lib.Tokenizer(tokenizer), res=res,
                              vqvae_params=_vqvae(vqvae_path), **engine_kw)

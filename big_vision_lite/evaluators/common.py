@@ -11,6 +11,11 @@ Each `config.evals[name]` is a dict:
   log_steps | log_percent:  how often to run (exactly one of them).
   ...          any other key is a keyword argument of that `Evaluator`.
 
+`make_predict_fns(model, mesh, ...)` builds the "logits" and "decode" predict fns the
+trainer and `tools.eval` give to `from_config`. `check_data(config)` builds each
+evaluator's data source and pp pipeline once; the trainer calls it at startup, so an
+unknown pp op or a missing data file fails before the first training step.
+
 Multi-host: every host evaluates its own share of the data; metrics are computed from
 sufficient statistics summed over hosts (`process_sum`), and per-example records are
 gathered to every host (`gather_json`) so that host 0 alone writes files.
@@ -23,9 +28,13 @@ import json
 import os
 import pkgutil
 
+import flax.linen as nn
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
+
+from big_vision_lite import sharding
+from big_vision_lite import steps
 
 # Keys the predict fns need; ground-truth strings never go to the device.
 MODEL_KEYS = ("image", "text", "mask_ar", "mask_input", "mask_loss", "_mask")
@@ -46,6 +55,61 @@ def _evaluator_module(type_name):
     raise KeyError(f"Module big_vision_lite.evaluators.{type_name} has no `Evaluator`; "
                    f"evaluator types with one: {known}")
   return module
+
+
+def make_predict_fns(model, mesh, *, rules=(), tokenizer=None, compute_dtype=None):
+  """{"logits": fn(params, batch), "decode": fn(params, batch, **kw)} for evaluators.
+
+  Args:
+    model: the Model (computing in `compute_dtype`).
+    mesh: the Mesh; host batches are assembled into global arrays on it.
+    rules: config.sharding_rules.
+    tokenizer: gives the default `eos_id` of "decode" (1 without one).
+    compute_dtype: params are cast to it inside the jitted fns (None: as they are).
+  """
+  rules = list(rules or ())
+  to_global = lambda batch: sharding.global_batch(dict(batch), mesh, rules)
+  cast = jax.jit(lambda p: steps.cast_floats(p, compute_dtype))
+
+  @jax.jit
+  def _logits(params, batch):
+    mask = batch.get("mask_input")
+    return model.apply({"params": steps.cast_floats(params, compute_dtype)},
+                       batch["image"], batch["text"], batch["mask_ar"],
+                       input_mask=None if mask is None else mask > 0, train=False)
+
+  def logits(params, batch):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      return _logits(params, to_global(batch))
+
+  def decode(params, batch, **kw):
+    from big_vision_lite import decode as decode_lib  # pylint: disable=import-outside-toplevel
+    kw.setdefault("eos_id", tokenizer.eos_id if tokenizer is not None else 1)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      params = params if compute_dtype is None else cast(params)
+      return decode_lib.decode(model, params, to_global(batch), **kw)
+  return {"logits": logits, "decode": decode}
+
+
+def check_data(config):
+  """Builds every evaluator's data source and pp pipeline once (nothing is read).
+
+  Raises the source's or pp builder's error, prefixed by `evals.<name>:`, so an unknown
+  pp op or a missing data file fails when training starts, not at the first evaluation.
+  """
+  from big_vision_lite import input_pipeline  # pylint: disable=import-outside-toplevel
+  for name, cfg in (config.get("evals") or {}).items():
+    cfg = dict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg)
+    if "data" not in cfg or "pp_fn" not in cfg:
+      continue
+    batch_size = cfg.get("batch_size") or (config.get("input") or {}).get("batch_size")
+    try:
+      input_pipeline.evaluation(cfg["data"], cfg["pp_fn"], batch_size,
+                                process_index=jax.process_index(),
+                                process_count=jax.process_count())
+    except (KeyError, ValueError, TypeError, FileNotFoundError, OSError) as e:
+      msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+      raise type(e)(f"evals.{name}: {msg}") from e
 
 
 def _log_steps(name, cfg, total_steps):

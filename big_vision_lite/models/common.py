@@ -44,7 +44,7 @@ def _cast_like(x, dtype):
   if (getattr(x, "dtype", dtype) == dtype or not jnp.issubdtype(x.dtype, jnp.floating)
       or not jnp.issubdtype(dtype, jnp.floating)):
     return x
-  if isinstance(x, jax.Array):
+  if hasattr(x, "astype"):  # numpy, jax, or a lazily read array (cast when read).
     return x.astype(dtype)
   return np.asarray(x).astype(dtype)
 
@@ -168,6 +168,8 @@ def fit_vocab(emb, rows, seed=0):
   Returns:
     float[rows, D] in the dtype of `emb`.
   """
+  if emb.shape[0] == rows:
+    return emb  # Unchanged (a lazily read array stays unread).
   emb = np.asarray(emb)
   if emb.shape[0] == 256_128 and rows != 256_128:
     emb = emb[:256_000]

@@ -237,6 +237,7 @@ class Block(nn.Module):
     """xs = (layer index, kv cache of this layer or None); returns (x, (k, v) or None)."""
     cfg = self.cfg
     layer_idx, kv_cache = xs
+    carry_dtype = x.dtype  # f32 params with a bf16 stream: the scan carry keeps bf16.
     if cfg["sliding_window"]:
       dist = jnp.abs(positions[:, :, None] - kv_positions[:, None, :])
       local = (layer_idx % 2) == 0
@@ -254,7 +255,8 @@ class Block(nn.Module):
     y = FeedForward(cfg["width"], cfg["mlp_dim"], name="mlp")(y)
     if cfg["post_norms"]:
       y = RMSNorm(cfg["norm_eps"], name="post_ffw_norm")(y)
-    return x + drop(y, deterministic), (kv if keep_kv else None)
+    out = (x + drop(y, deterministic)).astype(carry_dtype)
+    return out, (kv if keep_kv else None)
 
 
 class Model(nn.Module):

@@ -11,9 +11,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 _SCRIPT = """
 import json, sys
-from big_vision_lite import train_setup
-train_setup.init_distributed(sys.argv[1], 2, int(sys.argv[2]))
 import jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
 from big_vision_lite.evaluators import common
 i = jax.process_index()
 records = [{"host": i, "text": "\\u00e9" * (3 * i + 1)}] * (i + 1)  # Unequal sizes.

@@ -174,12 +174,12 @@ def _orbax_faults():
     return lambda d, _: [fn(p) for p in glob.glob(os.path.join(d, pattern))]
 
   return {
-      "trunc_arrays": each(trunc, "state/d/*"),
-      "garble_arrays": each(garble, "state/d/*"),
-      "empty_manifest": each(lambda p: open(p, "wb").close(), "state/manifest.ocdbt"),
-      "garble_array_metadata": each(garble, "state/_METADATA"),
+      "trunc_arrays": each(trunc, "params/d/*"),
+      "garble_arrays": each(garble, "params/d/*"),
+      "empty_manifest": each(lambda p: open(p, "wb").close(), "params/manifest.ocdbt"),
+      "garble_array_metadata": each(garble, "params/_METADATA"),
       "garble_meta": each(garble, "meta/metadata"),
-      "no_state": lambda d, _: shutil.rmtree(os.path.join(d, "state")),
+      "no_state": lambda d, _: shutil.rmtree(os.path.join(d, "params")),
       "trunc_data_state": lambda _, f: trunc(f),
       "no_data_state": lambda _, f: os.remove(f),
   }
@@ -227,7 +227,7 @@ def test_all_training_checkpoints_corrupt_is_one_clear_error(orbax_run, tmp_path
   workdir = str(tmp_path / "w")
   shutil.copytree(src, workdir)
   for step in (1, 2):
-    shutil.rmtree(os.path.join(workdir, "checkpoints", str(step), "state"))
+    shutil.rmtree(os.path.join(workdir, "checkpoints", str(step), "params"))
   ckpt = resume.Checkpointer(workdir, keep=2)
   with pytest.raises(ValueError, match=r"No readable checkpoint in .*checkpoints: \['2 .*"
                      r"'1 .*Delete the corrupt step folders"):

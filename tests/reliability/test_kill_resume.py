@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pytest
 
-from big_vision_lite import train_setup
+from big_vision_lite import train
 from configs import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -120,19 +120,23 @@ def _restored_step(log_text):
 
 def _final_state(workdir):
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
   mngr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"),
-                               item_names=("state", "meta"))
-  step = mngr.latest_step()
-  out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+                               item_names=("params", "opt", "meta"))
+  step = mngr.latest_step()  # Plain orbax reads the named leaves (no code of ours).
+  out = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(),
+                                                   opt=ocp.args.StandardRestore()))
   mngr.close()
-  return step, {k: np.asarray(v) for k, v in out["state"].items()}
+  flat = jax.tree_util.tree_flatten_with_path({"params": out["params"], "opt": out["opt"]})[0]
+  assert any("img" in jax.tree_util.keystr(p) for p, _ in flat)
+  return step, {jax.tree_util.keystr(p): np.asarray(v) for p, v in flat}
 
 
 @pytest.mark.slow
 def test_kill_and_resume_equals_uninterrupted_run(tmp_path):
   rng = random.Random(0)  # Fixed for CI; the kill points are drawn, then logged.
   data_dir, cache = str(tmp_path / "data"), str(tmp_path / "jit")
-  train_setup.prepare(tiny.get_config(f"data_dir={data_dir}"))  # Data once, before both.
+  train.prepare(tiny.get_config(f"data_dir={data_dir}"))  # Data once, before both.
   ref_dir, chain = str(tmp_path / "ref"), str(tmp_path / "chain")
   ref = _start(data_dir, ref_dir, str(tmp_path / "ref.log"), cache)
   faults, runs = [], 0
@@ -165,8 +169,8 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path):
     assert _complete_steps(chain)[-1] == stopped["step"]
   # Corrupt the newest checkpoint: the last run must fall back to the one before, saying so.
   *_, previous, newest = _complete_steps(chain)
-  for name in os.listdir(os.path.join(chain, "checkpoints", str(newest), "state", "d")):
-    with open(os.path.join(chain, "checkpoints", str(newest), "state", "d", name), "r+b") as f:
+  for name in os.listdir(os.path.join(chain, "checkpoints", str(newest), "params", "d")):
+    with open(os.path.join(chain, "checkpoints", str(newest), "params", "d", name), "r+b") as f:
       f.truncate(7)
   rc, text = restart("finish", lambda: False, expect=previous)
   assert rc == 0 and json.loads(text.strip().splitlines()[-1])["step"] == STEPS, text[-3000:]
