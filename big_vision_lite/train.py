@@ -29,7 +29,6 @@ import itertools
 import json
 import os
 import signal
-import sys
 import threading
 
 import jax
@@ -38,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from big_vision_lite import config_check
+from big_vision_lite import config_values
 from big_vision_lite import durations
 from big_vision_lite import metrics_log
 from big_vision_lite import models
@@ -51,12 +51,13 @@ from big_vision_lite import steps
 from big_vision_lite.models import lora as lora_lib
 
 TRAIN_KEYS = ("image", "text", "mask_ar", "mask_loss", "mask_input")
-USER_ERRORS = (ValueError, KeyError, TypeError, FileNotFoundError, FloatingPointError)
 
 
 def make_mesh(config):
   """The device mesh of `config.mesh` (default: one "data" axis over all devices)."""
-  return sharding.make_mesh(config.get("mesh", [("data", -1)]))
+  mesh_cfg = config.get("mesh", [("data", -1)])
+  config_values.check_mesh_config(mesh_cfg)  # One-line error before JAX sees it.
+  return sharding.make_mesh(mesh_cfg)
 
 
 def prepare(config):
@@ -356,20 +357,12 @@ def setup_process(f):
 
 
 def main(argv):
-  """Parses flags and calls `train`; config/user errors print one line, exit code 1."""
+  """Parses flags and calls `train`; errors print one line (see `cli.run_absl`)."""
   from absl import flags  # pylint: disable=import-outside-toplevel
   del argv
   f = flags.FLAGS
   setup_process(f)
-  try:
-    result = train(f.config, f.workdir)
-  except USER_ERRORS as e:
-    if f.verbosity > 0:
-      raise
-    msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-    print(f"Error: {type(e).__name__}: {msg} (--verbosity=1 shows the traceback)",
-          file=sys.stderr)
-    sys.exit(1)
+  result = train(f.config, f.workdir)
   if jax.process_index() == 0:
     print(json.dumps({"step": result["step"], "stopped": result["stopped"],
                       **result.get("evals", {})}))
@@ -377,5 +370,5 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  from absl import app  # pylint: disable=g-import-not-at-top
-  app.run(main)
+  from big_vision_lite import cli  # pylint: disable=g-import-not-at-top
+  cli.run_absl(main)

@@ -348,7 +348,7 @@ def test_cli_prints_one_line_for_a_config_error(data_dir, tmp_path):
   assert p.returncode == 1
   assert "Traceback" not in p.stderr + p.stdout, p.stderr[-2000:]
   lines = [l for l in p.stderr.splitlines() if l.strip()]
-  assert len(lines) == 1 and lines[0].startswith("Error: ValueError: config.input.batch_size=12")
+  assert len(lines) == 1 and lines[0].startswith("error: config.input.batch_size=12")
 
 
 def test_eval_tool_without_checkpoint_writes_nothing(tmp_path):

@@ -12,7 +12,6 @@ command on every host with --distributed.
 """
 import json
 import os
-import sys
 
 import jax
 
@@ -65,30 +64,23 @@ def evaluate(config, workdir, *, params_file=None, only=None, write_note=print):
 
 
 def main(argv):
-  """Parses flags and calls `evaluate`; user errors print one line, exit code 1."""
+  """Parses flags and calls `evaluate`; errors print one line (see `cli.run_absl`)."""
   from absl import flags  # pylint: disable=import-outside-toplevel
   del argv
   f = flags.FLAGS
   train.setup_process(f)
   only = [n for n in (f.only or "").split(",") if n]
-  try:
-    out = evaluate(f.config, f.workdir, params_file=f.params, only=only,
-                   write_note=print if jax.process_index() == 0 else (lambda _: None))
-  except train.USER_ERRORS as e:
-    if f.verbosity > 0:
-      raise
-    msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-    print(f"Error: {type(e).__name__}: {msg}", file=sys.stderr)
-    sys.exit(1)
+  out = evaluate(f.config, f.workdir, params_file=f.params, only=only,
+                 write_note=print if jax.process_index() == 0 else (lambda _: None))
   if jax.process_index() == 0:
     print(json.dumps(out))
 
 
 if __name__ == "__main__":
   train.define_flags()
-  from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
   absl_flags.DEFINE_string("params", None, "A params file (.npz) to evaluate instead of "
                            "the workdir's latest checkpoint.")
   absl_flags.DEFINE_string("only", None, "Comma-separated names of config.evals to run.")
-  app.run(main)
+  from big_vision_lite import cli  # pylint: disable=g-import-not-at-top
+  cli.run_absl(main)
