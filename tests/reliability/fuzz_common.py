@@ -71,3 +71,17 @@ def check_skip(family, skipped, lo, hi, n_inputs=1):
   gives a count within one epoch's bad rows of the exact number)."""
   COUNTS[family] += n_inputs
   assert lo <= skipped <= hi, f"[{family}] skipped {skipped}, expected [{lo}, {hi}]"
+
+
+def tiny_config(**overrides):
+  """The tiny config (no I/O) with `a__b=value` overrides of `c.a.b`, types unchecked."""
+  from configs import tiny  # pylint: disable=import-outside-toplevel
+  c = tiny.get_config("data_dir=/nonexistent/never_read")
+  for key, value in overrides.items():
+    node = c
+    *parents, last = key.split("__")
+    for p in parents:
+      node = node[p]
+    with node.ignore_type():
+      node[last] = value
+  return c

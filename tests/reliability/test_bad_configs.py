@@ -11,20 +11,9 @@ import pytest
 from big_vision_lite import config_check
 from big_vision_lite import sharding
 from configs import tiny
+from tests.reliability.fuzz_common import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _cfg(**overrides):
-  c = tiny.get_config("data_dir=/nonexistent/never_read")
-  for key, value in overrides.items():
-    node = c
-    *parents, last = key.split("__")
-    for p in parents:
-      node = node[p]
-    with node.ignore_type():
-      node[last] = value
-  return c
 
 
 def _mesh(c):
@@ -64,7 +53,7 @@ CASES = [  # (overrides, regex of the error)
 
 @pytest.mark.parametrize("overrides,error", CASES, ids=[str(c[0]) for c in CASES])
 def test_bad_config_one_line_error(overrides, error):
-  c = _cfg(**overrides)
+  c = tiny_config(**overrides)
   with pytest.raises((ValueError, KeyError)) as info:
     config_check.check(c, _mesh(c))
   msg = str(info.value.args[0])
@@ -117,5 +106,5 @@ def test_train_rejects_bad_config_before_any_work(tmp_path, monkeypatch, overrid
     raise AssertionError(f"jax.jit called before the config was checked: {args} {kwargs}")
   monkeypatch.setattr(jax, "jit", no_jit)
   with pytest.raises((ValueError, KeyError)):
-    train.train(_cfg(**overrides), str(tmp_path / "w"))
+    train.train(tiny_config(**overrides), str(tmp_path / "w"))
   assert not os.path.exists(tmp_path / "w")  # Nothing written, no data generated.

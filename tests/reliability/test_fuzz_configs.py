@@ -13,8 +13,7 @@ from big_vision_lite import config_args
 from big_vision_lite import config_check
 from big_vision_lite import sharding
 from big_vision_lite import tokenizer
-from configs import tiny
-from tests.reliability.fuzz_common import COUNTS, FUZZ, check_error
+from tests.reliability.fuzz_common import COUNTS, FUZZ, check_error, tiny_config
 
 _MESH = None
 
@@ -24,18 +23,6 @@ def _mesh():
   if _MESH is None:
     _MESH = sharding.make_mesh([("data", -1)])
   return _MESH
-
-
-def _cfg(**overrides):
-  c = tiny.get_config("data_dir=/nonexistent/never_read")
-  for key, value in overrides.items():
-    node = c
-    *parents, last = key.split("__")
-    for p in parents:
-      node = node[p]
-    with node.ignore_type():
-      node[last] = value
-  return c
 
 
 def _bad_int(lo):
@@ -84,11 +71,11 @@ def test_fuzz_scalar_config_values(key_value):
   key, value = key_value
   if key.startswith(("schedule__", "optax__")):
     parent, leaf = key.split("__")
-    c = _cfg()
+    c = tiny_config()
     with c.ignore_type():
       c[parent] = dict(**{leaf: value})
   else:
-    c = _cfg(**{key: value})
+    c = tiny_config(**{key: value})
   leaf = key.split("__")[-1]
   node = c
   for part in key.split("__")[:-1]:
@@ -160,7 +147,7 @@ STRUCTURED = [  # (overrides, needles): wrong types and names in structured keys
 @pytest.mark.parametrize("overrides,needles", STRUCTURED,
                          ids=[str(c[0])[:60] for c in STRUCTURED])
 def test_structured_config_values(overrides, needles):
-  c = _cfg(**overrides)
+  c = tiny_config(**overrides)
   if not needles:
     config_check.check(c, _mesh())
     return
@@ -171,10 +158,10 @@ def test_model_vocab_smaller_than_tokenizer(tmp_path):
   tok = tokenizer.train_tokenizer(["a b c d e"] * 4, str(tmp_path / "t.model"), 300)
   n = tokenizer.Tokenizer(tok).vocab_size
   for vocab in (n - 1, n // 2, 1):
-    c = _cfg(tokenizer=tok, model__llm__vocab_size=vocab)
+    c = tiny_config(tokenizer=tok, model__llm__vocab_size=vocab)
     check_error("config", lambda c=c: config_check.check(c, _mesh()),
                 f"vocab_size={vocab}", str(n), tok)
-  config_check.check(_cfg(tokenizer=tok, model__llm__vocab_size=n), _mesh())
+  config_check.check(tiny_config(tokenizer=tok, model__llm__vocab_size=n), _mesh())
 
 
 ARG_DEFAULTS = dict(data_dir="data/x", res=224, lr=1e-3, freeze_vit=False, name=None)
