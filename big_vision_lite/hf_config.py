@@ -10,6 +10,7 @@ import re
 
 import transformers
 
+from big_vision_lite import hf_shapes
 from big_vision_lite.models import gemma
 from big_vision_lite.models import vit
 
@@ -61,7 +62,13 @@ def resolve(cfg: dict) -> dict:
   kind = cfg.get("text_config", {}).get("model_type", "gemma")
   if kind not in ("gemma", "gemma2"):
     raise ValueError(f"text_config.model_type={kind!r}; supported: 'gemma', 'gemma2'.")
-  return transformers.PaliGemmaConfig.from_dict(cfg).to_dict()
+  hf_shapes.check_given_sizes(cfg)
+  try:
+    return transformers.PaliGemmaConfig.from_dict(cfg).to_dict()
+  except (ValueError, TypeError, ArithmeticError) as e:  # transformers' field checks.
+    detail = " ".join(str(e).split())[:300]
+    raise ValueError(f"config.json is not a valid PaliGemma config: transformers says "
+                     f"{type(e).__name__}: {detail}; fix that field.") from e
 
 
 def spec_from_hf_config(cfg: dict) -> Spec:

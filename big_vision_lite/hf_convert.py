@@ -31,6 +31,9 @@ tensors. HF `nn.Linear` weights are [out, in]; big_vision kernels are [in, out].
 Scanned big_vision layers carry the layer axis first (`img/Transformer/
 encoderblock/...`, `llm/layers/...`, as in the released PaliGemma npz);
 unscanned ones are `encoderblock_{i}` and `llm/layers/{i}`.
+
+HF -> big_vision checks every tensor's name, dtype and shape (against the shape that
+config.json implies, `hf_shapes`) before it writes anything.
 """
 import dataclasses
 import json
@@ -44,12 +47,10 @@ import numpy as np
 from big_vision_lite import hf_config as hfc
 from big_vision_lite import hf_io
 from big_vision_lite import hf_processor
+from big_vision_lite import hf_shapes
 from big_vision_lite.hf_config import Spec
+from big_vision_lite.hf_shapes import LLM, LLM_LAYER, LM_HEAD, PROJ, VIT, VIT_LAYER
 
-VIT = "vision_tower.vision_model."
-PROJ = "multi_modal_projector.linear."
-LLM = "language_model.model."
-LM_HEAD = "language_model.lm_head.weight"
 # (prefix found in files, canonical prefix); the first match wins.
 _ALIASES = (
     ("model.vision_tower.vision_model.", VIT), ("model.vision_tower.", VIT),
@@ -61,9 +62,8 @@ _ALIASES = (
 # Non-parameter buffers that some exporters save; they are recomputed on load.
 _BUFFERS = re.compile(r"(rotary_emb\.inv_freq|embeddings\.position_ids)$")
 _LAYERS = {
-    "img": (VIT + "encoder.layers.{i}.", "img/Transformer/encoderblock/",
-            "img/Transformer/encoderblock_{i}/"),
-    "llm": (LLM + "layers.{i}.", "llm/layers/", "llm/layers/{i}/"),
+    "img": (VIT_LAYER, "img/Transformer/encoderblock/", "img/Transformer/encoderblock_{i}/"),
+    "llm": (LLM_LAYER, "llm/layers/", "llm/layers/{i}/"),
 }
 
 
@@ -227,10 +227,17 @@ def hf_to_bv(src_dir: str, dst: str, *, dtype: str | None = None, scan: bool = T
 
   Returns:
     the HF config dict that was read, with transformers' defaults filled in.
+
+  Raises:
+    KeyError: a tensor is unknown, duplicated or missing (the message names it).
+    ValueError: a tensor's dtype is not floating point or its shape is not the one its
+      config.json implies (named with its file, both shapes and the config fields), or
+      config.json is invalid. Nothing is written then.
   """
   if dtype is not None:
     hf_io.cast(np.zeros(()), dtype)  # Validates the name before any work.
   cfg = hfc.resolve(hf_io.read_json(os.path.join(src_dir, "config.json")))
+  want = hf_shapes.expected_shapes(cfg)  # Also checks the size fields.
   spec = hfc.spec_from_hf_config(cfg)
   src = hf_io.SafetensorsDir(src_dir)
   found = {}  # canonical name -> name in the file
@@ -248,26 +255,32 @@ def hf_to_bv(src_dir: str, dst: str, *, dtype: str | None = None, scan: bool = T
   steps = list(plan(spec, scan))
   expected = {n for _, _, groups, _ in steps for g in groups for n in g}
   if LM_HEAD in found:
-    _check_tied_head(src, found, cfg)
     expected.add(LM_HEAD)
   unknown = sorted(set(found) - expected)
   if unknown:
     key = found[unknown[0]]
     raise KeyError(f"Unknown tensor '{key}' in {src.file_of(key)}: not expected for its "
-                   f"config.json ({spec}); {len(unknown)} unmapped: {unknown[:5]}.")
+                   f"config.json{hf_shapes.layer_note(unknown[0], cfg)} ({spec}); "
+                   f"{len(unknown)} unmapped: {unknown[:5]}.")
   missing = sorted(expected - set(found))
   if missing:
-    raise KeyError(f"Missing tensor '{missing[0]}' (or an alias of it) in {src_dir}: "
-                   f"{len(missing)} missing: {missing[:5]}. Files: {src.files}.")
+    shape, why = want[hf_shapes.template(missing[0])]
+    raise KeyError(f"Missing tensor '{missing[0]}' (or an alias of it) of shape {shape} "
+                   f"{why} in {src_dir}: {len(missing)} missing: {missing[:5]}. Files: "
+                   f"{src.files}; re-download or re-convert the checkpoint.")
+  for canon in sorted(expected):  # Dtypes and shapes, before anything is written.
+    key = found[canon]
+    shape, why = want[hf_shapes.template(canon)]
+    got = src.get(key, floating=True).shape
+    if got != shape:
+      raise ValueError(f"Tensor '{key}' in {src.file_of(key)} has shape {got}, but its "
+                       f"config.json implies {shape} = {why}; the weights do not match "
+                       "config.json: fix it, or re-download or re-convert the checkpoint.")
+  if LM_HEAD in found:
+    _check_tied_head(src, found, cfg)
 
   def convert(rule, names):
-    arrays = [src.get(found[n], floating=True) for n in names]
-    try:
-      out = rule.to_bv(*arrays)
-    except ValueError as e:
-      shapes = {found[n]: a.shape for n, a in zip(names, arrays)}
-      raise ValueError(f"Cannot map {shapes} (in {src.file_of(found[names[0]])}) to "
-                       f"'{rule.bv}' for {spec}: {e}") from None
+    out = rule.to_bv(*(src.get(found[n]) for n in names))
     return out if dtype is None else hf_io.cast(out, dtype)
 
   with hf_io.NpzWriter(dst) as out:  # Keys prefixed `params/` as in the released npz.
