@@ -265,8 +265,8 @@ def hf_to_bv(src_dir: str, dst: str, *, dtype: str | None = None, scan: bool = T
   missing = sorted(expected - set(found))
   if missing:
     shape, why = want[hf_shapes.template(missing[0])]
-    raise KeyError(f"Missing tensor '{missing[0]}' (or an alias of it) of shape {shape} "
-                   f"{why} in {src_dir}: {len(missing)} missing: {missing[:5]}. Files: "
+    raise KeyError(f"Missing tensor '{missing[0]}' (or an alias of it; shape {shape} = "
+                   f"{why}) in {src_dir}: {len(missing)} missing: {missing[:5]}. Files: "
                    f"{src.files}; re-download or re-convert the checkpoint.")
   for canon in sorted(expected):  # Dtypes and shapes, before anything is written.
     key = found[canon]

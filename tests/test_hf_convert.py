@@ -23,6 +23,7 @@ from big_vision_lite import checkpoint
 from big_vision_lite import hf_config
 from big_vision_lite import hf_convert
 from big_vision_lite import hf_io
+from big_vision_lite import hf_shapes
 from big_vision_lite.models import paligemma
 from tools import convert_checkpoint
 
@@ -492,3 +493,18 @@ def test_full_size_layout_matches_transformers(llm):
   want = {hf_convert.canonical_name(k): tuple(v.shape) for k, v in hf.state_dict().items()}
   assert want.pop(hf_convert.LM_HEAD) == (257152, flat["llm/embedder/input_embedding"][1])
   assert {name: shape for _, name, shape in hf_convert.hf_layout(flat)} == want
+  # The shapes that hf_to_bv checks, derived from config.json alone, are transformers'.
+  table = hf_shapes.expected_shapes(hf_config.resolve(cfg))
+  assert {name: table[hf_shapes.template(name)][0] for name in want} == want
+  assert table[hf_convert.LM_HEAD][0] == (257152, flat["llm/embedder/input_embedding"][1])
+
+
+def test_shape_table_names_exactly_the_converted_tensors():
+  names = set()
+  for kv_heads, gemma2 in ((4, False), (1, False), (2, True)):
+    spec = hf_config.Spec(2, 2, 2, 4, kv_heads, 16, gemma2)
+    names |= {hf_shapes.template(n) for _, _, groups, _ in hf_convert.plan(spec, True)
+              for g in groups for n in g}
+  table = hf_shapes.expected_shapes(hf_config.resolve(make_hf_model("gemma_mqa").config
+                                                      .to_dict()))
+  assert names | {hf_convert.LM_HEAD} == set(table)
