@@ -128,13 +128,17 @@ def grid_items(workdir, split_dir, num):
 
 
 def plot_shapes_grid(workdir, split_dir, out_path, num=12, cols=4, scale=4):
-  """Writes a grid of held-out images: predicted boxes (red) vs true ones (green)."""
+  """Writes a grid of held-out images: predicted boxes (red) vs true ones (green).
+
+  Returns the number of images drawn; 0 (nothing written) when the workdir holds no
+  vqa/caption/detect predictions (e.g. a run with its evaluators switched off).
+  """
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
   items = grid_items(workdir, split_dir, num)
   if not items:
-    raise ValueError(f"No vqa/caption/detect predictions in {workdir} to draw.")
+    return 0
   rows = -(-len(items) // cols)
   fig, axes = plt.subplots(2 * rows, cols, figsize=(cols * 3.6, rows * 5.2), squeeze=False,
                            gridspec_kw=dict(height_ratios=[3, 2] * rows))
@@ -184,6 +188,8 @@ def write(report_cfg, workdir):
     grid = dict(report_cfg["shapes_grid"])
     path = os.path.join(workdir, grid.pop("out", "predictions.png"))
     split_dir = os.path.join(grid.pop("data_dir"), "validation")
-    plot_shapes_grid(workdir, split_dir, path, **grid)
-    out["shapes_grid"] = path
+    if plot_shapes_grid(workdir, split_dir, path, **grid):
+      out["shapes_grid"] = path
+    else:
+      print(f"Warning: no vqa/caption/detect predictions in {workdir}: {path} not drawn.")
   return out

@@ -151,6 +151,6 @@ def test_convert_checkpoint_writes_each_dtype(ckpts, logits_fn, dtype, tmp_path,
 
 def test_convert_checkpoint_npz_errors(ckpts, tmp_path):
   paths, _ = ckpts
-  with pytest.raises(SystemExit, match="--hf_config is for npz -> HF"):
+  with pytest.raises(ValueError, match=r"npz -> npz .* no --hf_config .*they are for npz -> HF"):
     convert_checkpoint.main([paths["float32"], str(tmp_path / "x.npz"), "--hf_config",
                              "c.json"])

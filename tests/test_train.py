@@ -163,7 +163,9 @@ def test_train_resume_is_bit_identical_and_nan_stops(data_dir, tmp_path):
     assert rest["losses"][s] == full["losses"][s]
   jax.tree.map(np.testing.assert_array_equal, rest["params"], full["params"])
 
-  bad = _config(data_dir, "total_steps=6", ckpt_steps=2, lr=float("nan"))
+  # A finite but absurd lr (config_check refuses NaN): the step-5 update overflows the
+  # params to inf, which the log-step check must catch.
+  bad = _config(data_dir, "total_steps=6", ckpt_steps=2, lr=1e38)
   with pytest.raises(FloatingPointError, match=r"step 5.*\(4, 5\].*step 4"):
     train.train(bad, part)
   assert sorted(os.listdir(os.path.join(part, "checkpoints"))) == ["4"]
