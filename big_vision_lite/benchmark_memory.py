@@ -158,8 +158,12 @@ def fit_scale(model_name, *, devices, batch_per_device=1, res=224, text_len=128,
   Loading a checkpoint (`sharded_load`) writes each device's shard straight into the
   same layout: its per-device bytes are the params' state bytes.
 
-  XLA:CPU upcasts bf16 matmuls to f32, so the CPU step temp is an upper bound of an
-  accelerator's (see `fit_finetune`); "fits" compares that bound with each size.
+  XLA:CPU computes bf16 matmuls in f32, so the bf16 step compiled for the CPU also holds
+  f32 copies made only to upcast (see `fit_finetune`). As there, the same step is also
+  compiled computing in f32 (activations, gathered weights and workspace all f32: an
+  upper bound of the bf16-compute temp); "bound" = the step's arguments + outputs not
+  aliased + that f32 temp, and "peak" = the larger of the bound and the init's peak,
+  which "fits" compares with each size. The CPU's own bf16 step peak is reported beside.
 
   Args:
     devices: mesh size (a prefix of the simulated devices; needs that many).
@@ -190,17 +194,22 @@ def fit_scale(model_name, *, devices, batch_per_device=1, res=224, text_len=128,
     opt_mem = timing.compiled_memory(jax.jit(
         step["tx"].init, out_shardings=shards["opt"]).lower(step["state"]["params"]).compile())
   step_mem = timing.compiled_memory(bt.compile_step(step))
+  f32_mem = timing.compiled_memory(bt.compile_step(bt.make_train_step(
+      bt.model_config(model_name, scan=True, remat=remat), batch=batch_per_device * devices,
+      res=res, text_len=text_len, mesh=mesh, strategy=PLANS["fsdp"])))
+  bound = step_mem["argument"] + step_mem["output"] - step_mem["alias"] + f32_mem["temp"]
   params_b = per_device_bytes(step["state"]["params"])
   opt_b = per_device_bytes(step["state"]["opt"])
   n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(step["state"]["params"]))
   # Init: the random params are made sharded, then the Adam state from them.
   init_peak = max(init_mem.get("peak", 0), params_b + opt_mem.get("peak", 0))
-  peak = max(init_peak, step_mem.get("peak", 0))
+  peak = max(init_peak, bound)
   row = dict(model=model_name, params_b=n / 1e9, devices=devices,
              batch=batch_per_device * devices, params_gb=params_b / GB, opt_gb=opt_b / GB,
              state_gb=(params_b + opt_b) / GB, init_peak_gb=init_peak / GB,
-             step_temp_gb=step_mem.get("temp", 0) / GB,
-             step_peak_gb=step_mem.get("peak", 0) / GB, peak_gb=peak / GB)
+             step_temp_gb=step_mem["temp"] / GB, step_peak_gb=step_mem["peak"] / GB,
+             f32_temp_gb=f32_mem["temp"] / GB, bound_gb=bound / GB, peak_gb=peak / GB)
   row.update({f"fits_{g:g}gb": peak <= g * GB for g in device_gbs})
   return dict(row=row, n_params=n, state_bytes=params_b + opt_b, peak_bytes=peak,
-              compiled=dict(init=init_mem, opt_init=opt_mem, step=step_mem))
+              compiled=dict(init=init_mem, opt_init=opt_mem, step=step_mem,
+                            step_f32=f32_mem))

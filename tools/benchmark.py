@@ -195,7 +195,7 @@ def run(args):
                                     text_len=args.scale_text_len, remat="nothing_saveable",
                                     compute_dtype="bfloat16", optimizer="adam"))
     text = [timing.table("FSDP per device (GB): f32 master params + Adam, bf16 compute, "
-                         "scan + remat; XLA:CPU temp (an upper bound)", rows)]
+                         "scan + remat; bound = state + f32-compute temp", rows)]
   else:
     from big_vision_lite import benchmark_memory as bm
     model = "paligemma-3b" if args.model == "bench-small" else args.model
