@@ -104,7 +104,6 @@ def bench_loop(model_name, *, batch, res, text_len, reps=3, log_every=10, logs=3
             log_every=log_every, scan=scan, remat=remat, compute_dtype=compute_dtype)
   variants = {"full": None, "lora": LORA}
   configs = {v: loop_config(model_name, lora=l, **kw) for v, l in variants.items()}
-  train.prepare(configs["full"])  # Data and tokenizer, before the bare steps are built.
   bare = {v: _bare_runner(c, batch=batch, res=res, text_len=text_len, steps=log_every)
           for v, c in configs.items()}
   times = {v: {"loop": [], "bare": []} for v in variants}

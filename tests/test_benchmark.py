@@ -78,7 +78,7 @@ def test_memory_fit_and_finetune_estimate(tmp_path):
   assert est["grads"] == 4 * est["n_trainable"]
 
 
-@pytest.mark.slow  # Two short train() runs and two bare steps on the micro model (~1 min).
+@pytest.mark.slow  # Two short train() runs and two bare steps, micro model (1.5-2.5 min loaded).
 def test_train_loop_overhead_reports_both_variants(tmp_path, capsys, monkeypatch):
   monkeypatch.chdir(tmp_path)  # The runs' scratch workdirs go under ./workdirs.
   r = benchmark.main(["train", *SMALL[:-4], "--text_len", "24", "--iters", "1", "--loop",
