@@ -6,7 +6,8 @@ parameter + optimizer bytes per device (from the shardings) and the step time.
 FSDP for several remat policies, from the compiled step's `memory_analysis()` with
 abstract inputs (`jax.eval_shape`; no real weights). `fit_finetune` does the same for
 the attention-only SGD recipe on one device, beside the analytic estimate of
-`flops.finetune_memory`.
+`flops.finetune_memory`. `fit_scale` compiles the sharded init and the FSDP train step
+of PaliGemma 2 10B / 28B for 16 and 64 devices (subsets of the simulated devices).
 """
 import jax
 import numpy as np
@@ -144,3 +145,71 @@ def fit_finetune(model_name="paligemma-3b", *, batch=8, res=224, text_len=128,
   return dict(rows=rows, estimate=est, compiled=compiled, bound=bound, fits=fits,
               config=dict(model=model_name, batch=batch, res=res, text_len=text_len,
                           device_gb=device_gb, remat=remat))
+
+
+def fit_scale(model_name, *, devices, batch_per_device=1, res=224, text_len=128,
+              device_gbs=(16.0, 32.0), remat="nothing_saveable", compute_dtype="bfloat16"):
+  """Per-device bytes of the sharded init and the FSDP train step on `devices` devices.
+
+  Everything is abstract (ShapeDtypeStructs; nothing allocated): the plan gives the
+  state bytes per device (f32 master params + Adam state), and the compiled init
+  (`jax.jit(init, out_shardings=...)` then `tx.init`, as the trainer does) and train
+  step (scanned layers, `remat`, `compute_dtype` compute) give their temp and peak.
+  Loading a checkpoint (`sharded_load`) writes each device's shard straight into the
+  same layout: its per-device bytes are the params' state bytes.
+
+  XLA:CPU computes bf16 matmuls in f32, so the bf16 step compiled for the CPU also holds
+  f32 copies made only to upcast (see `fit_finetune`). As there, the same step is also
+  compiled computing in f32 (activations, gathered weights and workspace all f32: an
+  upper bound of the bf16-compute temp); "bound" = the step's arguments + outputs not
+  aliased + that f32 temp, and "peak" = the larger of the bound and the init's peak,
+  which "fits" compares with each size. The CPU's own bf16 step peak is reported beside.
+
+  Args:
+    devices: mesh size (a prefix of the simulated devices; needs that many).
+    batch_per_device: examples per device (global batch = this x devices).
+
+  Returns:
+    dict(row: params/opt/state bytes, init and step temp/peak, fits per device size).
+  """
+  if jax.device_count() < devices:
+    raise ValueError(f"devices={devices} but only {jax.device_count()} are available; "
+                     "start with jax_num_cpu_devices >= that (tools.benchmark --devices).")
+  mesh = make_data_mesh(jax.devices()[:devices])
+  cfg = bt.model_config(model_name, scan=True, remat=remat, compute_dtype=compute_dtype)
+  step = bt.make_train_step(cfg, batch=batch_per_device * devices, res=res,
+                            text_len=text_len, mesh=mesh, strategy=PLANS["fsdp"],
+                            compute_dtype=compute_dtype)
+  shards = jax.tree.map(lambda s: s.sharding, step["state"])
+  model = step["model"]
+
+  def init(rng):
+    return model.init(rng, jax.numpy.zeros((1, res, res, 3)),
+                      jax.numpy.zeros((1, text_len - 1), "int32"),
+                      jax.numpy.zeros((1, text_len - 1), "int32"))["params"]
+
+  with jax.set_mesh(mesh):
+    init_mem = timing.compiled_memory(jax.jit(init, out_shardings=shards["params"]).lower(
+        jax.ShapeDtypeStruct((), jax.random.key(0).dtype)).compile())
+    opt_mem = timing.compiled_memory(jax.jit(
+        step["tx"].init, out_shardings=shards["opt"]).lower(step["state"]["params"]).compile())
+  step_mem = timing.compiled_memory(bt.compile_step(step))
+  f32_mem = timing.compiled_memory(bt.compile_step(bt.make_train_step(
+      bt.model_config(model_name, scan=True, remat=remat), batch=batch_per_device * devices,
+      res=res, text_len=text_len, mesh=mesh, strategy=PLANS["fsdp"])))
+  bound = step_mem["argument"] + step_mem["output"] - step_mem["alias"] + f32_mem["temp"]
+  params_b = per_device_bytes(step["state"]["params"])
+  opt_b = per_device_bytes(step["state"]["opt"])
+  n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(step["state"]["params"]))
+  # Init: the random params are made sharded, then the Adam state from them.
+  init_peak = max(init_mem.get("peak", 0), params_b + opt_mem.get("peak", 0))
+  peak = max(init_peak, bound)
+  row = dict(model=model_name, params_b=n / 1e9, devices=devices,
+             batch=batch_per_device * devices, params_gb=params_b / GB, opt_gb=opt_b / GB,
+             state_gb=(params_b + opt_b) / GB, init_peak_gb=init_peak / GB,
+             step_temp_gb=step_mem["temp"] / GB, step_peak_gb=step_mem["peak"] / GB,
+             f32_temp_gb=f32_mem["temp"] / GB, bound_gb=bound / GB, peak_gb=peak / GB)
+  row.update({f"fits_{g:g}gb": peak <= g * GB for g in device_gbs})
+  return dict(row=row, n_params=n, state_bytes=params_b + opt_b, peak_bytes=peak,
+              compiled=dict(init=init_mem, opt_init=opt_mem, step=step_mem,
+                            step_f32=f32_mem))

@@ -17,6 +17,7 @@ from big_vision_lite import flops
 from big_vision_lite import optim
 from big_vision_lite import sharding
 from big_vision_lite import steps
+from big_vision_lite.models import lora as lora_lib
 from big_vision_lite.models import paligemma
 
 # Model configs by name (paligemma.Model kwargs without scan/remat, set per run).
@@ -31,6 +32,11 @@ MODELS = {
     # PaliGemma 3B (So400m/14 + Gemma 2B, 257152 = 256000 + 1024 loc + 128 seg tokens).
     "paligemma-3b": dict(img=dict(variant="So400m/14"),
                          llm=dict(variant="gemma_2b", vocab_size=257_152)),
+    # PaliGemma 2 10B / 28B at 224 px (So400m/14 + Gemma 2 9B / 27B, same vocabulary).
+    "paligemma2-10b": dict(img=dict(variant="So400m/14"),
+                           llm=dict(variant="gemma2_9b", vocab_size=257_152)),
+    "paligemma2-28b": dict(img=dict(variant="So400m/14"),
+                           llm=dict(variant="gemma2_27b", vocab_size=257_152)),
 }
 
 ADAM = dict(optax_name="scale_by_adam", lr=1e-3)
@@ -81,7 +87,7 @@ def fake_batch(batch, res, text_len, prefix_len=None, seed=0):
 
 
 def make_train_step(model_cfg, *, batch, res, text_len, opt=None, compute_dtype="float32",
-                    frozen_dtype=None, mesh=None, strategy=(), total_steps=1000):
+                    frozen_dtype=None, mesh=None, strategy=(), total_steps=1000, lora=None):
   """Builds the jitted train step and the abstract train state.
 
   Args:
@@ -94,15 +100,22 @@ def make_train_step(model_cfg, *, batch, res, text_len, opt=None, compute_dtype=
     frozen_dtype: dtype of the frozen params (e.g. "bfloat16"); default: f32 like all.
     mesh, strategy: shard the state with the `sharding_strategy` plan over `mesh`
       (the batch over all mesh axes); None: one device.
+    lora: optional `config.lora` dict (rank, alpha, targets, ...): the state holds the
+      adapters (as in the trainer) and the model params are the constant base.
 
   Returns:
     dict(update (jitted, donates the state), state (ShapeDtypeStructs, shardings set),
-    batch (ShapeDtypeStructs), model, tx, rules).
+    base (the LoRA base params' ShapeDtypeStructs, or None), batch (ShapeDtypeStructs),
+    model, tx, rules, lora).
   """
   config = ml_collections.ConfigDict(dict(opt or ADAM))
   model = paligemma.Model(**model_cfg)
   init_cfg = master_config(model_cfg)
-  shapes = flops.param_shapes(init_cfg, res=res)
+  shapes = base = flops.param_shapes(init_cfg, res=res)
+  if lora:
+    shapes = jax.eval_shape(lambda r: lora_lib.init(r, base, **lora), jax.random.key(7))
+  else:
+    base = None
   mask = optim.trainable_mask(config, shapes)
   if frozen_dtype:
     shapes = jax.tree.map(lambda s, m: s if m else jax.ShapeDtypeStruct(s.shape, frozen_dtype),
@@ -111,16 +124,21 @@ def make_train_step(model_cfg, *, batch, res, text_len, opt=None, compute_dtype=
   rules = [(sharding.ACT_BATCH, tuple(mesh.axis_names))] if mesh is not None else []
   # The trainer's loss: frozen params through stop_gradient (inside a scanned layer loop
   # XLA cannot drop their gradients afterwards), params cast to the compute dtype.
-  loss = steps.make_loss_fn(model, rules=rules, frozen_mask=mask, compute_dtype=None
-                            if compute_dtype == "float32" else compute_dtype)
+  loss = steps.make_loss_fn(model, rules=rules, frozen_mask=mask, lora_cfg=lora,
+                            compute_dtype=None if compute_dtype == "float32" else compute_dtype)
   update = steps.make_update_fn(loss, tx, trainable_mask=mask)
   state = {"params": shapes, "opt": jax.eval_shape(tx.init, shapes)}
   b = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
                    fake_batch(batch, res, text_len))
   if mesh is None:
     return dict(update=jax.jit(update, donate_argnums=(0,)), state=state, batch=b,
-                model=paligemma.Model(**init_cfg), tx=tx, rules=rules, mesh=None)
+                base=base, model=paligemma.Model(**init_cfg), tx=tx, rules=rules,
+                mesh=None, lora=lora)
   plan = sharding.make_plan(shapes, list(strategy), mesh)
+  if base is not None:
+    base = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                        base, sharding.to_shardings(
+                            sharding.make_plan(base, list(strategy), mesh), mesh))
   shards = {"params": sharding.to_shardings(plan, mesh), "opt": sharding.to_shardings(
       sharding.opt_state_plan(tx, state["opt"], plan), mesh)}
   state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
@@ -129,24 +147,33 @@ def make_train_step(model_cfg, *, batch, res, text_len, opt=None, compute_dtype=
   b = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=bsh), b)
   repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   jitted = jax.jit(update, donate_argnums=(0,), out_shardings=(shards, repl))
-  return dict(update=jitted, state=state, batch=b, model=paligemma.Model(**init_cfg), tx=tx,
-              rules=rules, mesh=mesh)
+  return dict(update=jitted, state=state, base=base, batch=b,
+              model=paligemma.Model(**init_cfg), tx=tx, rules=rules, mesh=mesh, lora=lora)
 
 
 def init_state(step, res, text_len, seed=0):
-  """Real train state (random init) laid out as `step["state"]` says."""
+  """Real train state (random init) laid out as `step["state"]` says.
+
+  With LoRA, returns `(state, base params)`; else the state alone.
+  """
   model = step["model"]
-  def init(rng):
+  def init(rng, like):
     p = model.init(rng, jnp.zeros((1, res, res, 3)), jnp.zeros((1, text_len - 1), jnp.int32),
                    jnp.zeros((1, text_len - 1), jnp.int32))["params"]
-    return jax.tree.map(lambda x, s: x.astype(s.dtype), p, step["state"]["params"])
-  if step["mesh"] is None:
-    params = jax.jit(init)(jax.random.key(seed))
-    return {"params": params, "opt": jax.jit(step["tx"].init)(params)}
-  shards = jax.tree.map(lambda s: s.sharding, step["state"])
-  params = jax.jit(init, out_shardings=shards["params"])(jax.random.key(seed))
-  opt = jax.jit(step["tx"].init, out_shardings=shards["opt"])(params)
-  return {"params": params, "opt": opt}
+    return jax.tree.map(lambda x, s: x.astype(s.dtype), p, like)
+  def place(fn, like):
+    out = None if step["mesh"] is None else jax.tree.map(lambda s: s.sharding, like)
+    return jax.jit(fn, out_shardings=out)
+  rng = jax.random.key(seed)
+  if step["lora"]:
+    base = place(lambda r: init(r, step["base"]), step["base"])(rng)
+    params = place(lambda r: lora_lib.init(r, step["base"], **step["lora"]),
+                   step["state"]["params"])(jax.random.fold_in(rng, 7))
+  else:
+    base, params = None, place(lambda r: init(r, step["state"]["params"]),
+                               step["state"]["params"])(rng)
+  state = {"params": params, "opt": place(step["tx"].init, step["state"]["opt"])(params)}
+  return (state, base) if step["lora"] else state
 
 
 def place_batch(step, batch):
@@ -155,17 +182,17 @@ def place_batch(step, batch):
                       {k: batch[k] for k in step["batch"]}, step["batch"])
 
 
-def _call(step, state, batch, rng, fn=None):
+def _call(step, state, batch, rng, fn=None, base=None):
   fn = fn or step["update"]
   if step["mesh"] is None:
-    return fn(state, None, batch, rng)
+    return fn(state, base, batch, rng)
   with jax.set_mesh(step["mesh"]):
-    return fn(state, None, batch, rng)
+    return fn(state, base, batch, rng)
 
 
 def compile_step(step):
   """Compiles the step for its abstract state and batch (no real arrays needed)."""
-  args = (step["state"], None, step["batch"], jax.random.key(0))
+  args = (step["state"], step["base"], step["batch"], jax.random.key(0))
   if step["mesh"] is None:
     return step["update"].lower(*args).compile()
   with jax.set_mesh(step["mesh"]):
@@ -183,20 +210,24 @@ def make_runner(step, *, res, text_len, compiled=None):
     compiled: the step compiled ahead of time (`compile_step`); run instead of the
       jitted function (saves a second compile).
   """
-  state = init_state(step, res, text_len)
+  state, base = init_state(step, res, text_len), None
+  if step["lora"]:
+    state, base = state
   batch = place_batch(step, fake_batch(step["batch"]["text"].shape[0], res, text_len))
   box = {"state": state, "m": None}
   first_leaf = jax.tree.leaves(state)[0]
 
   def one():
-    box["state"], box["m"] = _call(step, box["state"], batch, jax.random.key(1), compiled)
+    box["state"], box["m"] = _call(step, box["state"], batch, jax.random.key(1), compiled,
+                                   base)
     jax.block_until_ready(box["m"])
 
   def finish(jit_check):
     compiles = None
     if jit_check:
       for i in range(2):
-        box["state"], box["m"] = _call(step, box["state"], batch, jax.random.key(i))
+        box["state"], box["m"] = _call(step, box["state"], batch, jax.random.key(i),
+                                       base=base)
       compiles = step["update"]._cache_size()  # pylint: disable=protected-access
     return dict(compiles=compiles, donated=bool(first_leaf.is_deleted()),
                 loss=float(box["m"]["loss"]))

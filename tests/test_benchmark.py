@@ -1,6 +1,8 @@
 """Smoke tests of every `tools/benchmark.py` sub-command on the micro model, and flops."""
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -10,6 +12,7 @@ from big_vision_lite import benchmark_train as bt
 from big_vision_lite import flops
 from tools import benchmark
 
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--model", "micro", "--batch", "8", "--res", "28", "--text_len", "8", "--iters", "1"]
 
 
@@ -73,6 +76,38 @@ def test_memory_fit_and_finetune_estimate(tmp_path):
   est = r["finetune"]["estimate"]
   assert est["n_trainable"] > 0 and est["opt_state"] == 0
   assert est["grads"] == 4 * est["n_trainable"]
+
+
+@pytest.mark.slow  # Two short train() runs and two bare steps, micro model (1.5-2.5 min loaded).
+def test_train_loop_overhead_reports_both_variants(tmp_path, capsys, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # The runs' scratch workdirs go under ./workdirs.
+  r = benchmark.main(["train", *SMALL[:-4], "--text_len", "24", "--iters", "1", "--loop",
+                      "--loop_log_every", "2", "--loop_logs", "2", "--data_dir",
+                      str(tmp_path / "data"), "--json", str(tmp_path / "loop.json")])
+  assert [row["variant"] for row in r["rows"]] == ["full", "lora"]
+  for row in r["rows"]:
+    assert row["loop_step_s"] > 0 and row["bare_step_s"] > 0
+    assert row["overhead"] == pytest.approx(row["loop_step_s"] / row["bare_step_s"] - 1)
+  out = capsys.readouterr().out
+  assert "| variant | loop_step_s | bare_step_s | overhead |" in out
+
+
+@pytest.mark.slow  # Compiles PaliGemma 2 10B's init and FSDP step for 16 devices (~40 s).
+def test_memory_scale_10b_fits_16_devices(tmp_path):
+  path = tmp_path / "scale.json"
+  subprocess.run([sys.executable, "-m", "tools.benchmark", "memory", "--scale",
+                  "paligemma2-10b", "--scale_devices", "16", "--json", str(path)],
+                 check=True, cwd=_ROOT, capture_output=True, timeout=600)
+  (row,) = json.loads(path.read_text())["rows"]
+  assert row["devices"] == 16 and 9.5 < row["params_b"] < 9.8
+  # FSDP: each device holds 1/16 of the f32 params + Adam mu, nu (12 bytes per param),
+  # up to 0.1% (small leaves that do not divide by 16 stay whole).
+  assert row["state_gb"] == pytest.approx(12 * row["params_b"] / 16, rel=1e-3)
+  assert row["params_gb"] == pytest.approx(4 * row["params_b"] / 16, rel=1e-3)
+  # The compiled peaks and the f32-temp bound (see fit_scale) fit 16 GB.
+  assert row["state_gb"] < row["bound_gb"] <= row["peak_gb"] < 16
+  assert row["init_peak_gb"] <= row["peak_gb"] and row["step_peak_gb"] < 16
+  assert row["fits_16gb"] and row["fits_32gb"]
 
 
 def test_train_flops_match_parameter_count():

@@ -3,10 +3,12 @@ r"""Benchmarks: train step, decoding vs Hugging Face, input pipeline, sharding, 
 Each sub-command prints a Markdown table and writes JSON (with the machine and date).
 
   python -m tools.benchmark train     # steps/s, examples/s, model FLOPs, MFU, remat on/off
+  python -m tools.benchmark train --loop  # the train() loop's overhead over the bare step
   python -m tools.benchmark decode    # prefill/decode tokens/s vs HF generate, roofline
   python -m tools.benchmark input     # pipeline examples/s at 224/448 px vs the train step
   python -m tools.benchmark sharding  # per-device state bytes and step time: fsdp vs replicate
   python -m tools.benchmark memory    # PaliGemma-3B fits: FSDP 8 x 16 GB, attention-only SGD
+  python -m tools.benchmark memory --scale  # PaliGemma 2 10B/28B on 16 and 64 devices
   python -m tools.benchmark compare --big_vision PATH  # ours vs big_vision vs HF, same weights
   python -m tools.benchmark serve     # HTTP server req/s, p50/p95 at 1/8/32 clients vs sequential
 
@@ -45,6 +47,13 @@ def parse_args(argv):
   t.add_argument("--xla_check", action=argparse.BooleanOptionalAction, default=True,
                  help="compare analytic FLOPs with XLA cost_analysis (unrolled and scanned)")
   t.add_argument("--peak_n", type=int, default=2048, help="matmul size of the peak")
+  t.add_argument("--loop", action="store_true",
+                 help="instead: train() loop step time vs the bare step, LoRA and not "
+                      "(scan on, first --remat policy; --iters repetitions)")
+  t.add_argument("--loop_log_every", type=int, default=10, help="steps per timed interval")
+  t.add_argument("--loop_logs", type=int, default=3, help="timed intervals per run")
+  t.add_argument("--data_dir", default="workdirs/benchmark/shapes",
+                 help="--loop: shapes data and tokenizer (made on first use)")
   d = sub.add_parser("decode", parents=[common], help="ours vs HF generate")
   d.add_argument("--prompt_len", type=int, default=16)
   d.add_argument("--new_tokens", type=int, default=16)
@@ -61,13 +70,21 @@ def parse_args(argv):
   s = sub.add_parser("sharding", parents=[common], help="fsdp vs replicate")
   s.add_argument("--devices", type=int, default=8, help="simulated CPU devices")
   m = sub.add_parser("memory", parents=[common], help="PaliGemma-3B memory fit")
-  m.add_argument("--devices", type=int, default=8, help="simulated CPU devices")
+  m.add_argument("--devices", type=int, default=None,
+                 help="simulated CPU devices (default 8; --scale: max of --scale_devices)")
   m.add_argument("--device_gb", type=float, default=16.0)
   m.add_argument("--fsdp_batch", type=int, default=32, help="global batch of the FSDP fit")
   m.add_argument("--remat", default="nothing_saveable,dots_with_no_batch_dims_saveable",
                  help="remat policies of the FSDP fit (empty: skip it)")
   m.add_argument("--finetune_compute", default="float32,bfloat16")
   m.add_argument("--finetune_text_len", type=int, default=128)
+  m.add_argument("--scale", default="",
+                 help="instead: comma-separated models (e.g. paligemma2-10b,paligemma2-28b) "
+                      "compiled for --scale_devices (init + FSDP step, bf16 compute)")
+  m.add_argument("--scale_devices", default="16,64",
+                 help="mesh sizes of --scale (--devices defaults to their maximum)")
+  m.add_argument("--scale_batch", type=int, default=1, help="examples per device")
+  m.add_argument("--scale_text_len", type=int, default=128)
   c = sub.add_parser("compare", parents=[common], help="ours vs big_vision vs HF")
   c.add_argument("--big_vision", required=True,
                  help="path of a google-research/big_vision checkout (holds big_vision/)")
@@ -103,7 +120,18 @@ def run(args):
   from big_vision_lite import benchmark_timing as timing
   from big_vision_lite import benchmark_train as bt
   shape = dict(batch=args.batch, res=args.res, text_len=args.text_len)
-  if args.cmd == "train":
+  if args.cmd == "train" and args.loop:
+    from big_vision_lite import benchmark_loop as bl
+    remat = args.remat.split(",")[0]
+    r = bl.bench_loop(args.model, reps=args.iters, log_every=args.loop_log_every,
+                      logs=args.loop_logs, data_dir=args.data_dir,
+                      workdir=os.path.join("workdirs", "benchmark", "loop"), remat=remat,
+                      compute_dtype=args.dtype, **shape)
+    text = [timing.table(f"train() loop vs bare step ({args.model}, overhead = loop / "
+                         "bare - 1, median of interleaved runs)",
+                         [{k: v for k, v in row.items() if not k.endswith("_times")}
+                          for row in r["rows"]])]
+  elif args.cmd == "train":
     r = bt.bench_train(args.model, iters=args.iters, remats=args.remat.split(","),
                        scan=args.scan, compute_dtype=args.dtype, xla_check=args.xla_check,
                        peak_n=args.peak_n, jit_check=args.jit_check, **shape)
@@ -158,6 +186,16 @@ def run(args):
                        max_wait_ms=args.max_wait_ms)
     text = [timing.table(f"serve ({args.model}, same tokens as sequential: "
                          f"{r['same_tokens']})", r["rows"])]
+  elif args.scale:
+    from big_vision_lite import benchmark_memory as bm
+    rows = [bm.fit_scale(m, devices=int(d), batch_per_device=args.scale_batch, res=args.res,
+                         text_len=args.scale_text_len)["row"]
+            for m in args.scale.split(",") for d in args.scale_devices.split(",")]
+    r = dict(rows=rows, config=dict(batch_per_device=args.scale_batch, res=args.res,
+                                    text_len=args.scale_text_len, remat="nothing_saveable",
+                                    compute_dtype="bfloat16", optimizer="adam"))
+    text = [timing.table("FSDP per device (GB): f32 master params + Adam, bf16 compute, "
+                         "scan + remat; bound = state + f32-compute temp", rows)]
   else:
     from big_vision_lite import benchmark_memory as bm
     model = "paligemma-3b" if args.model == "bench-small" else args.model
@@ -180,7 +218,9 @@ def main(argv=None):
   """Parses the arguments, runs the sub-command, prints its tables, writes its JSON."""
   args = parse_args(sys.argv[1:] if argv is None else argv)
   if args.cmd in ("sharding", "memory"):
-    jax.config.update("jax_num_cpu_devices", args.devices)  # Before any device is used.
+    devices = args.devices or (max(int(d) for d in args.scale_devices.split(","))
+                               if getattr(args, "scale", "") else 8)
+    jax.config.update("jax_num_cpu_devices", devices)  # Before any device is used.
   from big_vision_lite import benchmark_timing as timing  # pylint: disable=import-outside-toplevel
   result, text = run(args)
   path = args.json or os.path.join("workdirs", "benchmark", f"{args.cmd}.json")
