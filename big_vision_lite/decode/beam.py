@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from big_vision_lite import decode as decode_lib
-from big_vision_lite import decode_samplers
+from big_vision_lite.decode import samplers as decode_samplers
 
 _NEG = -1e30
 

@@ -34,12 +34,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from big_vision_lite import benchmark_decode as bd
-from big_vision_lite import benchmark_timing as timing
-from big_vision_lite import benchmark_train as bt
+from big_vision_lite.bench import decode as bd
+from big_vision_lite.bench import timing
+from big_vision_lite.bench import train as bt
 from big_vision_lite import checkpoint
 from big_vision_lite import decode
-from big_vision_lite import flops
+from big_vision_lite.bench import flops
 from big_vision_lite.models import gemma
 from big_vision_lite.models import vit
 

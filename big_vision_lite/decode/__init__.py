@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from big_vision_lite import decode_samplers
+from big_vision_lite.decode import samplers as decode_samplers
 
 get_sampler = decode_samplers.get_sampler
 allowed_tokens_mask = decode_samplers.allowed_tokens_mask
@@ -186,7 +186,7 @@ def _decode_jit(model, params, batch, rng, knobs, eos_id, logit_mask, answers, a
   kw = dict(max_decode_len=max_decode_len, eos_id=eos_id, pad_id=pad_id,
             cache_dtype=cache_dtype)
   if kind == "beam":
-    from big_vision_lite import decode_beam  # pylint: disable=import-outside-toplevel
+    from big_vision_lite.decode import beam as decode_beam  # pylint: disable=import-outside-toplevel
     return decode_beam.beam_search(model, params, batch, beam_size=n, alpha=alpha,
                                    logit_mask=logit_mask, **kw)
   if kind == "best_of_n":

@@ -20,7 +20,7 @@ import time
 import jax
 import numpy as np
 
-from big_vision_lite import benchmark_train as bt
+from big_vision_lite.bench import train as bt
 from big_vision_lite import models
 from big_vision_lite import train
 

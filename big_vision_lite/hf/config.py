@@ -10,7 +10,7 @@ import re
 
 import transformers
 
-from big_vision_lite import hf_shapes
+from big_vision_lite.hf import shapes as hf_shapes
 from big_vision_lite.models import gemma
 from big_vision_lite.models import vit
 

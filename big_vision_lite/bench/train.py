@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from big_vision_lite import benchmark_timing as timing
-from big_vision_lite import flops
+from big_vision_lite.bench import timing
+from big_vision_lite.bench import flops
 from big_vision_lite import optim
 from big_vision_lite import sharding
 from big_vision_lite import steps
