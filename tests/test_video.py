@@ -114,8 +114,8 @@ def _centroid(frame, color):
 
 def test_shapes_video_split(shapes_dir):
   kw = dict(data_dir=shapes_dir, num_train=16, num_val=8, res=48)
-  cap = datasets.get("shapes", task="video_caption", split="train", **kw)
-  qa = datasets.get("shapes", task="video_qa", split="train", **kw)
+  cap = datasets.get("shapes_video", task="video_caption", split="train", **kw)
+  qa = datasets.get("shapes_video", task="video_qa", split="train", **kw)
   assert cap.total_examples == 4 and qa.total_examples == 8
   rows = [json.loads(l) for l in open(os.path.join(
       shapes_dir, "videos", "train", "video_caption.jsonl"))]
@@ -135,7 +135,7 @@ def test_shapes_video_split(shapes_dir):
   questions = [ex["question"].numpy().decode() for ex in qa.get_tfdata(ordered=True)]
   assert sum(q.startswith("what moves ") for q in questions) == 4
   # Regenerating with the same arguments keeps the files; other arguments are refused.
-  assert datasets.get("shapes", task="video_qa", split="validation", **kw).total_examples == 4
+  assert datasets.get("shapes_video", task="video_qa", split="validation", **kw).total_examples == 4
   with pytest.raises(ValueError, match="generated with"):
     shapes_video.ensure_videos(os.path.join(shapes_dir, "videos"), 16, 8, 64, 0)
 

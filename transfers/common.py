@@ -193,7 +193,8 @@ def finish(c, a, *, mock_task, mock_pp):
 
 def mock_source(task, split, a):
   """The shapes source (generated at startup in `a.mock_dir`) of one task and split."""
-  return dict(name="shapes", task=task, split=split, data_dir=a.mock_dir, **MOCK["shapes"])
+  name = "shapes_video" if task.startswith("video_") else "shapes"
+  return dict(name=name, task=task, split=split, data_dir=a.mock_dir, **MOCK["shapes"])
 
 
 def mock_prepare(c, a):

@@ -76,8 +76,8 @@ def _bare_runner(config, *, batch, res, text_len, steps):
   def run():
     t0 = time.perf_counter()
     for i in range(steps):
-      box["state"], m = bt._call(step, box["state"], data,  # pylint: disable=protected-access
-                                 jax.random.key(i), base=base)
+      box["state"], m = bt.call_step(step, box["state"], data, jax.random.key(i),
+                                     base=base)
     jax.block_until_ready(m)
     return (time.perf_counter() - t0) / steps
   run()  # Compile and first steps.
