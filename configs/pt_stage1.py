@@ -35,9 +35,12 @@ def get_config(arg=None):
   c.total_examples = a.total_examples
 
   # Model: towers from unimodal checkpoints (SigLIP npz, Gemma npz) unless `ckpt` is set.
-  common.model(c, a, transfer=False)  # Keeps Gemma 2's final soft-cap.
-  if not a.ckpt:
-    del c.model_init  # A path string above; a dict of per-tower files here.
+  c.model_name = "paligemma"
+  c.model = common.model(a, transfer=False)  # Keeps Gemma 2's final soft-cap.
+  c.tokenizer = a.tokenizer
+  if a.ckpt:
+    c.model_init = a.ckpt
+  else:
     c.model_init = dict(img=a.img_init or f"{a.ckpt_dir}/siglip_so400m14_224.npz",
                         llm=a.llm_init or f"{a.ckpt_dir}/{c.model.llm.variant}.npz")
     c.model_load = dict(dont_load=("img/head/.*",))  # The projector starts from scratch.

@@ -34,7 +34,10 @@ def get_config(arg=None):
                       else a.total_examples)
 
   # Model: the previous stage's checkpoint (default: the released pt checkpoint).
-  common.model(c, a, transfer=False)  # Keeps Gemma 2's final soft-cap.
+  c.model_name = "paligemma"
+  c.model = common.model(a, transfer=False)  # Keeps Gemma 2's final soft-cap.
+  c.model_init = common.checkpoint(a)  # Read at startup; README: where to get it.
+  c.tokenizer = a.tokenizer
 
   # Optimizer: Adam, cosine schedule with 5% warmup, gradient norm clipped at 1.
   c.optax_name = "scale_by_adam"

@@ -10,8 +10,8 @@ Every transfer config starts with `a = common.parse(arg, **task_defaults)`, whic
   tokenizer  explicit tokenizer path (default: ckpt_dir/paligemma_tokenizer.model).
   data_dir   the TFDS data folder holding the prepared datasets (nothing is downloaded).
 
-The rest of each config (optimizer, schedule, sharding, logging) is written out in the
-config itself. Nothing here does I/O: files are read when training starts. (The tests run
+Helpers return values (none changes a config); each config writes its sections as
+literal `c.x = ...` lines. Nothing here does I/O: files are read when training starts. (The tests run
 every config on the bundled shapes data: tests/transfer_fixtures.py `mock_config`.)
 """
 from big_vision_lite.config_args import parse_arg
@@ -73,23 +73,23 @@ def eval_pp(a, *ops, keep=(), antialias=False):
                    f"suffix=None, model={a.tokenizer!r})"])
 
 
-def model(c, a, *, llm_dropout=0.0, transfer=True):
-  """Sets `model_name`, `model`, `model_init` and `tokenizer` for `a.size` and `a.res`.
+def model(a, *, llm_dropout=0.0, transfer=True):
+  """`config.model`: SigLIP So400m/14 + the Gemma of `a.size`.
 
   `transfer`: PaliGemma 2 sizes turn the final-logits soft-cap off, as big_vision's
   transfers do ("better for transfer"); pre-training configs pass False.
   """
-  llm, fname = SIZES[a.size]
-  c.model_name = "paligemma"
-  c.model = dict(img=dict(variant="So400m/14", pool_type="none", scan=True),
-                 llm=dict(variant=llm, scan=True, dropout=llm_dropout,
-                          vocab_size=PALIGEMMA_VOCAB))
-  if transfer and llm.startswith("gemma2"):
-    c.model.llm.final_logits_softcap = 0.0
-  # The released file is read at train startup; see README "Transfer configs" for where
-  # to download it (Kaggle / Hugging Face) and convert it.
-  c.model_init = a.ckpt or f"{a.ckpt_dir}/{fname.format(res=a.res)}"
-  c.tokenizer = a.tokenizer
+  llm = dict(variant=SIZES[a.size][0], scan=True, dropout=llm_dropout,
+             vocab_size=PALIGEMMA_VOCAB)
+  if transfer and llm["variant"].startswith("gemma2"):
+    llm["final_logits_softcap"] = 0.0
+  return dict(img=dict(variant="So400m/14", pool_type="none", scan=True), llm=llm)
+
+
+def checkpoint(a):
+  """`config.model_init`: `a.ckpt`, else the released file of `a.size` at `a.res` in
+  `a.ckpt_dir` (see README "Transfer configs" for where to download and convert it)."""
+  return a.ckpt or f"{a.ckpt_dir}/{SIZES[a.size][1].format(res=a.res)}"
 
 
 def decode_eval(kind, data, pp, a, *, log_percent, batch_size=None, sampler=None, **kw):

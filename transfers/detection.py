@@ -31,7 +31,10 @@ def get_config(arg=None):
   c.total_epochs = a.total_epochs
 
   # Model.
-  common.model(c, a)
+  c.model_name = "paligemma"
+  c.model = common.model(a)
+  c.model_init = common.checkpoint(a)  # Read at startup; README: where to get it.
+  c.tokenizer = a.tokenizer
 
   # Optimizer: Adam, cosine schedule with 5% warmup, gradient norm clipped at 1.
   c.optax_name = "scale_by_adam"

@@ -28,7 +28,10 @@ def get_config(arg=None):
   c.total_steps = 0
 
   # Model.
-  common.model(c, a)
+  c.model_name = "paligemma"
+  c.model = common.model(a)
+  c.model_init = common.checkpoint(a)  # Read at startup; README: where to get it.
+  c.tokenizer = a.tokenizer
 
   # Optimizer (a placeholder: nothing is trained).
   c.optax_name = "identity"
