@@ -111,7 +111,8 @@ def shapes_setup(mock_dir):
 
 
 def _shapes_source(task, split, mock_dir):
-  return dict(name="shapes", task=task, split=split, data_dir=str(mock_dir), **SHAPES)
+  name = "shapes_video" if task.startswith("video_") else "shapes"
+  return dict(name=name, task=task, split=split, data_dir=str(mock_dir), **SHAPES)
 
 
 def _join(*pps):
