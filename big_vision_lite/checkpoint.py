@@ -57,7 +57,7 @@ def unflatten(flat):
   return tree
 
 
-def _split_subtree(path):
+def split_subtree(path):
   """Splits "file.npz:sub/tree" into ("file.npz", "sub/tree"); a plain file gives None."""
   if os.path.exists(path) or ":" not in path:
     return path, None
@@ -140,7 +140,7 @@ def load_params(path):
     Leaves are real numbers or booleans (complex, string, void and object members are
     rejected, naming the member).
   """
-  fname, sub = _split_subtree(path)
+  fname, sub = split_subtree(path)
   if not os.path.exists(fname):
     raise FileNotFoundError(
         f"Params file '{fname}' (from '{path}') does not exist. Pass the local path of a "

@@ -100,7 +100,7 @@ def open_npz(path):
   Returns:
     nested dict of NpzArray (the `params/` prefix dropped as `load_params` does).
   """
-  fname, sub = checkpoint._split_subtree(path)  # pylint: disable=protected-access
+  fname, sub = checkpoint.split_subtree(path)
   if not os.path.exists(fname):
     checkpoint.load_params(path)  # Raises its FileNotFoundError (what to pass, where from).
   try:

@@ -40,6 +40,7 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
+from big_vision_lite import config_args
 from big_vision_lite import config_check
 from big_vision_lite import config_values
 from big_vision_lite import durations
@@ -351,6 +352,7 @@ def define_flags():
   """Defines the CLI flags (called by the `__main__` blocks only)."""
   from absl import flags  # pylint: disable=import-outside-toplevel
   from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  config_args.configs_importable()  # --config files import transfers.common etc.
   config_flags.DEFINE_config_file("config", None, "Config file (path.py:arg).",
                                   lock_config=True)
   flags.DEFINE_string("workdir", None, "Output folder; re-running in it resumes.")

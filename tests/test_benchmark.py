@@ -8,8 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from big_vision_lite import benchmark_train as bt
-from big_vision_lite import flops
+from big_vision_lite.bench import train as bt
+from big_vision_lite.bench import flops
 from tools import benchmark
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -20,10 +20,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from big_vision_lite import checkpoint
-from big_vision_lite import hf_config
-from big_vision_lite import hf_convert
-from big_vision_lite import hf_io
-from big_vision_lite import hf_shapes
+from big_vision_lite.hf import config as hf_config
+from big_vision_lite.hf import convert as hf_convert
+from big_vision_lite.hf import io as hf_io
+from big_vision_lite.hf import shapes as hf_shapes
 from big_vision_lite.models import paligemma
 from tools import convert_checkpoint
 

@@ -1,5 +1,6 @@
 """Video end to end: frame sampling pp ops, the shapes video split, frame folding in
-PaliGemma, and the video transfer configs in mode=mock (one train step + evals)."""
+PaliGemma, and the video transfer configs on the shapes video split (one train step +
+evals)."""
 import io
 import json
 import os
@@ -114,8 +115,8 @@ def _centroid(frame, color):
 
 def test_shapes_video_split(shapes_dir):
   kw = dict(data_dir=shapes_dir, num_train=16, num_val=8, res=48)
-  cap = datasets.get("shapes", task="video_caption", split="train", **kw)
-  qa = datasets.get("shapes", task="video_qa", split="train", **kw)
+  cap = datasets.get("shapes_video", task="video_caption", split="train", **kw)
+  qa = datasets.get("shapes_video", task="video_qa", split="train", **kw)
   assert cap.total_examples == 4 and qa.total_examples == 8
   rows = [json.loads(l) for l in open(os.path.join(
       shapes_dir, "videos", "train", "video_caption.jsonl"))]
@@ -135,7 +136,7 @@ def test_shapes_video_split(shapes_dir):
   questions = [ex["question"].numpy().decode() for ex in qa.get_tfdata(ordered=True)]
   assert sum(q.startswith("what moves ") for q in questions) == 4
   # Regenerating with the same arguments keeps the files; other arguments are refused.
-  assert datasets.get("shapes", task="video_qa", split="validation", **kw).total_examples == 4
+  assert datasets.get("shapes_video", task="video_qa", split="validation", **kw).total_examples == 4
   with pytest.raises(ValueError, match="generated with"):
     shapes_video.ensure_videos(os.path.join(shapes_dir, "videos"), 16, 8, 64, 0)
 
@@ -182,12 +183,11 @@ def test_transfer_real_config_builds(name, evaluator):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["video_cap", "video_qa"])
 def test_transfer_mock_mode(name, tmp_path_factory):
-  """One train step and the task's evaluator on the shapes video split (mode=mock)."""
-  import importlib  # pylint: disable=import-outside-toplevel
+  """One train step and the task's evaluator on the shapes video split (`mock_config`)."""
   from big_vision_lite import train  # pylint: disable=import-outside-toplevel
+  from tests.transfer_fixtures import mock_config  # pylint: disable=import-outside-toplevel
   mock_dir = tmp_path_factory.getbasetemp() / "video_mock"
-  config = importlib.import_module(f"transfers.{name}").get_config(
-      f"mode=mock,mock_dir={mock_dir}")
+  config = mock_config(name, mock_dir)
   assert "video_sample(4" in config.input.pp
   result = train.train(config, str(tmp_path_factory.mktemp(name)))
   assert result["step"] == 1 and np.isfinite(result["losses"][1])

@@ -117,11 +117,11 @@ def _train_rates(spec):
 def run(args):
   """Runs one sub-command; returns (result dict, printed text)."""
   # pylint: disable=import-outside-toplevel
-  from big_vision_lite import benchmark_timing as timing
-  from big_vision_lite import benchmark_train as bt
+  from big_vision_lite.bench import timing
+  from big_vision_lite.bench import train as bt
   shape = dict(batch=args.batch, res=args.res, text_len=args.text_len)
   if args.cmd == "train" and args.loop:
-    from big_vision_lite import benchmark_loop as bl
+    from big_vision_lite.bench import loop as bl
     remat = args.remat.split(",")[0]
     r = bl.bench_loop(args.model, reps=args.iters, log_every=args.loop_log_every,
                       logs=args.loop_logs, data_dir=args.data_dir,
@@ -139,7 +139,7 @@ def run(args):
     if r["xla_check"]:
       text.append(timing.table("FLOPs per step: analytic vs XLA", [r["xla_check"]]))
   elif args.cmd == "decode":
-    from big_vision_lite import benchmark_decode as bd
+    from big_vision_lite.bench import decode as bd
     r = bd.bench_decode(bt.model_config(args.model), res=args.res, prompt_len=args.prompt_len,
                         new_tokens=args.new_tokens, reps=args.iters, inner=args.inner,
                         batches=[int(b) for b in args.batches.split(",")], with_hf=args.hf,
@@ -154,17 +154,17 @@ def run(args):
       text.append(timing.table("prefill logits vs float32 weights",
                                [dict(weights=k, **v) for k, v in r["drift"].items()]))
   elif args.cmd == "input":
-    from big_vision_lite import benchmark_input as bi
+    from big_vision_lite.bench import input as bi
     r = bi.bench_input(args.data_dir, resolutions=[int(x) for x in args.resolutions.split(",")],
                        batch_size=args.batch, text_len=args.text_len, batches=args.iters,
                        train_examples_per_s=_train_rates(args.train_json))
     text = [timing.table("input pipeline", r["rows"])]
   elif args.cmd == "sharding":
-    from big_vision_lite import benchmark_memory as bm
+    from big_vision_lite.bench import memory as bm
     r = bm.bench_sharding(args.model, iters=args.iters, jit_check=args.jit_check, **shape)
     text = [timing.table(f"sharding ({args.model}, {jax.device_count()} devices)", r["rows"])]
   elif args.cmd == "compare":
-    from big_vision_lite import benchmark_bv
+    from big_vision_lite.bench import bv as benchmark_bv
     r = benchmark_bv.bench_compare(
         args.big_vision, args.model, batch=args.batch, res=args.res, text_len=args.text_len,
         prompt_len=args.prompt_len, new_tokens=args.new_tokens,
@@ -179,7 +179,7 @@ def run(args):
     if "train" in r:
       text.append(timing.table(f"train step side by side ({args.model})", r["train"]["rows"]))
   elif args.cmd == "serve":
-    from big_vision_lite import benchmark_serve as bs
+    from big_vision_lite.bench import serve as bs
     r = bs.bench_serve(bt.model_config(args.model, remat="none"), res=args.res,
                        clients=[int(c) for c in args.clients.split(",")],
                        requests=args.requests, new_tokens=args.new_tokens, rounds=args.iters,
@@ -187,7 +187,7 @@ def run(args):
     text = [timing.table(f"serve ({args.model}, same tokens as sequential: "
                          f"{r['same_tokens']})", r["rows"])]
   elif args.scale:
-    from big_vision_lite import benchmark_memory as bm
+    from big_vision_lite.bench import memory as bm
     rows = [bm.fit_scale(m, devices=int(d), batch_per_device=args.scale_batch, res=args.res,
                          text_len=args.scale_text_len)["row"]
             for m in args.scale.split(",") for d in args.scale_devices.split(",")]
@@ -197,7 +197,7 @@ def run(args):
     text = [timing.table("FSDP per device (GB): f32 master params + Adam, bf16 compute, "
                          "scan + remat; bound = state + f32-compute temp", rows)]
   else:
-    from big_vision_lite import benchmark_memory as bm
+    from big_vision_lite.bench import memory as bm
     model = "paligemma-3b" if args.model == "bench-small" else args.model
     r, text = {}, []
     if args.remat:
@@ -221,7 +221,7 @@ def main(argv=None):
     devices = args.devices or (max(int(d) for d in args.scale_devices.split(","))
                                if getattr(args, "scale", "") else 8)
     jax.config.update("jax_num_cpu_devices", devices)  # Before any device is used.
-  from big_vision_lite import benchmark_timing as timing  # pylint: disable=import-outside-toplevel
+  from big_vision_lite.bench import timing  # pylint: disable=import-outside-toplevel
   result, text = run(args)
   path = args.json or os.path.join("workdirs", "benchmark", f"{args.cmd}.json")
   timing.write_json(path, {"command": args.cmd, "args": vars(args), **result})

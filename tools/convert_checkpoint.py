@@ -33,9 +33,9 @@ import sys
 import numpy as np
 
 from big_vision_lite import cli
-from big_vision_lite import hf_config
-from big_vision_lite import hf_convert
-from big_vision_lite import hf_io
+from big_vision_lite.hf import config as hf_config
+from big_vision_lite.hf import convert as hf_convert
+from big_vision_lite.hf import io as hf_io
 
 
 def _json_object(text):

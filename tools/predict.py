@@ -26,7 +26,7 @@ import tensorflow as tf
 from big_vision_lite import checkpoint
 from big_vision_lite import cli
 from big_vision_lite import decode
-from big_vision_lite import hf_config
+from big_vision_lite.hf import config as hf_config
 from big_vision_lite import postprocess
 from big_vision_lite import tokenizer as tokenizer_lib
 from big_vision_lite.models import paligemma

@@ -1,7 +1,8 @@
 """Data sources: `get(name, **kw)` returns an object with `.get_tfdata(...)`.
 
 Names: "jsonl" (see `jsonl.DataSource`), "shapes" (the bundled generated dataset, see
-`shapes.DataSource`), "tfds:<name>" or a bare TFDS name (see `tfds.DataSource`).
+`shapes.DataSource`), "shapes_video" (its video clips, see `shapes_video.DataSource`),
+"tfds:<name>" or a bare TFDS name (see `tfds.DataSource`).
 
 Every source has `total_examples` (over all processes), `get_tfdata(ordered=False,
 process_index=0, process_count=1, seed=None)` (a finite stream of example dicts: this
@@ -15,7 +16,7 @@ import inspect
 
 # Source modules are imported on first use: TFDS is slow to import and only needed for
 # TFDS sources, and `python -m big_vision_lite.datasets.shapes` runs cleanly.
-_LOCAL = ("jsonl", "shapes")
+_LOCAL = ("jsonl", "shapes", "shapes_video")
 
 
 def get(name, **kw):

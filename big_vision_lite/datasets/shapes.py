@@ -28,8 +28,9 @@ big_vision_lite.datasets.shapes --out DIR`) writes, once and atomically:
 Every row has `image` (path relative to its split folder). The same arguments give
 byte-identical files (per-image RNG seeds, fixed PNG settings, sorted JSON keys).
 
-The video split (clips of a moving shape: tasks "video_caption" and "video_qa") lives in
-`shapes_video` and is generated into `out_dir/videos` on first use of a video task.
+The video split (clips of a moving shape: tasks "video_caption" and "video_qa") is its own
+source, `shapes_video`, built on this module's public drawing and wording helpers; it is
+generated into `out_dir/videos` on first use.
 """
 import argparse
 import json
@@ -63,8 +64,11 @@ def _overlaps(a, b, margin):
               a[3] + margin <= b[1] or b[3] + margin <= a[1])
 
 
-def _place(rng, res, side_px, taken, h=None):
-  """Returns a free pixel box (y0, x0, y1, x1) of size side_px (x h) or None."""
+def place(rng, res, side_px, taken, h=None):
+  """Returns a free pixel box (y0, x0, y1, x1) of size side_px (x h) or None.
+
+  The box keeps a 2 px margin from every box in `taken`; 50 random tries, drawn from `rng`.
+  """
   h = side_px if h is None else h
   for _ in range(50):
     y0, x0 = int(rng.integers(0, res - h + 1)), int(rng.integers(0, res - side_px + 1))
@@ -74,7 +78,8 @@ def _place(rng, res, side_px, taken, h=None):
   return None
 
 
-def _draw(draw, shape, box, fill):
+def draw_shape(draw, shape, box, fill):
+  """Draws one of SHAPES filling the pixel box (y0, x0, y1, x1) on a PIL ImageDraw."""
   y0, x0, y1, x1 = box
   cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
   if shape == "circle":
@@ -104,7 +109,7 @@ def make_scene(seed, split_index, index, res, size_scale=1.0, max_objects=4):
     color = list(COLORS)[rng.integers(len(COLORS))]
     size = list(SIZES)[rng.integers(len(SIZES))]
     lo, hi = (v * size_scale for v in SIZES[size])
-    box = _place(rng, res, max(4, int(round(rng.uniform(lo, hi) * res))), taken)
+    box = place(rng, res, max(4, int(round(rng.uniform(lo, hi) * res))), taken)
     if box is not None:
       taken.append(box)
       scene["objects"].append({"shape": shape, "color": color, "size": size, "px": box})
@@ -113,7 +118,7 @@ def make_scene(seed, split_index, index, res, size_scale=1.0, max_objects=4):
     word = WORDS[rng.integers(len(WORDS))]
     font = ImageFont.load_default(size=max(8, res // 10))
     left, top, right, bottom = font.getbbox(word)
-    box = _place(rng, res, right - left + 2, taken, h=bottom - top + 2)
+    box = place(rng, res, right - left + 2, taken, h=bottom - top + 2)
     if box is not None:
       scene["word"], scene["word_px"] = word, box
       scene["word_xy"] = (box[1] + 1 - left, box[0] + 1 - top)
@@ -127,9 +132,9 @@ def render(scene, res):
   draw = ImageDraw.Draw(image)
   masks = []
   for o in scene["objects"]:
-    _draw(draw, o["shape"], o["px"], COLORS[o["color"]])
+    draw_shape(draw, o["shape"], o["px"], COLORS[o["color"]])
     mask = Image.new("L", (res, res), 0)
-    _draw(ImageDraw.Draw(mask), o["shape"], o["px"], 255)
+    draw_shape(ImageDraw.Draw(mask), o["shape"], o["px"], 255)
     masks.append(mask)
   if scene["word"]:
     font = ImageFont.load_default(size=max(8, res // 10))
@@ -141,24 +146,26 @@ def _norm(px, res):
   return [round(v / res, 4) for v in px]
 
 
-def _article(words):
+def article(words):
+  """"a"/"an" + words, e.g. "an orange circle"."""
   return ("an " if words[0] in "aeiou" else "a ") + words
 
 
-def _join(items):
+def join_words(items):
+  """["a", "b", "c"] -> "a, b and c"."""
   return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _captions(scene, rng):
   objs = scene["objects"]
-  plain = [_article(f"{o['color']} {o['shape']}") for o in objs]
-  sized = [_article(f"{o['size']} {o['color']} {o['shape']}") for o in objs]
+  plain = [article(f"{o['color']} {o['shape']}") for o in objs]
+  sized = [article(f"{o['size']} {o['color']} {o['shape']}") for o in objs]
   n = len(objs)
   word = f" and the word {scene['word']}" if scene["word"] else ""
-  caps = [_join(plain) + word,
-          f"{NUMBERS[n]} shape{'s' * (n > 1)}: {_join(sized)}{word}",
-          f"a picture of {_join(plain)} on a plain background{word}",
-          f"an image with {_join(sized)}{word}",
+  caps = [join_words(plain) + word,
+          f"{NUMBERS[n]} shape{'s' * (n > 1)}: {join_words(sized)}{word}",
+          f"a picture of {join_words(plain)} on a plain background{word}",
+          f"an image with {join_words(sized)}{word}",
           f"{NUMBERS[n]} colored shape{'s' * (n > 1)}{word}"]
   return caps, caps[int(rng.integers(len(caps)))]
 
@@ -323,8 +330,7 @@ class DataSource(jsonl.DataSource):
   """One task of one split of the shapes dataset, generated on first use.
 
   Args:
-    task: one of TASKS, or a video task ("video_caption", "video_qa": see
-      `shapes_video`; `image` is then string[F] encoded frames).
+    task: one of TASKS (the video tasks are the `shapes_video` source).
     split: "train" or "validation".
     data_dir: where the dataset lives (or is generated).
     num_train, num_val, res, seed, size_scale, max_objects: generation arguments (see
@@ -334,28 +340,17 @@ class DataSource(jsonl.DataSource):
 
   def __init__(self, task, split="train", *, data_dir, num_train=2000, num_val=200,
                res=224, seed=0, size_scale=1.0, max_objects=4, start=0, stop=None):
-    from big_vision_lite.datasets import shapes_video  # pylint: disable=import-outside-toplevel
-    if task not in TASKS + shapes_video.TASKS or split not in SPLITS:
+    if task not in TASKS or split not in SPLITS:
       raise ValueError(f"shapes: task {task!r} / split {split!r} invalid; tasks are "
-                       f"{TASKS + shapes_video.TASKS}, splits {SPLITS}.")
+                       f"{TASKS} (video tasks: the 'shapes_video' source), splits {SPLITS}.")
     ensure_shapes(data_dir, num_train, num_val, res, seed, size_scale, max_objects)
     self.task = task
-    if task in shapes_video.TASKS:
-      videos = shapes_video.ensure_videos(os.path.join(data_dir, "videos"), num_train,
-                                          num_val, res, seed)
-      self._frames_dir = os.path.join(videos, split)
-      super().__init__(os.path.join(self._frames_dir, f"{task}.jsonl"), start=start,
-                       stop=stop)
-      return
     keys = ("image", "mask") if task == "segment" else ("image",)
     super().__init__(os.path.join(data_dir, split, f"{task}.jsonl"), fopen_keys=keys,
                      start=start, stop=stop)
 
   def _example(self, i):
     example = super()._example(i)
-    if self.task.startswith("video_"):
-      paths = tf.strings.join([self._frames_dir + os.sep, example.pop("frames")])
-      example["image"] = tf.map_fn(tf.io.read_file, paths, fn_output_signature=tf.string)
     if self.task == "segment":
       mask = tf.io.decode_png(example.pop("mask"), channels=1)
       example["objects/mask"] = mask[None]

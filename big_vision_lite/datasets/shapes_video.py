@@ -13,9 +13,12 @@ others stay still. `ensure_videos(out_dir, ...)` writes, once and atomically:
     video_qa.jsonl        prefix "answer en <question>" (e.g. "what moves left?"),
                           `question`, `question_id`, `answer`, `answers` (10, VQA style)
 
-The `shapes` source (task "video_caption" / "video_qa") serves these rows with `image`
-string[NUM_FRAMES] holding the encoded PNG frames (the "encoded frames" video format of
-the `video_sample` pp op). Same arguments give byte-identical files.
+The `shapes_video` data source (`DataSource`, tasks "video_caption" / "video_qa") serves
+these rows with `image` string[NUM_FRAMES] holding the encoded PNG frames (the "encoded
+frames" video format of the `video_sample` pp op). It takes the arguments of the `shapes`
+source and lives in that source's `data_dir` (images and videos share one folder); the
+shapes, colours, sizes and wording come from `shapes`' public helpers. Same arguments
+give byte-identical files.
 """
 import json
 import os
@@ -23,8 +26,10 @@ import shutil
 import tempfile
 
 import numpy as np
+import tensorflow as tf
 from PIL import Image, ImageDraw
 
+from big_vision_lite.datasets import jsonl
 from big_vision_lite.datasets import shapes
 
 VERSION = 1
@@ -55,7 +60,7 @@ def make_clip(seed, split_index, index, res):
     dy, dx = DIRECTIONS[direction] if moving else (0, 0)
     # The box the shape sweeps over the clip must be free of the other shapes.
     w, h = side + abs(dx) * travel, side + abs(dy) * travel
-    sweep = shapes._place(rng, res, w, taken, h=h)  # pylint: disable=protected-access
+    sweep = shapes.place(rng, res, w, taken, h=h)
     if sweep is None:
       if moving:
         raise AssertionError(f"res={res} leaves no room for a moving shape.")
@@ -78,17 +83,17 @@ def render_frame(clip, k, res):
   for o in clip["objects"]:
     sy, sx = (int(round(k * s)) for s in o["step"])
     y0, x0, y1, x1 = o["px"]
-    shapes._draw(draw, o["shape"], (y0 + sy, x0 + sx, y1 + sy, x1 + sx),  # pylint: disable=protected-access
-                 shapes.COLORS[o["color"]])
+    shapes.draw_shape(draw, o["shape"], (y0 + sy, x0 + sx, y1 + sy, x1 + sx),
+                      shapes.COLORS[o["color"]])
   return image
 
 
 def _captions(clip, rng):
-  art = shapes._article  # pylint: disable=protected-access
+  art = shapes.article
   mover = clip["objects"][0]
   name, d = f"{mover['color']} {mover['shape']}", mover["direction"]
   still = [art(f"{o['color']} {o['shape']}") for o in clip["objects"][1:]]
-  past = f" past {shapes._join(still)}" if still else ""  # pylint: disable=protected-access
+  past = f" past {shapes.join_words(still)}" if still else ""
   n = len(clip["objects"])
   caps = [f"{art(name)} moves {d}",
           f"{art(mover['size'] + ' ' + name)} moving {d}{past}",
@@ -194,3 +199,34 @@ def ensure_videos(out_dir, num_train=2000, num_val=200, res=224, seed=0):
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   return out_dir
+
+
+class DataSource(jsonl.DataSource):
+  """One video task of one split of the shapes data, generated on first use.
+
+  Args:
+    task: one of TASKS.
+    split: "train" or "validation".
+    data_dir, num_train, num_val, res, seed, size_scale, max_objects: as for the `shapes`
+      source (its image data is ensured too; the clips go into `data_dir/videos`, with
+      `num_videos` clips per split).
+    start, stop: keep rows [start, stop).
+  """
+
+  def __init__(self, task, split="train", *, data_dir, num_train=2000, num_val=200,
+               res=224, seed=0, size_scale=1.0, max_objects=4, start=0, stop=None):
+    if task not in TASKS or split not in shapes.SPLITS:
+      raise ValueError(f"shapes_video: task {task!r} / split {split!r} invalid; tasks are "
+                       f"{TASKS}, splits {shapes.SPLITS}.")
+    shapes.ensure_shapes(data_dir, num_train, num_val, res, seed, size_scale, max_objects)
+    videos = ensure_videos(os.path.join(data_dir, "videos"), num_train, num_val, res, seed)
+    self.task = task
+    self._frames_dir = os.path.join(videos, split)
+    super().__init__(os.path.join(self._frames_dir, f"{task}.jsonl"), start=start,
+                     stop=stop)
+
+  def _example(self, i):
+    example = super()._example(i)
+    paths = tf.strings.join([self._frames_dir + os.sep, example.pop("frames")])
+    example["image"] = tf.map_fn(tf.io.read_file, paths, fn_output_signature=tf.string)
+    return example

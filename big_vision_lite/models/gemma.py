@@ -36,9 +36,9 @@ from big_vision_lite import quantize
 from big_vision_lite.models import common
 from big_vision_lite.sharding import ACT_BATCH, ACT_EMBED, ACT_LEN
 
-_ARCH_KEYS = ("width", "depth", "mlp_dim", "num_heads", "num_kv_heads", "head_dim",
-              "vocab_size", "norm_eps", "query_pre_attn_norm", "query_pre_attn_scalar",
-              "post_norms", "attn_logits_softcap", "final_logits_softcap", "sliding_window")
+ARCH_KEYS = ("width", "depth", "mlp_dim", "num_heads", "num_kv_heads", "head_dim",
+             "vocab_size", "norm_eps", "query_pre_attn_norm", "query_pre_attn_scalar",
+             "post_norms", "attn_logits_softcap", "final_logits_softcap", "sliding_window")
 QUERY_NORMS = ("rsqrt_head_dim", "rsqrt_emb_per_head")
 _BIG_NEG = -2.3819763e38
 
@@ -70,7 +70,7 @@ _VARIANTS = {
 
 
 def get_config(variant):
-  """Architecture of a Gemma variant as a ConfigDict (keys: see `_ARCH_KEYS`)."""
+  """Architecture of a Gemma variant as a ConfigDict (keys: see `ARCH_KEYS`)."""
   if variant not in _VARIANTS:
     raise ValueError(f"Unknown Gemma variant '{variant}'. Valid: {sorted(_VARIANTS)}.")
   return ml_collections.ConfigDict(dict(variant=variant, **_VARIANTS[variant]))
@@ -83,7 +83,7 @@ def resolve_config(cfg):
   sizes unless given; soft-caps and window of 0 become None (off).
   """
   cfg = dict(cfg)
-  missing = [k for k in _ARCH_KEYS[:7] if cfg.get(k) is None]
+  missing = [k for k in ARCH_KEYS[:7] if cfg.get(k) is None]
   if missing:
     raise ValueError(f"Gemma needs {missing}: pass variant= (one of {sorted(_VARIANTS)}) "
                      "or set them explicitly.")
@@ -296,7 +296,7 @@ class Model(nn.Module):
   def cfg(self):
     """Architecture dict: the variant's values, overridden by explicit fields."""
     cfg = get_config(self.variant).to_dict() if self.variant else {}
-    for k in _ARCH_KEYS:
+    for k in ARCH_KEYS:
       if getattr(self, k) is not None:
         cfg[k] = getattr(self, k)
     return resolve_config({k: v for k, v in cfg.items() if k != "variant"})

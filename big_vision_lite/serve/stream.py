@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from big_vision_lite import decode
-from big_vision_lite import decode_samplers
+from big_vision_lite.decode import samplers as decode_samplers
 from big_vision_lite.serve import engine as engine_lib
 
 

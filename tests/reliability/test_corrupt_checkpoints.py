@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from big_vision_lite import checkpoint
-from big_vision_lite import hf_io
+from big_vision_lite.hf import io as hf_io
 
 PARAMS = {"img": {"kernel": np.arange(2000, dtype=np.float32).reshape(40, 50),
                   "bias": np.ones(7, np.float32)}}

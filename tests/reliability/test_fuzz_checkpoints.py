@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from big_vision_lite import checkpoint
-from big_vision_lite import hf_io
+from big_vision_lite.hf import io as hf_io
 from big_vision_lite.models import common
 from big_vision_lite.models import vit
 from tests.reliability.fuzz_common import COUNTS, FUZZ, check_error

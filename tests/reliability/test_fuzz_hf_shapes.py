@@ -17,8 +17,8 @@ import pytest
 from safetensors.numpy import save_file
 
 from big_vision_lite import cli
-from big_vision_lite import hf_convert
-from big_vision_lite import hf_io
+from big_vision_lite.hf import convert as hf_convert
+from big_vision_lite.hf import io as hf_io
 from tests.reliability.fuzz_common import COUNTS, FUZZ, check_error
 from tests.test_hf_convert import make_hf_model
 from tools import convert_checkpoint

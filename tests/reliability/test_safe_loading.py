@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from big_vision_lite import checkpoint
-from big_vision_lite import hf_io
+from big_vision_lite.hf import io as hf_io
 from big_vision_lite import registry
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -21,7 +21,7 @@ UNSAFE_ATTR_CALLS = {("yaml", "load"), ("yaml", "unsafe_load"), ("torch", "load"
 # The one module allowed to import code from outside the package: the side-by-side
 # benchmark imports big_vision's PaliGemma (fixed module names) from the checkout the
 # user passes as `--big_vision PATH`; nothing read from data or checkpoints decides it.
-EXTERNAL_IMPORTS_OK = {os.path.join("big_vision_lite", "benchmark_bv.py")}
+EXTERNAL_IMPORTS_OK = {os.path.join("big_vision_lite", "bench", "bv.py")}
 
 
 def _sources():

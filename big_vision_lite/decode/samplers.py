@@ -1,8 +1,8 @@
-"""Samplers for `decode.py`: the sampler-string registry, token picking, logit masks.
+"""Samplers of `decode`: the sampler-string registry, token picking, logit masks.
 
-Sampler strings are parsed with `registry.parse_call` (see `decode.py`'s docstring for the
-list). Per-token samplers become three numbers (t, k, p) that enter the compiled decode
-loop as data, so all of them share one compilation.
+Sampler strings are parsed with `registry.parse_call` (the list is in the `decode`
+package docstring). Per-token samplers become three numbers (t, k, p) that enter the
+compiled decode loop as data, so all of them share one compilation.
 
 Constraints on what may be generated:
   * `logit_mask` bool[V] or bool[B, V]: tokens allowed at every step (e.g. only the loc

@@ -34,12 +34,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from big_vision_lite import benchmark_decode as bd
-from big_vision_lite import benchmark_timing as timing
-from big_vision_lite import benchmark_train as bt
+from big_vision_lite.bench import decode as bd
+from big_vision_lite.bench import timing
+from big_vision_lite.bench import train as bt
 from big_vision_lite import checkpoint
 from big_vision_lite import decode
-from big_vision_lite import flops
+from big_vision_lite.bench import flops
 from big_vision_lite.models import gemma
 from big_vision_lite.models import vit
 
@@ -95,7 +95,7 @@ def bv_config(model_cfg, *, scan=True, remat="nothing_saveable"):
   v = vit.Model(**{k: x for k, x in model_cfg["img"].items()
                    if k in ("variant", "width", "depth", "mlp_dim", "num_heads",
                             "patch_size")}).cfg
-  arch = gemma._ARCH_KEYS  # pylint: disable=protected-access
+  arch = gemma.ARCH_KEYS
   l = gemma.Model(**{k: x for k, x in model_cfg["llm"].items()
                      if k in arch or k == "variant"}).cfg
   if l["post_norms"] or l["attn_logits_softcap"] or l["final_logits_softcap"]:

@@ -10,7 +10,7 @@ import re
 
 import transformers
 
-from big_vision_lite import hf_shapes
+from big_vision_lite.hf import shapes as hf_shapes
 from big_vision_lite.models import gemma
 from big_vision_lite.models import vit
 
@@ -20,7 +20,7 @@ _GEMMA_NAMES = ("gemma_2b", "gemma_7b", "gemma2_2b", "gemma2_9b", "gemma2_27b")
 # (width, depth) take them from our variants (full attention, as big_vision trained them).
 _GEMMA2_UNKNOWN = ("query_pre_attn_scalar", "attn_logit_softcapping",
                    "final_logit_softcapping")
-_LLM_FIELDS = ("variant",) + gemma._ARCH_KEYS  # pylint: disable=protected-access
+_LLM_FIELDS = ("variant",) + gemma.ARCH_KEYS
 # Model fields that may differ from a variant's when an HF config maps onto it.
 _LLM_OPTIONS = ("attn_logits_softcap", "final_logits_softcap", "sliding_window")
 

@@ -6,7 +6,7 @@ warm-up, to compare with the examples/s that the train step consumes.
 """
 import os
 
-from big_vision_lite import benchmark_timing as timing
+from big_vision_lite.bench import timing
 from big_vision_lite import input_pipeline
 from big_vision_lite import tokenizer
 from big_vision_lite.datasets import shapes

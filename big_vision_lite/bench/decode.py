@@ -24,11 +24,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from big_vision_lite import benchmark_timing as timing
+from big_vision_lite.bench import timing
 from big_vision_lite import checkpoint
 from big_vision_lite import decode
-from big_vision_lite import flops
-from big_vision_lite import hf_convert
+from big_vision_lite.bench import flops
+from big_vision_lite.hf import convert as hf_convert
 from big_vision_lite import quantize
 from big_vision_lite.models import paligemma
 

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from big_vision_lite import benchmark_timing as timing
-from big_vision_lite import flops
+from big_vision_lite.bench import timing
+from big_vision_lite.bench import flops
 from big_vision_lite import optim
 from big_vision_lite import sharding
 from big_vision_lite import steps
@@ -182,7 +182,8 @@ def place_batch(step, batch):
                       {k: batch[k] for k in step["batch"]}, step["batch"])
 
 
-def _call(step, state, batch, rng, fn=None, base=None):
+def call_step(step, state, batch, rng, fn=None, base=None):
+  """Runs the step's update (or the compiled `fn`) on one batch, under the step's mesh."""
   fn = fn or step["update"]
   if step["mesh"] is None:
     return fn(state, base, batch, rng)
@@ -218,7 +219,7 @@ def make_runner(step, *, res, text_len, compiled=None):
   first_leaf = jax.tree.leaves(state)[0]
 
   def one():
-    box["state"], box["m"] = _call(step, box["state"], batch, jax.random.key(1), compiled,
+    box["state"], box["m"] = call_step(step, box["state"], batch, jax.random.key(1), compiled,
                                    base)
     jax.block_until_ready(box["m"])
 
@@ -226,7 +227,7 @@ def make_runner(step, *, res, text_len, compiled=None):
     compiles = None
     if jit_check:
       for i in range(2):
-        box["state"], box["m"] = _call(step, box["state"], batch, jax.random.key(i),
+        box["state"], box["m"] = call_step(step, box["state"], batch, jax.random.key(i),
                                        base=base)
       compiles = step["update"]._cache_size()  # pylint: disable=protected-access
     return dict(compiles=compiles, donated=bool(first_leaf.is_deleted()),

@@ -30,7 +30,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from big_vision_lite import benchmark_decode
+from big_vision_lite.bench import decode as benchmark_decode
 from big_vision_lite import tokenizer as tokenizer_lib
 from big_vision_lite.serve import engine as engine_lib
 from big_vision_lite.serve import server as server_lib

@@ -44,12 +44,12 @@ from typing import Callable
 
 import numpy as np
 
-from big_vision_lite import hf_config as hfc
-from big_vision_lite import hf_io
-from big_vision_lite import hf_processor
-from big_vision_lite import hf_shapes
-from big_vision_lite.hf_config import Spec
-from big_vision_lite.hf_shapes import LLM, LLM_LAYER, LM_HEAD, PROJ, VIT, VIT_LAYER
+from big_vision_lite.hf import config as hfc
+from big_vision_lite.hf import io as hf_io
+from big_vision_lite.hf import processor as hf_processor
+from big_vision_lite.hf import shapes as hf_shapes
+from big_vision_lite.hf.config import Spec
+from big_vision_lite.hf.shapes import LLM, LLM_LAYER, LM_HEAD, PROJ, VIT, VIT_LAYER
 
 # (prefix found in files, canonical prefix); the first match wins.
 _ALIASES = (

@@ -12,8 +12,8 @@ normalisation; alpha=0 is the plain sum). With beam_size 1 this is greedy decodi
 import jax
 import jax.numpy as jnp
 
-from big_vision_lite import decode as decode_lib
-from big_vision_lite import decode_samplers
+from big_vision_lite.decode import loop
+from big_vision_lite.decode import samplers
 
 _NEG = -1e30
 
@@ -27,7 +27,7 @@ def cache_batch_axes(model, params, batch, max_decode_len, cache_dtype):
   def shapes(n):
     one = jax.tree.map(lambda x: jax.ShapeDtypeStruct((n,) + x.shape[1:], x.dtype), batch)
     return jax.eval_shape(
-        lambda bt: decode_lib.prefill(model, params, bt, max_decode_len, cache_dtype)[1], one)
+        lambda bt: loop.prefill(model, params, bt, max_decode_len, cache_dtype)[1], one)
 
   def axis(a, b):
     diff = [i for i, (x, y) in enumerate(zip(a.shape, b.shape)) if x != y]
@@ -57,7 +57,7 @@ def beam_search(model, params, batch, *, beam_size, alpha, max_decode_len, eos_i
   b = batch["text"].shape[0]
   axes = cache_batch_axes(model, params, batch, length, cache_dtype)
   rep = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), batch)
-  logits, cache, example_mask = decode_lib.prefill(model, params, rep, length, cache_dtype)
+  logits, cache, example_mask = loop.prefill(model, params, rep, length, cache_dtype)
   if logit_mask is not None and logit_mask.ndim == 2:
     logit_mask = jnp.repeat(logit_mask, k, axis=0)
   finished = jnp.broadcast_to(~example_mask.reshape(b, k), (b, k))
@@ -77,7 +77,7 @@ def beam_search(model, params, batch, *, beam_size, alpha, max_decode_len, eos_i
 
   def body(s):
     step = s["step"]
-    logp = jax.nn.log_softmax(decode_samplers.apply_logit_mask(s["logits"], logit_mask), -1)
+    logp = jax.nn.log_softmax(samplers.apply_logit_mask(s["logits"], logit_mask), -1)
     v = logp.shape[-1]
     logp = logp.reshape(b, k, v)
     # A finished hypothesis continues only with pad, at no cost.
@@ -103,7 +103,7 @@ def beam_search(model, params, batch, *, beam_size, alpha, max_decode_len, eos_i
     rows = (jnp.arange(b)[:, None] * k + src).reshape(-1)               # [B*K]
     cache = jax.tree.map(lambda x, ax: x if ax is None else jnp.take(x, rows, axis=ax),
                          s["cache"], axes)
-    new["logits"], new["cache"] = decode_lib.extend(model, params, tok.reshape(-1), cache)
+    new["logits"], new["cache"] = loop.extend(model, params, tok.reshape(-1), cache)
     return new
 
   s = jax.lax.while_loop(cond, body, state)

@@ -12,9 +12,9 @@ of PaliGemma 2 10B / 28B for 16 and 64 devices (subsets of the simulated devices
 import jax
 import numpy as np
 
-from big_vision_lite import benchmark_timing as timing
-from big_vision_lite import benchmark_train as bt
-from big_vision_lite import flops
+from big_vision_lite.bench import timing
+from big_vision_lite.bench import train as bt
+from big_vision_lite.bench import flops
 from big_vision_lite import sharding
 
 PLANS = {"fsdp": [(".*", "fsdp(axis='data')")], "replicate": [(".*", "replicate")]}

@@ -21,7 +21,7 @@ import time
 import jax
 import numpy as np
 
-from big_vision_lite import benchmark_train as bt
+from big_vision_lite.bench import train as bt
 from big_vision_lite import models
 from big_vision_lite import train
 
@@ -78,8 +78,7 @@ def _bare_runner(config, *, batch, res, text_len, steps):
   def run():
     t0 = time.perf_counter()
     for key in keys:
-      box["state"], m = bt._call(step, box["state"], data,  # pylint: disable=protected-access
-                                 key, base=base)
+      box["state"], m = bt.call_step(step, box["state"], data, key, base=base)
     jax.block_until_ready(m)
     return (time.perf_counter() - t0) / steps
   run()  # Compile and first steps.
