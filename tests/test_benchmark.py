@@ -88,8 +88,11 @@ def test_train_loop_overhead_reports_both_variants(tmp_path, capsys, monkeypatch
   for row in r["rows"]:
     assert row["loop_step_s"] > 0 and row["bare_step_s"] > 0
     assert row["overhead"] == pytest.approx(row["loop_step_s"] / row["bare_step_s"] - 1)
+    assert 0 < row["host_cpu_ms"] < 1e3 * row["loop_step_s"] * 10
+    assert row["host_cpu_frac"] == pytest.approx(
+        row["cpu_times"][0] / row["loop_times"][0])
   out = capsys.readouterr().out
-  assert "| variant | loop_step_s | bare_step_s | overhead |" in out
+  assert "| variant | loop_step_s | bare_step_s | overhead | host_cpu_ms | host_cpu_frac |" in out
 
 
 @pytest.mark.slow  # Compiles PaliGemma 2 10B's init and FSDP step for 16 devices (~40 s).

@@ -11,18 +11,24 @@ optimizer, shardings, batch shape, LoRA or not) on one batch already on the devi
 with its RNG keys made beforehand, dispatched `log_every` times back to back and synced
 once, as the loop does between log steps. Each repetition runs both, without and with
 LoRA, in turn; the overhead is the median over repetitions of loop step time / bare
-step time - 1.
+step time - 1. Under load that ratio scatters by several percent between runs, so each
+row also gives the loop's host CPU time per step (its own thread plus the prefetch
+worker, `time.thread_time`, which waits and other jobs do not inflate) and its fraction
+of the step.
 """
+import contextlib
 import json
 import os
 import shutil
 import time
+from unittest import mock
 
 import jax
 import numpy as np
 
 from big_vision_lite.bench import train as bt
 from big_vision_lite import models
+from big_vision_lite import prefetch
 from big_vision_lite import train
 
 LORA = dict(rank=8, alpha=16.0, targets="llm/layers/(attn|mlp)/.*")
@@ -55,6 +61,38 @@ def _loop_step_s(workdir):
     raise ValueError(f"{workdir}/metrics.jsonl has {len(rates)} timed log intervals; "
                      "the loop benchmark needs at least 2 (logs >= 2).")
   return float(np.median([1.0 / r for r in rates[1:]]))
+
+
+@contextlib.contextmanager
+def _count_host_cpu(skip):
+  """Within: train()'s Prefetcher also counts its two threads' CPU time.
+
+  Yields `cpu() -> seconds of CPU per step`: the loop's own thread (`time.thread_time`
+  between its `get()` calls: dispatch, checks, metric fetch and writes) plus the worker's
+  (reading and placing each batch), over the steps after the first `skip`. Waits take no
+  CPU, so this does not move with the machine's load; tf.data's own threads are not in it.
+  """
+  marks, worker = [], []
+
+  class Counting(prefetch.Prefetcher):
+    def __init__(self, produce, name="prefetch"):
+      def counted():
+        t = time.thread_time()
+        try:
+          return produce()
+        finally:
+          worker.append(time.thread_time() - t)
+      super().__init__(counted, name)
+
+    def get(self):
+      marks.append(time.thread_time())
+      return super().get()
+
+  def cpu():
+    main = (marks[-1] - marks[skip]) / (len(marks) - 1 - skip)
+    return main + float(np.mean(worker[skip + 1:]))
+  with mock.patch.object(prefetch, "Prefetcher", Counting):
+    yield cpu
 
 
 def _bare_runner(config, *, batch, res, text_len, steps):
@@ -98,7 +136,8 @@ def bench_loop(model_name, *, batch, res, text_len, reps=3, log_every=10, logs=3
 
   Returns:
     dict(rows: one per variant with loop_step_s, bare_step_s, overhead (fraction),
-    per-repetition times).
+    host_cpu_ms (the loop's host CPU per step, see `_count_host_cpu`), host_cpu_frac
+    (of the loop's step time), per-repetition times).
   """
   total = log_every * (logs + 1)
   kw = dict(data_dir=data_dir, batch=batch, res=res, text_len=text_len, total_steps=total,
@@ -107,12 +146,14 @@ def bench_loop(model_name, *, batch, res, text_len, reps=3, log_every=10, logs=3
   configs = {v: loop_config(model_name, lora=l, **kw) for v, l in variants.items()}
   bare = {v: _bare_runner(c, batch=batch, res=res, text_len=text_len, steps=log_every)
           for v, c in configs.items()}
-  times = {v: {"loop": [], "bare": []} for v in variants}
+  times = {v: {"loop": [], "bare": [], "cpu": []} for v in variants}
   for rep in range(reps):
     for v, c in configs.items():
       wd = os.path.join(workdir, f"{v}_{rep}")
       shutil.rmtree(wd, ignore_errors=True)
-      train.train(c, wd)
+      with _count_host_cpu(skip=log_every) as cpu:
+        train.train(c, wd)
+      times[v]["cpu"].append(cpu())
       times[v]["loop"].append(_loop_step_s(wd))
       times[v]["bare"].append(float(np.median([bare[v]() for _ in range(logs)])))
       shutil.rmtree(wd, ignore_errors=True)
@@ -122,7 +163,10 @@ def bench_loop(model_name, *, batch, res, text_len, reps=3, log_every=10, logs=3
     rows.append(dict(variant=v, loop_step_s=float(np.median(t["loop"])),
                      bare_step_s=float(np.median(t["bare"])),
                      overhead=float(np.median(ratios)) - 1.0,
-                     loop_times=t["loop"], bare_times=t["bare"]))
+                     host_cpu_ms=1e3 * float(np.median(t["cpu"])),
+                     host_cpu_frac=float(np.median([c / l for c, l in zip(t["cpu"],
+                                                                           t["loop"])])),
+                     loop_times=t["loop"], bare_times=t["bare"], cpu_times=t["cpu"]))
   return dict(rows=rows, config=dict(model=model_name, batch=batch, res=res,
                                      text_len=text_len, reps=reps, log_every=log_every,
                                      logs=logs, scan=scan, remat=remat,
