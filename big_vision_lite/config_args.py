@@ -13,9 +13,15 @@ into an `ml_collections.ConfigDict` whose value types follow the defaults:
 - A default of `None` accepts any string (or `None`/`none`).
 - Empty values (`data_dir=`) and non-finite floats (`lr=nan`) raise: an empty string
   would silently put files at the filesystem root or the working directory.
+
+Config files import their shared modules as packages (`from transfers import common`,
+`from configs import common`); `configs_importable()`, called by every tool that takes
+`--config`, makes those packages importable from any working directory.
 """
 import difflib
 import math
+import os
+import sys
 
 import ml_collections
 
@@ -87,3 +93,18 @@ def parse_arg(arg, lazy=False, **defaults):
     else:
       out[key] = _convert(key, value, defaults[key])
   return ml_collections.ConfigDict(out, type_safe=False)
+
+
+def configs_importable():
+  """Puts the checkout holding `configs/` and `transfers/` (this package's parent) on
+  `sys.path`, so that `--config /abs/path/transfers/x.py` loads from any working directory.
+
+  Appended, not prepended: a module of the caller's own never gets shadowed. Returns the
+  folder added (or already there), None when the package sits outside a checkout.
+  """
+  root = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+  if not any(os.path.isdir(os.path.join(root, d)) for d in ("configs", "transfers")):
+    return None
+  if not any(os.path.realpath(p or os.curdir) == root for p in sys.path):
+    sys.path.append(root)
+  return root

@@ -13,7 +13,11 @@ update -> evaluators (their data and pp are checked here) -> the loop.
 The loop never waits for the device between log steps: the metrics of each step stay
 on the device until a log, checkpoint or evaluation step, where they are fetched at once
 and checked (a NaN/Inf loss or param norm stops training, naming the first bad step and
-the steps since the last check; no bad checkpoint is written). A stop request is seen
+the steps since the last check; no bad checkpoint is written). While a step runs, a
+worker thread (`prefetch.Prefetcher`) reads the next batch from the input pipeline and
+places it on the devices; it is asked for it once the step's checkpoint decision is made
+and the data position read, so checkpoints hold the position of the batches consumed.
+The step's RNG key is folded in inside the jitted update. A stop request is seen
 at a step boundary: SIGTERM in one process, JAX's preemption sync point
 (`multihost_utils.reached_preemption_sync_point`, the same step on every host) in many;
 it saves a checkpoint and returns. With LoRA the merged params are built only when an
@@ -36,12 +40,14 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
+from big_vision_lite import config_args
 from big_vision_lite import config_check
 from big_vision_lite import config_values
 from big_vision_lite import durations
 from big_vision_lite import metrics_log
 from big_vision_lite import models
 from big_vision_lite import optim
+from big_vision_lite import prefetch
 from big_vision_lite import report
 from big_vision_lite import resume
 from big_vision_lite import sharded_load
@@ -260,10 +266,13 @@ def train(config, workdir, *, stop=None):
       compute_model, label_smoothing=config.get("label_smoothing", 0.0),
       lora_cfg=dict(config.lora) if config.get("lora") else None, rules=rules,
       frozen_mask=trainable_mask, compute_dtype=compute_dtype)
-  update = jax.jit(steps.make_update_fn(loss_fn, tx, trainable_mask=trainable_mask,
-                                        accum=config.get("grad_accum_steps", 1)),
-                   donate_argnums=(0,), out_shardings=(
-                       state_shardings, jax.sharding.NamedSharding(mesh, sharding.P())))
+  update_fn = steps.make_update_fn(loss_fn, tx, trainable_mask=trainable_mask,
+                                   accum=config.get("grad_accum_steps", 1))
+  update = jax.jit(  # The step's key is folded in on the device (no host op per step).
+      lambda state, base, batch, rng, step: update_fn(state, base, batch,
+                                                      jax.random.fold_in(rng, step)),
+      donate_argnums=(0,), out_shardings=(
+          state_shardings, jax.sharding.NamedSharding(mesh, sharding.P())))
   merge = lora_merge_fn(config, param_shardings)
   eval_params = (lambda: merge(base_params, state["params"])) if merge else (
       lambda: state["params"])
@@ -283,36 +292,45 @@ def train(config, workdir, *, stop=None):
         config, predict_fns, tokenizer=tok, workdir=workdir, total_steps=total,
         write_note=writer.write_note if jax.process_index() == 0 else (lambda _: None))
 
-  # The loop.
+  # The loop. A worker thread reads the next batch and places it on the devices while
+  # the current step runs; it is asked for it only after the step's data position is
+  # read (for a checkpoint), so that position is the one of the batches consumed.
+  def next_batch():
+    local = next(batches)
+    return (sharding.global_batch({k: local[k] for k in TRAIN_KEYS if k in local}, mesh,
+                                  rules), data.counts())
+  prefetcher = prefetch.Prefetcher(next_batch)
   event, restore_signal = _sigterm_event()
   pending, losses, train_metrics, evals = [], {}, {}, {}
   last_good, stopped = step, False
-  save = lambda: ckpt.save(step, state, data_state=data.get_state(), rng=rng)
   try:
     writer.start(step)
+    if step < total:
+      prefetcher.request()
     while step < total:
-      local = next(batches)
-      batch = sharding.global_batch({k: local[k] for k in TRAIN_KEYS if k in local},
-                                    mesh, rules)
+      batch, seen = prefetcher.get()  # `seen`: examples per source up to this batch.
       with jax.set_mesh(mesh):
-        state, metrics = update(state, base_params, batch, jax.random.fold_in(rng, step))
+        state, metrics = update(state, base_params, batch, rng, step)
       step += 1
       pending.append((step, metrics))
       stopped = _stop_requested(event, stop, step)
+      do_log = step % log_every == 0 or step == total
       do_ckpt = stopped or (ckpt_every and step % ckpt_every == 0) or step == total
       do_eval = step < total and any(e and step % e == 0 for *_, e in evaluators)
-      if step % log_every == 0 or step == total or do_ckpt or do_eval:
+      data_state = data.get_state() if do_ckpt else None  # Before the next batch is read.
+      if step < total and not stopped:
+        prefetcher.request()  # Made while this step runs on the devices.
+      if do_log or do_ckpt or do_eval:
         new_losses, last_metrics, last_good = _fetch_metrics(pending, last_good, ckpt,
                                                              workdir)
         losses.update(new_losses)
-      if step % log_every == 0 or step == total:
+      if do_log:
         last_metrics.update({f"lr/{k}" if len(sched_fns) > 1 else "lr": float(f(step - 1))
                              for k, f in sched_fns.items()})
-        last_metrics.update({f"examples_seen/{k}": v for k, v in data.counts().items()})
+        last_metrics.update({f"examples_seen/{k}": v for k, v in seen.items()})
         train_metrics = writer.write(step, last_metrics)
-      if stopped or (ckpt_every and step % ckpt_every == 0) or (
-          step == total and ckpt.latest_step() != step):
-        save()
+      if do_ckpt and ckpt.latest_step() != step:
+        ckpt.save(step, state, data_state=data_state, rng=rng)
       if stopped:
         break
       if do_eval:
@@ -320,6 +338,7 @@ def train(config, workdir, *, stop=None):
     if not stopped:
       evals.update(run_evals(evaluators, eval_params, step, writer, final=True))
   finally:
+    prefetcher.close()
     restore_signal()
     ckpt.close()
     writer.close()
@@ -333,6 +352,7 @@ def define_flags():
   """Defines the CLI flags (called by the `__main__` blocks only)."""
   from absl import flags  # pylint: disable=import-outside-toplevel
   from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  config_args.configs_importable()  # --config files import transfers.common etc.
   config_flags.DEFINE_config_file("config", None, "Config file (path.py:arg).",
                                   lock_config=True)
   flags.DEFINE_string("workdir", None, "Output folder; re-running in it resumes.")

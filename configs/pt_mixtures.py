@@ -14,36 +14,25 @@ paths relative to it) or a prepared TFDS dataset ("tfds:name:split"). Default:
   segment      image, thing, objects/mask [1, H, W, 1], objects/bbox [1, 4]
                                                prefix "segment {thing}" (needs `vqvae`)
   grounded     image, box [4], caption         prefix "caption <loc>x4" (region caption)
-
-With mode=mock each task reads the bundled shapes data mapped into its keys (the
-segment task then needs `{mock_dir}/vqvae_mock.npz` or `vqvae=`: any file in the
-vae-oid.npz layout, e.g. from `models.vqvae.random_state_dict()`).
 """
 from transfers import common
 
-# task -> (pp ops making prefix and suffix (fill in {vqvae}), shapes task, mock adapter).
+# task -> pp ops making prefix and suffix ({vqvae!r}: the VQ-VAE file of `mixture`).
 TASKS = {
     "caption": ('strfmt("caption {lang}", outkey="prefix")'
-                '|copy(inkey="caption", outkey="suffix")', "caption",
-                'const("en", key="lang")|copy(inkey="suffix", outkey="caption")'),
-    "ocr": ('strfmt("ocr", outkey="prefix")|copy(inkey="text", outkey="suffix")', "ocr",
-            'copy(inkey="suffix", outkey="text")'),
+                '|copy(inkey="caption", outkey="suffix")'),
+    "ocr": 'strfmt("ocr", outkey="prefix")|copy(inkey="text", outkey="suffix")',
     "vqa": ('strfmt("answer {lang} {question}", outkey="prefix")'
-            '|copy(inkey="answer", outkey="suffix")', "vqa",
-            'const("en", key="lang")|copy(inkey="suffix", outkey="answer")'),
+            '|copy(inkey="answer", outkey="suffix")'),
     "qgen": ('strfmt("question {lang} {answer}", outkey="prefix")'
-             '|copy(inkey="question", outkey="suffix")', "vqa",
-             'const("en", key="lang")|copy(inkey="suffix", outkey="answer")'),
+             '|copy(inkey="question", outkey="suffix")'),
     "detect": ('strfmt("detect {classes}", outkey="prefix")|box_to_loc('
-               'inkey="objects/bbox", labels_key="objects/label", outkey="suffix")',
-               "detect", 'choice(inkey="objects/label", outkey="classes")'),
+               'inkey="objects/bbox", labels_key="objects/label", outkey="suffix")'),
     "segment": ('strfmt("segment {thing}", outkey="prefix")|mask_to_seg({vqvae!r}, '
-                'mask_key="objects/mask", box_key="objects/bbox")', "segment",
-                'choice(inkey="objects/label", outkey="thing")'),
+                'mask_key="objects/mask", box_key="objects/bbox")'),
     "grounded": ('box_to_loc(inkey="box", outkey="region")'
                  '|strfmt("caption {region}", outkey="prefix")'
-                 '|copy(inkey="caption", outkey="suffix")', "detect",
-                 'choice(inkey=["objects/bbox", "objects/label"], outkey=["box", "caption"])'),
+                 '|copy(inkey="caption", outkey="suffix")'),
 }
 
 
@@ -74,21 +63,13 @@ def mixture(a, weights, *, vqvae):
   cfg = dict(data={t: w for t, w in weights.items() if w}, batch_size=a.batch_size,
              shuffle_buffer_size=50_000)
   for task in cfg["data"]:
-    ops, shapes_task, adapter = TASKS[task]
-    ops = ops.replace("{vqvae!r}", repr(vqvae))
-    if a.mode == "mock":
-      cfg[task] = dict(data=common.mock_source(shapes_task, "train", a),
-                       pp=common.train_pp(a, adapter, ops, antialias=True))
-    else:
-      cfg[task] = dict(data=source(a[task], task, a), pp=common.train_pp(a, ops, antialias=True))
+    ops = TASKS[task].replace("{vqvae!r}", repr(vqvae))
+    cfg[task] = dict(data=source(a[task], task, a), pp=common.train_pp(a, ops, antialias=True))
   return cfg
 
 
 def caption_pplx_eval(a, spec):
-  """Perplexity on held-out captions (`spec` as the task arguments; mock: shapes)."""
-  ops, shapes_task, adapter = TASKS["caption"]
-  if a.mode == "mock":
-    return common.pplx_eval(common.mock_source(shapes_task, "validation", a),
-                            common.train_pp(a, adapter, ops, antialias=True), log_percent=0.1)
+  """Perplexity on held-out captions (`spec` as the task arguments)."""
   return common.pplx_eval(source(spec, "caption_val", a, split="validation"),
-                          common.train_pp(a, ops, antialias=True), log_percent=0.1)
+                          common.train_pp(a, TASKS["caption"], antialias=True),
+                          log_percent=0.1)

@@ -28,33 +28,43 @@ def get_config(arg=None):
                    total_examples=1_000_000_000, lr=1e-4, caption_val="", vqvae="",
                    img_init="", llm_init="", **pt_mixtures.task_args())
   c = ml_collections.ConfigDict()
-  vqvae = a.vqvae or (f"{a.mock_dir}/vqvae_mock.npz" if a.mode == "mock"
-                      else f"{a.ckpt_dir}/vae-oid.npz")
+  vqvae = a.vqvae or f"{a.ckpt_dir}/vae-oid.npz"
 
   # Input.
   c.input = pt_mixtures.mixture(a, WEIGHTS, vqvae=vqvae)
   c.total_examples = a.total_examples
 
   # Model: towers from unimodal checkpoints (SigLIP npz, Gemma npz) unless `ckpt` is set.
-  common.model(c, a, transfer=False)  # Keeps Gemma 2's final soft-cap.
-  if a.size != "tiny" and not a.ckpt:
-    del c.model_init  # A path string above; a dict of per-tower files here.
+  c.model_name = "paligemma"
+  c.model = common.model(a, transfer=False)  # Keeps Gemma 2's final soft-cap.
+  c.tokenizer = a.tokenizer
+  if a.ckpt:
+    c.model_init = a.ckpt
+  else:
     c.model_init = dict(img=a.img_init or f"{a.ckpt_dir}/siglip_so400m14_224.npz",
                         llm=a.llm_init or f"{a.ckpt_dir}/{c.model.llm.variant}.npz")
     c.model_load = dict(dont_load=("img/head/.*",))  # The projector starts from scratch.
 
   # Optimizer: everything trains; the image encoder's lr warms up slowly.
-  common.optimizer(c, lr=a.lr, wd=a.lr * 0.1)
+  c.optax_name = "scale_by_adam"
+  c.optax = dict(b2=0.999)
+  c.lr = a.lr
+  c.wd = a.lr * 0.1
+  c.grad_clip_norm = 1.0
+  c.label_smoothing = 0.0
   c.schedule = [("img/.*", dict(decay_type="rsqrt", warmup_percent=0.1)),
                 (".*", dict(decay_type="rsqrt", warmup_percent=0.01))]
 
-  # Sharding.
-  common.fsdp(c)
+  # Sharding: FSDP, params and optimizer state split over all devices.
+  c.mesh = [("data", -1)]
+  c.sharding_strategy = [(".*", "fsdp(axis='data')")]
+  c.sharding_rules = [("act_batch", "data")]
 
   # Evaluation: perplexity on held-out captions (transfers give the real scores).
   c.evals = {"caption/pplx": pt_mixtures.caption_pplx_eval(a, a.caption_val)}
-  c = common.finish(c, a, mock_task="caption", mock_pp="")
-  if a.mode == "mock":
-    c.input = pt_mixtures.mixture(a, WEIGHTS, vqvae=vqvae)  # Per-task shapes adapters.
-    c.input.batch_size = common.MOCK["batch_size"]
+
+  # Logging: training metrics every 50 steps, a checkpoint every 1000.
+  c.log_training_steps = 50
+  c.ckpt_steps = 1000
+  c.seed = 0
   return c

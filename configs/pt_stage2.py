@@ -26,8 +26,7 @@ def get_config(arg=None):
   a = common.parse(arg, res=448, text_len=512, batch_size=512, total_examples=-1,
                    lr=1e-5, caption_val="", vqvae="", **pt_mixtures.task_args())
   c = ml_collections.ConfigDict()
-  vqvae = a.vqvae or (f"{a.mock_dir}/vqvae_mock.npz" if a.mode == "mock"
-                      else f"{a.ckpt_dir}/vae-oid.npz")
+  vqvae = a.vqvae or f"{a.ckpt_dir}/vae-oid.npz"
 
   # Input.
   c.input = pt_mixtures.mixture(a, WEIGHTS, vqvae=vqvae)
@@ -35,18 +34,31 @@ def get_config(arg=None):
                       else a.total_examples)
 
   # Model: the previous stage's checkpoint (default: the released pt checkpoint).
-  common.model(c, a, transfer=False)  # Keeps Gemma 2's final soft-cap.
+  c.model_name = "paligemma"
+  c.model = common.model(a, transfer=False)  # Keeps Gemma 2's final soft-cap.
+  c.model_init = common.checkpoint(a)  # Read at startup; README: where to get it.
+  c.tokenizer = a.tokenizer
 
-  # Optimizer.
-  common.optimizer(c, lr=a.lr, wd=a.lr * 0.1)
+  # Optimizer: Adam, cosine schedule with 5% warmup, gradient norm clipped at 1.
+  c.optax_name = "scale_by_adam"
+  c.optax = dict(b2=0.999)
+  c.lr = a.lr
+  c.wd = a.lr * 0.1
+  c.grad_clip_norm = 1.0
+  c.label_smoothing = 0.0
+  cosine = dict(decay_type="cosine", warmup_percent=0.05)
+  c.schedule = [("img/.*", cosine), ("llm/.*", cosine)]
 
-  # Sharding.
-  common.fsdp(c)
+  # Sharding: FSDP, params and optimizer state split over all devices.
+  c.mesh = [("data", -1)]
+  c.sharding_strategy = [(".*", "fsdp(axis='data')")]
+  c.sharding_rules = [("act_batch", "data")]
 
   # Evaluation.
   c.evals = {"caption/pplx": pt_mixtures.caption_pplx_eval(a, a.caption_val)}
-  c = common.finish(c, a, mock_task="caption", mock_pp="")
-  if a.mode == "mock":
-    c.input = pt_mixtures.mixture(a, WEIGHTS, vqvae=vqvae)  # Per-task shapes adapters.
-    c.input.batch_size = common.MOCK["batch_size"]
+
+  # Logging: training metrics every 50 steps, a checkpoint every 1000.
+  c.log_training_steps = 50
+  c.ckpt_steps = 1000
+  c.seed = 0
   return c

@@ -1,7 +1,15 @@
-"""Tests for config_args.parse_arg."""
+"""Tests for config_args: parse_arg, and configs importable from any working directory."""
+import glob
+import os
+import subprocess
+import sys
+
 import pytest
 
+from big_vision_lite import config_args
 from big_vision_lite.config_args import parse_arg
+
+REPO = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 
 
 def test_types_follow_defaults():
@@ -49,3 +57,52 @@ def test_none_default_takes_string_and_lazy_keeps_unknown():
   c = parse_arg("ckpt=/a/b.npz,extra=3", lazy=True, ckpt=None)
   assert c.ckpt == "/a/b.npz" and c.extra == "3"
   assert parse_arg("ckpt=none", ckpt=None).ckpt is None
+
+
+def _outside_checkout(tmp_path):
+  """A working directory where big_vision_lite imports (a link to the package, as an
+  installed copy) but the checkout's configs/ and transfers/ are not on the path."""
+  cwd = tmp_path / "elsewhere"
+  cwd.mkdir()
+  os.symlink(os.path.join(REPO, "big_vision_lite"), cwd / "big_vision_lite")
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  return cwd, env
+
+
+def test_configs_load_from_any_working_directory(tmp_path):
+  """`--config /abs/path/transfers/x.py` parses from a folder outside the checkout: the
+  trainer's flags put the checkout on sys.path (config_args.configs_importable)."""
+  cwd, env = _outside_checkout(tmp_path)
+  configs = sorted(glob.glob(os.path.join(REPO, "transfers", "[!_]*.py")) +
+                   glob.glob(os.path.join(REPO, "configs", "pt_stage*.py")))
+  configs = [f for f in configs if not f.endswith("common.py")]
+  script = (
+      "import sys\n"
+      "from absl import flags\n"
+      "from big_vision_lite import train\n"
+      "train.define_flags()\n"
+      "for f in sys.argv[1:]:\n"
+      "  flags.FLAGS.unparse_flags()\n"
+      "  flags.FLAGS(['x', f'--config={f}:res=448', '--workdir=w'])\n"
+      "  print(f, flags.FLAGS.config.input.batch_size)\n")
+  out = subprocess.run([sys.executable, "-c", script, *configs], cwd=cwd, env=env,
+                       capture_output=True, text=True, timeout=300, check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+  lines = out.stdout.splitlines()
+  assert [l.split()[0] for l in lines] == configs and len(configs) > 25, lines
+  assert config_args.configs_importable() == REPO
+
+
+@pytest.mark.slow
+def test_train_cli_runs_from_another_working_directory(tmp_path):
+  """`python -m big_vision_lite.train --config /abs/configs/tiny.py` (which imports
+  configs.common) trains from a folder outside the checkout."""
+  cwd, env = _outside_checkout(tmp_path)
+  config = os.path.join(REPO, "configs", "tiny.py")
+  out = subprocess.run(
+      [sys.executable, "-m", "big_vision_lite.train",
+       f"--config={config}:data_dir={tmp_path}/shapes,total_steps=1",
+       f"--workdir={tmp_path}/work"], cwd=cwd, env=env, capture_output=True, text=True,
+      timeout=600, check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert os.path.exists(tmp_path / "work" / "metrics.jsonl")

@@ -1,19 +1,16 @@
-"""Pre-training configs (stage 1 and 2): they build, and run 1 step + eval in mode=mock."""
-import importlib
-
+"""Pre-training configs (stage 1 and 2): they build, and run 1 step + eval on the shapes
+data (`mock_config`, tests/transfer_fixtures.py)."""
 import numpy as np
 import pytest
 
 from big_vision_lite import train
 from big_vision_lite.pp import builder
 from configs import pt_mixtures
+from tests.transfer_fixtures import get_config
+from tests.transfer_fixtures import mock_config
 from tests.transfer_fixtures import mock_dir, xla_cache  # noqa: F401 pylint: disable=unused-import
 
 STAGES = ("pt_stage1", "pt_stage2")
-
-
-def get_config(name, arg):
-  return importlib.import_module(f"configs.{name}").get_config(arg)
 
 
 @pytest.mark.parametrize("name", STAGES)
@@ -43,7 +40,7 @@ def test_stage_specifics():
 
 @pytest.mark.parametrize("name", STAGES)
 def test_mock_pp_strings_resolve(name, mock_dir):
-  c = get_config(name, f"mode=mock,mock_dir={mock_dir}")
+  c = mock_config(name, mock_dir)
   for task in c.input.data:
     assert c.input[task].data.name == "shapes"
     builder.get_preprocess_fn(c.input[task].pp)
@@ -54,7 +51,7 @@ def test_mock_pp_strings_resolve(name, mock_dir):
 @pytest.mark.parametrize("name", STAGES)
 @pytest.mark.usefixtures("xla_cache")
 def test_mock_one_step_and_eval(name, mock_dir, tmp_path):
-  c = get_config(name, f"mode=mock,mock_dir={mock_dir}")
+  c = mock_config(name, mock_dir)
   c.update(lr=1e-3, wd=0.0)  # As tests/test_transfers.py: shared compilations.
   out = train.train(c, str(tmp_path))
   assert out["step"] == 1 and np.isfinite(out["losses"][1])

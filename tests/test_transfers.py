@@ -1,12 +1,16 @@
-"""Transfer configs: each builds (real and mock) and runs 1 step + its evals in mode=mock.
+"""Transfer configs: each builds, and runs 1 step + its evals on the shapes data.
 
-The mock runs share one tiny model shape, res and text_len; the optimizer numbers
+`mock_config` (tests/transfer_fixtures.py) maps a config onto the shapes data. The mock
+runs share one tiny model shape, res and text_len; the optimizer numbers
 (compile-time constants of the update step) are set to shared values here so that XLA
 compilations are reused through a persistent compilation cache enabled for this module
 only. The configs' own numbers are checked by the build tests.
 """
-import importlib
+import ast
+import importlib.util
+import os
 import re
+import shutil
 
 import jax
 import numpy as np
@@ -15,6 +19,8 @@ import pytest
 from big_vision_lite import train
 from big_vision_lite.evaluators import common as eval_common
 from big_vision_lite.pp import builder
+from tests.transfer_fixtures import get_config
+from tests.transfer_fixtures import mock_config
 from tests.transfer_fixtures import mock_dir, xla_cache  # noqa: F401 pylint: disable=unused-import
 from transfers import common
 
@@ -23,13 +29,10 @@ TASKS = ("ai2d", "aokvqa_da", "aokvqa_mc", "chartqa", "coco35l", "cococap", "det
          "rsvqa_hr", "rsvqa_lr", "science_qa", "screen2words", "stvqa", "tallyqa",
          "textcaps", "textvqa", "vqav2", "widgetcap")
 CONFIGS = ("forkme",) + TASKS
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Shared optimizer numbers for the mock runs (one compilation of the update step; LLM
 # dropout is set to 0 for the same reason).
 SHARED = dict(lr=1e-3, wd=0.0, label_smoothing=0.0, optax=dict(b2=0.999))
-
-
-def get_config(name, arg):
-  return importlib.import_module(f"transfers.{name}").get_config(arg)
 
 
 def _evals(c):
@@ -55,7 +58,7 @@ def test_real_config_builds(name):
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_mock_config_pp_strings_resolve(name, mock_dir):
-  c = get_config(name, f"mode=mock,mock_dir={mock_dir}")
+  c = mock_config(name, mock_dir)
   assert c.total_steps == (0 if name == "pope" else 1)
   assert c.model.llm.variant == "gemma_tiny" and len(c.evals) == 1
   sources = [c.input] if "name" in c.input.data else [c.input[k] for k in c.input.data]
@@ -121,8 +124,8 @@ def test_paligemma2_transfers_turn_final_softcap_off(size, softcap):
 def test_bad_args_are_rejected():
   with pytest.raises(ValueError, match="size='4b' is unknown"):
     get_config("vqav2", "size=4b")
-  with pytest.raises(ValueError, match="mode='fast' is unknown"):
-    get_config("vqav2", "mode=fast")
+  with pytest.raises(ValueError, match="Unknown config arg 'mode'"):
+    get_config("vqav2", "mode=mock")  # The shapes mapping lives in the tests only.
   with pytest.raises(ValueError, match="Unknown config arg 'rez'"):
     get_config("vqav2", "rez=448")
 
@@ -131,7 +134,7 @@ def test_bad_args_are_rejected():
 @pytest.mark.parametrize("name", CONFIGS)
 @pytest.mark.usefixtures("xla_cache")
 def test_mock_one_step_and_evals(name, mock_dir, tmp_path):
-  c = get_config(name, f"mode=mock,mock_dir={mock_dir}")
+  c = mock_config(name, mock_dir)
   if c.optax_name != "identity":
     c.update(SHARED)
   c.model.llm.dropout = 0.0  # A compile-time constant of the update step too.
@@ -142,15 +145,41 @@ def test_mock_one_step_and_evals(name, mock_dir, tmp_path):
     assert any(k.startswith(f"{ev}/") for k in out["evals"]), (ev, sorted(out["evals"]))
 
 
-def test_forkme_defaults_run_out_of_the_box_and_lora(tmp_path):
-  c = get_config("forkme", f"size=tiny,res=28,mock_dir={tmp_path}")
-  assert c.input.data.fname == f"{tmp_path}/train/caption.jsonl"
-  assert c.ensure_shapes.out_dir == str(tmp_path) and c.model_init is None
-  assert c.tokenizer == c.train_tokenizer.out_path == f"{tmp_path}/tokenizer.model"
+def test_forkme_defaults_and_options():
+  c = get_config("forkme", "")
+  assert c.input.data.fname == "data/train.jsonl" and "ensure_shapes" not in c
+  assert c.model_init == "ckpts/paligemma-3b-pt-224.npz"
+  assert c.tokenizer == "ckpts/paligemma_tokenizer.model"
+  assert {ev.data.fname for ev in c.evals.values()} == {"data/val.jsonl"}
   assert set(c.evals) == {"val/pplx", "val/store"}
-  own = get_config("forkme", "train=/d/t.jsonl,prompt=answer en {question},lora=8")
-  assert "ensure_shapes" not in own and not own.evals
+  own = get_config("forkme", "train=/d/t.jsonl,val=none,prompt=answer en {question},lora=8")
+  assert own.input.data.fname == "/d/t.jsonl" and not own.evals
   assert "strfmt('answer en {question}', outkey='prefix')" in own.input.pp
   assert own.lora.rank == 8 and own.schedule[1][0] == "llm/.*" and own.schedule[1][1]
   frozen = get_config("forkme", "freeze_vit")
   assert frozen.schedule[0] == ("img/.*", None)
+
+
+def test_forkme_is_self_contained(tmp_path):
+  """A copy of forkme.py imports only ml_collections and big_vision_lite, works from any
+  folder, and its size table agrees with the other transfers'."""
+  src = os.path.join(REPO, "transfers", "forkme.py")
+  tops = set()
+  for node in ast.walk(ast.parse(open(src).read())):
+    if isinstance(node, ast.Import):
+      tops |= {n.name.split(".")[0] for n in node.names}
+    elif isinstance(node, ast.ImportFrom):
+      tops.add(node.module.split(".")[0])
+  assert tops == {"ml_collections", "big_vision_lite"}
+  copy = tmp_path / "my_task.py"
+  shutil.copy(src, copy)
+  spec = importlib.util.spec_from_file_location("my_task", copy)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  arg = "size=9b,res=448,train=/d/t.jsonl"
+  assert module.get_config(arg).to_dict() == get_config("forkme", arg).to_dict()
+  assert module.SIZES == common.SIZES
+  for size in module.SIZES:
+    mine, shared = get_config("forkme", f"size={size}"), get_config("vqav2", f"size={size}")
+    assert mine.model.to_dict() == shared.model.to_dict()
+    assert mine.model_init == shared.model_init

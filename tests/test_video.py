@@ -1,5 +1,6 @@
 """Video end to end: frame sampling pp ops, the shapes video split, frame folding in
-PaliGemma, and the video transfer configs in mode=mock (one train step + evals)."""
+PaliGemma, and the video transfer configs on the shapes video split (one train step +
+evals)."""
 import io
 import json
 import os
@@ -182,12 +183,11 @@ def test_transfer_real_config_builds(name, evaluator):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["video_cap", "video_qa"])
 def test_transfer_mock_mode(name, tmp_path_factory):
-  """One train step and the task's evaluator on the shapes video split (mode=mock)."""
-  import importlib  # pylint: disable=import-outside-toplevel
+  """One train step and the task's evaluator on the shapes video split (`mock_config`)."""
   from big_vision_lite import train  # pylint: disable=import-outside-toplevel
+  from tests.transfer_fixtures import mock_config  # pylint: disable=import-outside-toplevel
   mock_dir = tmp_path_factory.getbasetemp() / "video_mock"
-  config = importlib.import_module(f"transfers.{name}").get_config(
-      f"mode=mock,mock_dir={mock_dir}")
+  config = mock_config(name, mock_dir)
   assert "video_sample(4" in config.input.pp
   result = train.train(config, str(tmp_path_factory.mktemp(name)))
   assert result["step"] == 1 and np.isfinite(result["losses"][1])

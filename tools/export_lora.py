@@ -12,6 +12,7 @@ import jax
 from ml_collections import config_flags
 
 from big_vision_lite import checkpoint
+from big_vision_lite import config_args
 from big_vision_lite import cli
 from big_vision_lite import eval_params
 
@@ -39,6 +40,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  config_args.configs_importable()  # --config files import transfers.common etc.
   config_flags.DEFINE_config_file("config", None, "The run's config file.",
                                   lock_config=True)
   flags.DEFINE_string("workdir", None, "The run's workdir.")

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from big_vision_lite import checkpoint
+from big_vision_lite import config_args
 from big_vision_lite import tokenizer as tokenizer_lib
 from big_vision_lite.models import vqvae
 from big_vision_lite.serve import engine as engine_lib
@@ -80,6 +81,7 @@ def define_flags():
   """The CLI flags (absl, so that --config takes `path.py:arg` and --config.key=value)."""
   from absl import flags  # pylint: disable=import-outside-toplevel
   from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  config_args.configs_importable()  # --config files import transfers.common etc.
   flags.DEFINE_string("ckpt", None, "big_vision .npz (or path.npz:subtree) to serve.")
   flags.DEFINE_string("tokenizer", None, "SentencePiece .model (default with --config: "
                       "config.tokenizer).")

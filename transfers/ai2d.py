@@ -12,8 +12,6 @@ import ml_collections
 
 from transfers import common
 
-MOCK_PP = ('const(["yes", "no", "red", "three"], key="possible_answers")'
-           '|copy(inkey="suffix", outkey="answer")|const(0, key="id")')
 PROMPT = ('strjoin(" \\t ", inkey="possible_answers", outkey="ansstr")'
           '|strfmt("answer en  {question} choose from: {ansstr}", outkey="prefix")')
 
@@ -33,13 +31,25 @@ def get_config(arg=None):
   c.total_epochs = 10
 
   # Model.
-  common.model(c, a)
+  c.model_name = "paligemma"
+  c.model = common.model(a)
+  c.model_init = common.checkpoint(a)  # Read at startup; README: where to get it.
+  c.tokenizer = a.tokenizer
 
-  # Optimizer.
-  common.optimizer(c, lr=1e-5, wd=1e-6)
+  # Optimizer: Adam, cosine schedule with 5% warmup, gradient norm clipped at 1.
+  c.optax_name = "scale_by_adam"
+  c.optax = dict(b2=0.999)
+  c.lr = 1e-5
+  c.wd = 1e-6
+  c.grad_clip_norm = 1.0
+  c.label_smoothing = 0.0
+  cosine = dict(decay_type="cosine", warmup_percent=0.05)
+  c.schedule = [("img/.*", cosine), ("llm/.*", cosine)]
 
-  # Sharding.
-  common.fsdp(c)
+  # Sharding: FSDP, params and optimizer state split over all devices.
+  c.mesh = [("data", -1)]
+  c.sharding_strategy = [(".*", "fsdp(axis='data')")]
+  c.sharding_rules = [("act_batch", "data")]
 
   # Evaluation.
   pp = common.eval_pp(a, prompt, 'copy(inkey="id", outkey="question_id")',
@@ -50,4 +60,9 @@ def get_config(arg=None):
         "vqa", common.tfds("ai2d", split, a), pp, a, log_percent=0.125)
   c.evals["ai2d/eval/pplx"] = common.pplx_eval(
       common.tfds("ai2d", "test", a), c.input.pp, log_percent=0.125)
-  return common.finish(c, a, mock_task="vqa", mock_pp=MOCK_PP)
+
+  # Logging: training metrics every 50 steps, a checkpoint every 1000.
+  c.log_training_steps = 50
+  c.ckpt_steps = 1000
+  c.seed = 0
+  return c

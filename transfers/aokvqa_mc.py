@@ -12,8 +12,6 @@ import ml_collections
 
 from transfers import common
 
-MOCK_PP = ('const(["yes", "no", "red", "three"], key="multiple_choice_possible_answers")'
-           '|const(0, key="multiple_choice_correct_idx")|const(0, key="question_id")')
 OPTS = "multiple_choice_possible_answers"
 PROMPT = (f'strjoin(" \\t ", inkey="{OPTS}", outkey="ansstr")'
           '|strfmt("answer en  {question} choose from: {ansstr}", outkey="prefix")')
@@ -22,7 +20,6 @@ PROMPT = (f'strjoin(" \\t ", inkey="{OPTS}", outkey="ansstr")'
 def target(outkey):
   """The correct choice's text -> `outkey`."""
   return f'getidx(inkey="{OPTS}", index_key="multiple_choice_correct_idx", outkey="{outkey}")'
-
 
 
 def get_config(arg=None):
@@ -39,13 +36,25 @@ def get_config(arg=None):
   c.total_epochs = 15
 
   # Model.
-  common.model(c, a)
+  c.model_name = "paligemma"
+  c.model = common.model(a)
+  c.model_init = common.checkpoint(a)  # Read at startup; README: where to get it.
+  c.tokenizer = a.tokenizer
 
-  # Optimizer.
-  common.optimizer(c, lr=5e-6, wd=0.0)
+  # Optimizer: Adam, cosine schedule with 5% warmup, gradient norm clipped at 1.
+  c.optax_name = "scale_by_adam"
+  c.optax = dict(b2=0.999)
+  c.lr = 5e-6
+  c.wd = 0.0
+  c.grad_clip_norm = 1.0
+  c.label_smoothing = 0.0
+  cosine = dict(decay_type="cosine", warmup_percent=0.05)
+  c.schedule = [("img/.*", cosine), ("llm/.*", cosine)]
 
-  # Sharding.
-  common.fsdp(c)
+  # Sharding: FSDP, params and optimizer state split over all devices.
+  c.mesh = [("data", -1)]
+  c.sharding_strategy = [(".*", "fsdp(axis='data')")]
+  c.sharding_rules = [("act_batch", "data")]
 
   # Evaluation.
   pp = common.eval_pp(a, prompt, target("answer"), keep=("answer", "question_id"), antialias=True)
@@ -55,4 +64,9 @@ def get_config(arg=None):
         "vqa", common.tfds("aokvqa", split, a), pp, a, log_percent=0.25)
   c.evals["aokvqa_mc/eval/pplx"] = common.pplx_eval(
       common.tfds("aokvqa", "val", a), c.input.pp, log_percent=0.05)
-  return common.finish(c, a, mock_task="vqa", mock_pp=MOCK_PP)
+
+  # Logging: training metrics every 50 steps, a checkpoint every 1000.
+  c.log_training_steps = 50
+  c.ckpt_steps = 1000
+  c.seed = 0
+  return c

@@ -11,7 +11,6 @@ import ml_collections
 
 from transfers import common
 
-MOCK_PP = 'copy(inkey="suffix", outkey="answer")|const(0, key="question_id")'
 # The true dataset sizes (ChartQA paper) are the mixture weights.
 DATASETS = {"chartqa/human": 7_398, "chartqa/augmented": 20_901}
 
@@ -31,13 +30,25 @@ def get_config(arg=None):
   c.total_epochs = 30
 
   # Model.
-  common.model(c, a, llm_dropout=0.1)
+  c.model_name = "paligemma"
+  c.model = common.model(a, llm_dropout=0.1)
+  c.model_init = common.checkpoint(a)  # Read at startup; README: where to get it.
+  c.tokenizer = a.tokenizer
 
-  # Optimizer.
-  common.optimizer(c, lr=1e-5, wd=1e-6, label_smoothing=0.2)
+  # Optimizer: Adam, cosine schedule with 5% warmup, gradient norm clipped at 1.
+  c.optax_name = "scale_by_adam"
+  c.optax = dict(b2=0.999)
+  c.lr = 1e-5
+  c.wd = 1e-6
+  c.grad_clip_norm = 1.0
+  c.label_smoothing = 0.2
+  cosine = dict(decay_type="cosine", warmup_percent=0.05)
+  c.schedule = [("img/.*", cosine), ("llm/.*", cosine)]
 
-  # Sharding.
-  common.fsdp(c)
+  # Sharding: FSDP, params and optimizer state split over all devices.
+  c.mesh = [("data", -1)]
+  c.sharding_strategy = [(".*", "fsdp(axis='data')")]
+  c.sharding_rules = [("act_batch", "data")]
 
   # Evaluation.
   eval_pp = common.eval_pp(a, prompt, keep=("answer", "question_id"), antialias=True)
@@ -49,4 +60,9 @@ def get_config(arg=None):
           to_lower=True)
     c.evals[f"{ds}/minival/pplx"] = common.pplx_eval(
         common.tfds(ds, "val", a), pp, log_percent=0.05)
-  return common.finish(c, a, mock_task="vqa", mock_pp=MOCK_PP)
+
+  # Logging: training metrics every 50 steps, a checkpoint every 1000.
+  c.log_training_steps = 50
+  c.ckpt_steps = 1000
+  c.seed = 0
+  return c

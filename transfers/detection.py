@@ -14,8 +14,6 @@ import ml_collections
 
 from transfers import common
 
-MOCK_PP = 'choice(inkey="objects/label", outkey="classes")|const(0, key="image/id")'
-
 
 def get_config(arg=None):
   """lr 1e-5, wd 0, batch 64, 10 epochs, text_len 128 (room for ~12 objects)."""
@@ -33,13 +31,25 @@ def get_config(arg=None):
   c.total_epochs = a.total_epochs
 
   # Model.
-  common.model(c, a)
+  c.model_name = "paligemma"
+  c.model = common.model(a)
+  c.model_init = common.checkpoint(a)  # Read at startup; README: where to get it.
+  c.tokenizer = a.tokenizer
 
-  # Optimizer.
-  common.optimizer(c, lr=1e-5, wd=0.0)
+  # Optimizer: Adam, cosine schedule with 5% warmup, gradient norm clipped at 1.
+  c.optax_name = "scale_by_adam"
+  c.optax = dict(b2=0.999)
+  c.lr = 1e-5
+  c.wd = 0.0
+  c.grad_clip_norm = 1.0
+  c.label_smoothing = 0.0
+  cosine = dict(decay_type="cosine", warmup_percent=0.05)
+  c.schedule = [("img/.*", cosine), ("llm/.*", cosine)]
 
-  # Sharding.
-  common.fsdp(c)
+  # Sharding: FSDP, params and optimizer state split over all devices.
+  c.mesh = [("data", -1)]
+  c.sharding_strategy = [(".*", "fsdp(axis='data')")]
+  c.sharding_rules = [("act_batch", "data")]
 
   # Evaluation.
   val = jsonl(a.val or f"{a.data_dir or 'data'}/val.jsonl")
@@ -47,4 +57,9 @@ def get_config(arg=None):
   c.evals = {}
   c.evals["detection/val"] = common.decode_eval("detection", val, pp, a, log_percent=0.1)
   c.evals["detection/val/pplx"] = common.pplx_eval(val, c.input.pp, log_percent=0.05)
-  return common.finish(c, a, mock_task="detect", mock_pp=MOCK_PP)
+
+  # Logging: training metrics every 50 steps, a checkpoint every 1000.
+  c.log_training_steps = 50
+  c.ckpt_steps = 1000
+  c.seed = 0
+  return c

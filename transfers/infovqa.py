@@ -11,7 +11,6 @@ import ml_collections
 
 from transfers import common
 
-MOCK_PP = 'const(0, key="question_id")'
 # res -> (lr, wd, batch size) of the published sweep; 3 epochs everywhere.
 BEST = {224: (1e-5, 1e-6, 256), 448: (1e-5, 1e-6, 128), 896: (3e-6, 3e-7, 32)}
 
@@ -34,13 +33,25 @@ def get_config(arg=None):
   c.total_epochs = 3
 
   # Model.
-  common.model(c, a)
+  c.model_name = "paligemma"
+  c.model = common.model(a)
+  c.model_init = common.checkpoint(a)  # Read at startup; README: where to get it.
+  c.tokenizer = a.tokenizer
 
-  # Optimizer.
-  common.optimizer(c, lr=lr, wd=wd, label_smoothing=0.4)
+  # Optimizer: Adam, cosine schedule with 5% warmup, gradient norm clipped at 1.
+  c.optax_name = "scale_by_adam"
+  c.optax = dict(b2=0.999)
+  c.lr = lr
+  c.wd = wd
+  c.grad_clip_norm = 1.0
+  c.label_smoothing = 0.4
+  cosine = dict(decay_type="cosine", warmup_percent=0.05)
+  c.schedule = [("img/.*", cosine), ("llm/.*", cosine)]
 
-  # Sharding.
-  common.fsdp(c)
+  # Sharding: FSDP, params and optimizer state split over all devices.
+  c.mesh = [("data", -1)]
+  c.sharding_strategy = [(".*", "fsdp(axis='data')")]
+  c.sharding_rules = [("act_batch", "data")]
 
   # Evaluation.
   pp = common.eval_pp(a, prompt, keep=("answers", "question_id"), antialias=True)
@@ -50,4 +61,9 @@ def get_config(arg=None):
         "vqa", common.tfds("infovqa", split, a), pp, a, log_percent=0.1, to_lower=True)
   c.evals["infovqa/minival/pplx"] = common.pplx_eval(
       common.tfds("infovqa", "val", a), c.input.pp, log_percent=0.05)
-  return common.finish(c, a, mock_task="vqa", mock_pp=MOCK_PP)
+
+  # Logging: training metrics every 50 steps, a checkpoint every 1000.
+  c.log_training_steps = 50
+  c.ckpt_steps = 1000
+  c.seed = 0
+  return c

@@ -10,8 +10,6 @@ import ml_collections
 
 from transfers import common
 
-MOCK_PP = 'copy(inkey="suffix", outkey="answer")|const(0, key="int_id")'
-
 
 def get_config(arg=None):
   """Best published hyper-parameters: 3 epochs, lr 3e-6 (1e-5 at 896), wd 0, batch 128."""
@@ -28,13 +26,25 @@ def get_config(arg=None):
   c.total_epochs = 3
 
   # Model.
-  common.model(c, a)
+  c.model_name = "paligemma"
+  c.model = common.model(a)
+  c.model_init = common.checkpoint(a)  # Read at startup; README: where to get it.
+  c.tokenizer = a.tokenizer
 
-  # Optimizer.
-  common.optimizer(c, lr=1e-5 if a.res >= 896 else 3e-6, wd=0.0)
+  # Optimizer: Adam, cosine schedule with 5% warmup, gradient norm clipped at 1.
+  c.optax_name = "scale_by_adam"
+  c.optax = dict(b2=0.999)
+  c.lr = 1e-5 if a.res >= 896 else 3e-6
+  c.wd = 0.0
+  c.grad_clip_norm = 1.0
+  c.label_smoothing = 0.0
+  cosine = dict(decay_type="cosine", warmup_percent=0.05)
+  c.schedule = [("img/.*", cosine), ("llm/.*", cosine)]
 
-  # Sharding.
-  common.fsdp(c)
+  # Sharding: FSDP, params and optimizer state split over all devices.
+  c.mesh = [("data", -1)]
+  c.sharding_strategy = [(".*", "fsdp(axis='data')")]
+  c.sharding_rules = [("act_batch", "data")]
 
   # Evaluation.
   pp = common.eval_pp(a, prompt, 'copy(inkey="int_id", outkey="question_id")',
@@ -45,4 +55,9 @@ def get_config(arg=None):
         "vqa", common.tfds("ocrvqa_id", split, a), pp, a, log_percent=freq)
   c.evals["ocrvqa/minival/pplx"] = common.pplx_eval(
       common.tfds("ocrvqa_id", "val[:20000]", a), c.input.pp, log_percent=0.1)
-  return common.finish(c, a, mock_task="vqa", mock_pp=MOCK_PP)
+
+  # Logging: training metrics every 50 steps, a checkpoint every 1000.
+  c.log_training_steps = 50
+  c.ckpt_steps = 1000
+  c.seed = 0
+  return c

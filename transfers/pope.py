@@ -11,7 +11,6 @@ import ml_collections
 
 from transfers import common
 
-MOCK_PP = 'copy(inkey="suffix", outkey="answer")|const(0, key="question_id")'
 DATASETS = ("pope_random", "pope_popular", "pope_adversarial")
 
 
@@ -29,14 +28,19 @@ def get_config(arg=None):
   c.total_steps = 0
 
   # Model.
-  common.model(c, a)
+  c.model_name = "paligemma"
+  c.model = common.model(a)
+  c.model_init = common.checkpoint(a)  # Read at startup; README: where to get it.
+  c.tokenizer = a.tokenizer
 
   # Optimizer (a placeholder: nothing is trained).
   c.optax_name = "identity"
   c.lr = 0.0
 
-  # Sharding.
-  common.fsdp(c)
+  # Sharding: FSDP, params and optimizer state split over all devices.
+  c.mesh = [("data", -1)]
+  c.sharding_strategy = [(".*", "fsdp(axis='data')")]
+  c.sharding_rules = [("act_batch", "data")]
 
   # Evaluation.
   eval_pp = common.eval_pp(a, prompt, keep=("question_id", "answer"))
@@ -44,4 +48,9 @@ def get_config(arg=None):
   for ds in DATASETS:
     c.evals[f"pope/{ds}"] = common.decode_eval(
         "pope", common.tfds(ds, "test", a), eval_pp, a, log_percent=1.0)
-  return common.finish(c, a, mock_task="vqa", mock_pp=MOCK_PP)
+
+  # Logging: training metrics every 50 steps, a checkpoint every 1000.
+  c.log_training_steps = 50
+  c.ckpt_steps = 1000
+  c.seed = 0
+  return c

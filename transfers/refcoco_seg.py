@@ -6,15 +6,13 @@ r"""PaliGemma transfer to RefCOCO/+/g referring segmentation (published recipe).
 Data: TFDS `ref_coco` flat rows (one referred object per example: image,
 `objects/mask` [1, H, W, 1], `objects/bbox` [1, 4], `objects/refs/sentence` [k]).
 Prompt "segment {sentence}", target "<loc>x4<seg>x16" (the mask encoded by the VQ-VAE
-`vae-oid.npz`). Evaluator: mIoU of the decoded masks. mode=mock reads
-`{mock_dir}/vqvae_mock.npz` (any file in the vae-oid.npz layout, e.g. one written from
-`big_vision_lite.models.vqvae.random_state_dict()`), or `vqvae=...`.
+`vae-oid.npz`, default `{ckpt_dir}/vae-oid.npz`, or `vqvae=...`). Evaluator: mIoU of the
+decoded masks.
 """
 import ml_collections
 
 from transfers import common
 
-MOCK_PP = 'copy(inkey="objects/label", outkey="objects/refs/sentence")'
 # res -> (lr, llm dropout, batch size) of the published sweep; 100 epochs, smoothing 0.3.
 BEST = {224: (3e-5, 0.1, 256), 448: (1e-5, 0.0, 256), 896: (1e-5, 0.0, 64)}
 EVAL_SETS = [("refcoco/val", "ref_coco/refcoco_unc", "validation"),
@@ -27,8 +25,7 @@ def get_config(arg=None):
   a = common.parse(arg, res=448, text_len=48, batch_size=-1, vqvae="")
   c = ml_collections.ConfigDict()
   lr, dropout, batch_size = BEST.get(a.res, BEST[448])
-  vqvae = a.vqvae or (f"{a.mock_dir}/vqvae_mock.npz" if a.mode == "mock"
-                      else f"{a.ckpt_dir}/vae-oid.npz")
+  vqvae = a.vqvae or f"{a.ckpt_dir}/vae-oid.npz"
   prompt = ('choice(inkey="objects/refs/sentence", outkey="sentence")'
             '|strfmt("segment {sentence}", outkey="prefix")')
   target = f"mask_to_seg({vqvae!r}, mask_key='objects/mask', box_key='objects/bbox')"
@@ -40,13 +37,25 @@ def get_config(arg=None):
   c.total_epochs = 100
 
   # Model.
-  common.model(c, a, llm_dropout=dropout)
+  c.model_name = "paligemma"
+  c.model = common.model(a, llm_dropout=dropout)
+  c.model_init = common.checkpoint(a)  # Read at startup; README: where to get it.
+  c.tokenizer = a.tokenizer
 
-  # Optimizer.
-  common.optimizer(c, lr=lr, wd=0.0, label_smoothing=0.3)
+  # Optimizer: Adam, cosine schedule with 5% warmup, gradient norm clipped at 1.
+  c.optax_name = "scale_by_adam"
+  c.optax = dict(b2=0.999)
+  c.lr = lr
+  c.wd = 0.0
+  c.grad_clip_norm = 1.0
+  c.label_smoothing = 0.3
+  cosine = dict(decay_type="cosine", warmup_percent=0.05)
+  c.schedule = [("img/.*", cosine), ("llm/.*", cosine)]
 
-  # Sharding.
-  common.fsdp(c)
+  # Sharding: FSDP, params and optimizer state split over all devices.
+  c.mesh = [("data", -1)]
+  c.sharding_strategy = [(".*", "fsdp(axis='data')")]
+  c.sharding_rules = [("act_batch", "data")]
 
   # Evaluation.
   pp = common.eval_pp(a, prompt, keep=("objects/mask", "objects/bbox"))
@@ -58,4 +67,9 @@ def get_config(arg=None):
   c.evals["refcoco_seg/val/pplx"] = common.pplx_eval(
       common.tfds("ref_coco/refcocox_combined", "validation", a), c.input.pp,
       log_percent=0.05)
-  return common.finish(c, a, mock_task="segment", mock_pp=MOCK_PP)
+
+  # Logging: training metrics every 50 steps, a checkpoint every 1000.
+  c.log_training_steps = 50
+  c.ckpt_steps = 1000
+  c.seed = 0
+  return c

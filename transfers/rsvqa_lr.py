@@ -11,8 +11,6 @@ import ml_collections
 
 from transfers import common
 
-MOCK_PP = 'const("presence", key="question_type")|const(0, key="question_id")'
-
 
 def get_config(arg=None):
   """Best published hyper-parameters: 3 epoch(s), lr 3e-6, wd 0, batch 256."""
@@ -29,13 +27,25 @@ def get_config(arg=None):
   c.total_epochs = 3
 
   # Model.
-  common.model(c, a)
+  c.model_name = "paligemma"
+  c.model = common.model(a)
+  c.model_init = common.checkpoint(a)  # Read at startup; README: where to get it.
+  c.tokenizer = a.tokenizer
 
-  # Optimizer.
-  common.optimizer(c, lr=3e-6, wd=0.0, label_smoothing=0.2)
+  # Optimizer: Adam, cosine schedule with 5% warmup, gradient norm clipped at 1.
+  c.optax_name = "scale_by_adam"
+  c.optax = dict(b2=0.999)
+  c.lr = 3e-6
+  c.wd = 0.0
+  c.grad_clip_norm = 1.0
+  c.label_smoothing = 0.2
+  cosine = dict(decay_type="cosine", warmup_percent=0.05)
+  c.schedule = [("img/.*", cosine), ("llm/.*", cosine)]
 
-  # Sharding.
-  common.fsdp(c)
+  # Sharding: FSDP, params and optimizer state split over all devices.
+  c.mesh = [("data", -1)]
+  c.sharding_strategy = [(".*", "fsdp(axis='data')")]
+  c.sharding_rules = [("act_batch", "data")]
 
   # Evaluation.
   pp = common.eval_pp(a, prompt, keep=("answers", "question_type", "question_id"))
@@ -46,4 +56,9 @@ def get_config(arg=None):
         to_lower=True)
   c.evals["rsvqa_lr/minival/pplx"] = common.pplx_eval(
       common.tfds("rsvqa_lr/nonum", "val", a), c.input.pp, log_percent=0.1)
-  return common.finish(c, a, mock_task="vqa", mock_pp=MOCK_PP)
+
+  # Logging: training metrics every 50 steps, a checkpoint every 1000.
+  c.log_training_steps = 50
+  c.ckpt_steps = 1000
+  c.seed = 0
+  return c

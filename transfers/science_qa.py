@@ -14,9 +14,6 @@ import ml_collections
 
 from transfers import common
 
-MOCK_PP = ('const("", key="hint")|const("(A) yes, (B) no", key="indexed_choices")'
-           '|const("A", key="indexed_answer")|const(0, key="_id")'
-           '|const(["yes", "no"], key="choices")|const(0, key="answer")')
 SHUFFLE = ('drop("indexed_choices", "indexed_answer")'
            '|sci_qa_choices_shuffle(choice_str_inkey="choices", ans_inkey="answer")')
 PREFIX = "Question: {question}\nContext: {hint}\nOptions: {indexed_choices}\nAnswer:"
@@ -38,13 +35,25 @@ def get_config(arg=None):
   c.total_epochs = 20
 
   # Model.
-  common.model(c, a)
+  c.model_name = "paligemma"
+  c.model = common.model(a)
+  c.model_init = common.checkpoint(a)  # Read at startup; README: where to get it.
+  c.tokenizer = a.tokenizer
 
-  # Optimizer.
-  common.optimizer(c, lr=1e-5, wd=0.0, freeze_vit=True)
+  # Optimizer: Adam, cosine schedule with 5% warmup, gradient norm clipped at 1.
+  c.optax_name = "scale_by_adam"
+  c.optax = dict(b2=0.999)
+  c.lr = 1e-5
+  c.wd = 0.0
+  c.grad_clip_norm = 1.0
+  c.label_smoothing = 0.0
+  cosine = dict(decay_type="cosine", warmup_percent=0.05)
+  c.schedule = [("img/.*", None), ("llm/.*", cosine)]
 
-  # Sharding.
-  common.fsdp(c)
+  # Sharding: FSDP, params and optimizer state split over all devices.
+  c.mesh = [("data", -1)]
+  c.sharding_strategy = [(".*", "fsdp(axis='data')")]
+  c.sharding_rules = [("act_batch", "data")]
 
   # Evaluation.
   pp = common.eval_pp(a, prompt, f"strfmt({SUFFIX!r}, outkey='answer')",
@@ -56,4 +65,9 @@ def get_config(arg=None):
         "science_qa", common.tfds("science_qa", split, a), pp, a, log_percent=0.125)
   c.evals["science_qa/minival/pplx"] = common.pplx_eval(
       common.tfds("science_qa", "val", a), c.input.pp, log_percent=0.05)
-  return common.finish(c, a, mock_task="vqa", mock_pp=MOCK_PP)
+
+  # Logging: training metrics every 50 steps, a checkpoint every 1000.
+  c.log_training_steps = 50
+  c.ckpt_steps = 1000
+  c.seed = 0
+  return c

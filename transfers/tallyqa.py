@@ -11,7 +11,6 @@ import ml_collections
 
 from transfers import common
 
-MOCK_PP = 'copy(inkey="suffix", outkey="answer")|const(1, key="issimple")'
 # res -> (lr, wd) of the published sweep; 2 epochs everywhere.
 BEST = {224: (1e-5, 0.0), 448: (1e-5, 1e-6), 896: (7e-6, 7e-7)}
 
@@ -31,13 +30,25 @@ def get_config(arg=None):
   c.total_epochs = 2
 
   # Model.
-  common.model(c, a)
+  c.model_name = "paligemma"
+  c.model = common.model(a)
+  c.model_init = common.checkpoint(a)  # Read at startup; README: where to get it.
+  c.tokenizer = a.tokenizer
 
-  # Optimizer.
-  common.optimizer(c, lr=lr, wd=wd)
+  # Optimizer: Adam, cosine schedule with 5% warmup, gradient norm clipped at 1.
+  c.optax_name = "scale_by_adam"
+  c.optax = dict(b2=0.999)
+  c.lr = lr
+  c.wd = wd
+  c.grad_clip_norm = 1.0
+  c.label_smoothing = 0.0
+  cosine = dict(decay_type="cosine", warmup_percent=0.05)
+  c.schedule = [("img/.*", cosine), ("llm/.*", cosine)]
 
-  # Sharding.
-  common.fsdp(c)
+  # Sharding: FSDP, params and optimizer state split over all devices.
+  c.mesh = [("data", -1)]
+  c.sharding_strategy = [(".*", "fsdp(axis='data')")]
+  c.sharding_rules = [("act_batch", "data")]
 
   # Evaluation.
   pp = common.eval_pp(a, prompt, 'strfmt("{answer}", outkey="answer")',
@@ -48,4 +59,9 @@ def get_config(arg=None):
         "tallyqa", common.tfds("tallyqa", split, a), pp, a, log_percent=freq)
   c.evals["tallyqa/eval/pplx"] = common.pplx_eval(
       common.tfds("tallyqa", "test", a), c.input.pp, log_percent=0.1)
-  return common.finish(c, a, mock_task="vqa", mock_pp=MOCK_PP)
+
+  # Logging: training metrics every 50 steps, a checkpoint every 1000.
+  c.log_training_steps = 50
+  c.ckpt_steps = 1000
+  c.seed = 0
+  return c

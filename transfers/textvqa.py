@@ -10,7 +10,6 @@ import ml_collections
 
 from transfers import common
 
-MOCK_PP = 'const(0, key="question_id")'
 # res -> (lr, wd, epochs) of the published sweep.
 BEST = {224: (3e-6, 0.0, 5), 448: (3e-6, 3e-7, 10), 896: (3e-6, 0.0, 10)}
 
@@ -31,13 +30,25 @@ def get_config(arg=None):
   c.total_epochs = epochs
 
   # Model.
-  common.model(c, a)
+  c.model_name = "paligemma"
+  c.model = common.model(a)
+  c.model_init = common.checkpoint(a)  # Read at startup; README: where to get it.
+  c.tokenizer = a.tokenizer
 
-  # Optimizer.
-  common.optimizer(c, lr=lr, wd=wd)
+  # Optimizer: Adam, cosine schedule with 5% warmup, gradient norm clipped at 1.
+  c.optax_name = "scale_by_adam"
+  c.optax = dict(b2=0.999)
+  c.lr = lr
+  c.wd = wd
+  c.grad_clip_norm = 1.0
+  c.label_smoothing = 0.0
+  cosine = dict(decay_type="cosine", warmup_percent=0.05)
+  c.schedule = [("img/.*", cosine), ("llm/.*", cosine)]
 
-  # Sharding.
-  common.fsdp(c)
+  # Sharding: FSDP, params and optimizer state split over all devices.
+  c.mesh = [("data", -1)]
+  c.sharding_strategy = [(".*", "fsdp(axis='data')")]
+  c.sharding_rules = [("act_batch", "data")]
 
   # Evaluation.
   pp = common.eval_pp(a, prompt, 'const("other", key="answer_type")',
@@ -50,4 +61,9 @@ def get_config(arg=None):
         normalize="big_vision")
   c.evals["textvqa/eval/pplx"] = common.pplx_eval(
       common.tfds("textvqa", "val", a), c.input.pp, log_percent=0.05)
-  return common.finish(c, a, mock_task="vqa", mock_pp=MOCK_PP)
+
+  # Logging: training metrics every 50 steps, a checkpoint every 1000.
+  c.log_training_steps = 50
+  c.ckpt_steps = 1000
+  c.seed = 0
+  return c

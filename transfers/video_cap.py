@@ -16,9 +16,6 @@ import ml_collections
 
 from transfers import common
 
-# Shapes video_caption rows -> this config's feature format (mode=mock).
-MOCK_PP = 'copy("image", "video")|copy("video_id", "id")'
-
 
 def video_pp(a, *, train):
   """Frames of `video` -> image float32[num_frames, res, res, 3] in [-1, 1]."""
@@ -31,8 +28,6 @@ def get_config(arg=None):
   """Published recipe: 16 frames at 224, 10 epochs, lr 1e-5, wd 1e-6."""
   a = common.parse(arg, res=224, text_len=32, batch_size=128, num_frames=16,
                    dataset="msrvtt_cap", final_split=False, freeze_vit=False)
-  if a.mode == "mock":
-    a.num_frames = 4
   c = ml_collections.ConfigDict()
   prompt = 'strfmt("caption en", outkey="prefix")'
 
@@ -47,13 +42,25 @@ def get_config(arg=None):
   c.total_epochs = 10
 
   # Model.
-  common.model(c, a)
+  c.model_name = "paligemma"
+  c.model = common.model(a)
+  c.model_init = common.checkpoint(a)  # Read at startup; README: where to get it.
+  c.tokenizer = a.tokenizer
 
-  # Optimizer.
-  common.optimizer(c, lr=1e-5, wd=1e-6, freeze_vit=a.freeze_vit)
+  # Optimizer: Adam, cosine schedule with 5% warmup, gradient norm clipped at 1.
+  c.optax_name = "scale_by_adam"
+  c.optax = dict(b2=0.999)
+  c.lr = 1e-5
+  c.wd = 1e-6
+  c.grad_clip_norm = 1.0
+  c.label_smoothing = 0.0
+  cosine = dict(decay_type="cosine", warmup_percent=0.05)
+  c.schedule = [("img/.*", None if a.freeze_vit else cosine), ("llm/.*", cosine)]
 
-  # Sharding.
-  common.fsdp(c)
+  # Sharding: FSDP, params and optimizer state split over all devices.
+  c.mesh = [("data", -1)]
+  c.sharding_strategy = [(".*", "fsdp(axis='data')")]
+  c.sharding_rules = [("act_batch", "data")]
 
   # Evaluation.
   pp = "|".join([video_pp(a, train=False), prompt, 'copy("id", "image/id")',
@@ -67,4 +74,9 @@ def get_config(arg=None):
   pplx_pp = c.input.pp.replace("random=True", "random=False")  # Deterministic frames.
   c.evals[f"{a.dataset}/val/pplx"] = common.pplx_eval(
       common.tfds(a.dataset, "validation", a), pplx_pp, log_percent=0.125)
-  return common.finish(c, a, mock_task="video_caption", mock_pp=MOCK_PP)
+
+  # Logging: training metrics every 50 steps, a checkpoint every 1000.
+  c.log_training_steps = 50
+  c.ckpt_steps = 1000
+  c.seed = 0
+  return c

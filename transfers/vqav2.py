@@ -11,10 +11,6 @@ import ml_collections
 
 from transfers import common
 
-# Shapes vqa rows -> the VQAv2 feature format (mode=mock).
-MOCK_PP = ('copy(inkey="question", outkey="question_text")|const("other", key="answer_type")'
-           '|const(0, key="question_id")')
-
 
 def get_config(arg=None):
   """Best published hyper-parameters: 10 epochs, lr 1e-5, wd 1e-6 (224) / 0 (448)."""
@@ -31,13 +27,25 @@ def get_config(arg=None):
   c.total_epochs = 10
 
   # Model.
-  common.model(c, a)
+  c.model_name = "paligemma"
+  c.model = common.model(a)
+  c.model_init = common.checkpoint(a)  # Read at startup; README: where to get it.
+  c.tokenizer = a.tokenizer
 
-  # Optimizer.
-  common.optimizer(c, lr=1e-5, wd=1e-6 if a.res == 224 else 0.0)
+  # Optimizer: Adam, cosine schedule with 5% warmup, gradient norm clipped at 1.
+  c.optax_name = "scale_by_adam"
+  c.optax = dict(b2=0.999)
+  c.lr = 1e-5
+  c.wd = 1e-6 if a.res == 224 else 0.0
+  c.grad_clip_norm = 1.0
+  c.label_smoothing = 0.0
+  cosine = dict(decay_type="cosine", warmup_percent=0.05)
+  c.schedule = [("img/.*", cosine), ("llm/.*", cosine)]
 
-  # Sharding.
-  common.fsdp(c)
+  # Sharding: FSDP, params and optimizer state split over all devices.
+  c.mesh = [("data", -1)]
+  c.sharding_strategy = [(".*", "fsdp(axis='data')")]
+  c.sharding_rules = [("act_batch", "data")]
 
   # Evaluation.
   keep = ("answers", "answer_type", "question_type", "question_id")
@@ -52,4 +60,9 @@ def get_config(arg=None):
         normalize="big_vision")
   c.evals["vqav2/minival/pplx"] = common.pplx_eval(
       common.tfds("vqa", "validation[-10240:]", a), c.input.pp, log_percent=0.25)
-  return common.finish(c, a, mock_task="vqa", mock_pp=MOCK_PP)
+
+  # Logging: training metrics every 50 steps, a checkpoint every 1000.
+  c.log_training_steps = 50
+  c.ckpt_steps = 1000
+  c.seed = 0
+  return c

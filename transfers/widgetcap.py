@@ -11,9 +11,6 @@ import ml_collections
 
 from transfers import common
 
-MOCK_PP = ('copy(inkey="captions", outkey="texts")|const(0, key="image/id")'
-           '|const([0.1, 0.2, 0.7, 0.9], key="bbox")')
-
 
 def boxed_pp(a, *ops, keep=None):
   """Image with the widget's box drawn, the task's `ops`, the token row (train: keep=None)."""
@@ -40,13 +37,25 @@ def get_config(arg=None):
   c.total_epochs = 4
 
   # Model.
-  common.model(c, a, llm_dropout=0.1)
+  c.model_name = "paligemma"
+  c.model = common.model(a, llm_dropout=0.1)
+  c.model_init = common.checkpoint(a)  # Read at startup; README: where to get it.
+  c.tokenizer = a.tokenizer
 
-  # Optimizer.
-  common.optimizer(c, lr=3e-6, wd=3e-7, label_smoothing=0.1)
+  # Optimizer: Adam, cosine schedule with 5% warmup, gradient norm clipped at 1.
+  c.optax_name = "scale_by_adam"
+  c.optax = dict(b2=0.999)
+  c.lr = 3e-6
+  c.wd = 3e-7
+  c.grad_clip_norm = 1.0
+  c.label_smoothing = 0.1
+  cosine = dict(decay_type="cosine", warmup_percent=0.05)
+  c.schedule = [("img/.*", cosine), ("llm/.*", cosine)]
 
-  # Sharding.
-  common.fsdp(c)
+  # Sharding: FSDP, params and optimizer state split over all devices.
+  c.mesh = [("data", -1)]
+  c.sharding_strategy = [(".*", "fsdp(axis='data')")]
+  c.sharding_rules = [("act_batch", "data")]
 
   # Evaluation.
   pp = boxed_pp(a, 'copy(inkey="texts", outkey="captions")', prompt,
@@ -57,4 +66,9 @@ def get_config(arg=None):
         "coco_caption", common.tfds("widgetcap", split, a), pp, a, log_percent=0.1)
   c.evals["widgetcap/dev/pplx"] = common.pplx_eval(
       common.tfds("widgetcap", "dev", a), c.input.pp, log_percent=0.05)
-  return common.finish(c, a, mock_task="caption", mock_pp=MOCK_PP)
+
+  # Logging: training metrics every 50 steps, a checkpoint every 1000.
+  c.log_training_steps = 50
+  c.ckpt_steps = 1000
+  c.seed = 0
+  return c
