@@ -64,6 +64,7 @@ def _imports(path):
           yield node, node.module, None, (a.name,)
 
 
+@pytest.mark.slow  # Each order starts a fresh interpreter that imports TF, JAX and transformers.
 @pytest.mark.parametrize("order", ["sorted", "reversed", "shuffle0", "shuffle1"])
 def test_every_module_imports_in_any_order(order):
   names = sorted(MODULES)
