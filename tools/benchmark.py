@@ -164,8 +164,8 @@ def run(args):
     r = bm.bench_sharding(args.model, iters=args.iters, jit_check=args.jit_check, **shape)
     text = [timing.table(f"sharding ({args.model}, {jax.device_count()} devices)", r["rows"])]
   elif args.cmd == "compare":
-    from big_vision_lite.bench import bv as benchmark_bv
-    r = benchmark_bv.bench_compare(
+    from big_vision_lite.bench import bv
+    r = bv.bench_compare(
         args.big_vision, args.model, batch=args.batch, res=args.res, text_len=args.text_len,
         prompt_len=args.prompt_len, new_tokens=args.new_tokens,
         batches=[int(b) for b in args.batches.split(",")], reps=args.iters, with_hf=args.hf,

@@ -1,12 +1,12 @@
 """Loop-overhead benchmark: the real `train()` loop vs the bare compiled step.
 
 `bench_loop` runs `train.train` on the tiny shapes data (`configs/tiny.py`, generated
-on first use) with a benchmark model (`benchmark_train.MODELS`), logging every
+on first use) with a benchmark model (`bench.train.MODELS`), logging every
 `log_every` steps, and reads the loop's own step rate from its `metrics.jsonl`
 (`steps_per_sec` of each log interval after the first, so compilation and the first
 steps are excluded; each interval spans the loop's real host work: batches from the
 input pipeline, global batch assembly, the metric sync and writes of the log step).
-The bare step is the same update (`benchmark_train.make_train_step`: same model,
+The bare step is the same update (`bench.train.make_train_step`: same model,
 optimizer, shardings, batch shape, LoRA or not) on one batch already on the devices,
 with its RNG keys made beforehand, dispatched `log_every` times back to back and synced
 once, as the loop does between log steps. Each repetition runs both, without and with
