@@ -33,6 +33,7 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
+from big_vision_lite import decode as decode_lib
 from big_vision_lite import sharding
 from big_vision_lite import steps
 
@@ -83,7 +84,6 @@ def make_predict_fns(model, mesh, *, rules=(), tokenizer=None, compute_dtype=Non
       return _logits(params, to_global(batch))
 
   def decode(params, batch, **kw):
-    from big_vision_lite import decode as decode_lib  # pylint: disable=import-outside-toplevel
     kw.setdefault("eos_id", tokenizer.eos_id if tokenizer is not None else 1)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       params = params if compute_dtype is None else cast(params)
