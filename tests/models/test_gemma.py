@@ -1,4 +1,6 @@
 """Gemma 1/2: configs, layouts, Gemma 2 features, scan <-> per-layer loading, vocab rows."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,6 +34,16 @@ def test_configs():
     gemma.get_config("gemma3")
   with pytest.raises(ValueError, match=r"Gemma needs \['width'"):
     gemma.Model(depth=2).cfg  # pylint: disable=expression-not-assigned
+  # pylint: disable=protected-access
+  for name, arch in gemma._VARIANTS.items():  # Every variant names every architecture key.
+    assert set(arch) == set(gemma._ARCH_KEYS) - {"query_pre_attn_scalar"}, name
+  # One hashable BlockConfig per model: the resolved sizes plus dropout and kernel.
+  block = gemma.Model(variant="gemma2_27b", dropout=0.1, dropout_bdims=[1]).block_config
+  assert block == gemma.BlockConfig(
+      width=4608, mlp_dim=36_864, num_heads=32, num_kv_heads=16, head_dim=128,
+      query_pre_attn_scalar=144, post_norms=True, attn_logits_softcap=50.0, dropout=0.1,
+      dropout_bdims=(1,))
+  assert hash(block) == hash(dataclasses.replace(block))
 
 
 @pytest.mark.parametrize("kw,names", [
