@@ -36,7 +36,7 @@ def test_configs():
     gemma.Model(depth=2).cfg  # pylint: disable=expression-not-assigned
   # pylint: disable=protected-access
   for name, arch in gemma._VARIANTS.items():  # Every variant names every architecture key.
-    assert set(arch) == set(gemma._ARCH_KEYS) - {"query_pre_attn_scalar"}, name
+    assert set(arch) == set(gemma.ARCH_KEYS) - {"query_pre_attn_scalar"}, name
   # One hashable BlockConfig per model: the resolved sizes plus dropout and kernel.
   block = gemma.Model(variant="gemma2_27b", dropout=0.1, dropout_bdims=[1]).block_config
   assert block == gemma.BlockConfig(
