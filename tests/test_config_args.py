@@ -31,7 +31,7 @@ def test_bad_boolean():
 
 def test_unknown_key_lists_valid_keys_and_close_match():
   with pytest.raises(ValueError, match=r"Unknown config arg 'batchsize'.*"
-                     r"Did you mean 'batch_size'.*Valid keys: \['batch_size', 'res'\]"):
+                     r"Did you mean 'batch_size'.*Valid: \['batch_size', 'res'\]"):
     parse_arg("batchsize=8", res=224, batch_size=32)
 
 

@@ -17,6 +17,7 @@ import jax
 
 from big_vision_lite import eval_params
 from big_vision_lite import models
+from big_vision_lite import registry
 from big_vision_lite import train
 from big_vision_lite.evaluators import common
 
@@ -35,9 +36,8 @@ def load_eval_params(config, workdir, params_file=None):
 def evaluate(config, workdir, *, params_file=None, only=None, write_note=print):
   """Runs `config.evals` (or the names in `only`) once; returns {"name/metric": value}."""
   known = sorted((config.get("evals") or {}).keys())
-  unknown = sorted(set(only or ()) - set(known))
-  if unknown:
-    raise ValueError(f"--only names {unknown} are not in config.evals; known: {known}.")
+  for name in sorted(set(only or ()) - set(known)):
+    raise registry.unknown_name("--only name (config.evals)", name, known)
   params, step = load_eval_params(config, workdir, params_file)
   name, compute_dtype = config.get("model_name", "paligemma"), config.get("compute_dtype")
   model = models.get_module(name).Model(**models.model_kwargs(name, config.model,

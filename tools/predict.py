@@ -28,6 +28,7 @@ from big_vision_lite import cli
 from big_vision_lite import decode
 from big_vision_lite import hf_config
 from big_vision_lite import postprocess
+from big_vision_lite import registry
 from big_vision_lite import tokenizer as tokenizer_lib
 from big_vision_lite.models import paligemma
 from big_vision_lite.models import vqvae
@@ -53,8 +54,8 @@ def model_config_for(flat_shapes, model_cfg=None, variant=None):
     raise ValueError("Pass either --model_cfg or --variant, not both.")
   if variant is not None:
     if variant not in VARIANTS:
-      raise ValueError(f"Unknown --variant {variant!r}; known: {sorted(VARIANTS)}. Or pass "
-                       "--model_cfg with the paligemma.Model kwargs as JSON.")
+      raise registry.unknown_name("--variant", variant, VARIANTS, context="Or pass "
+                                  "--model_cfg with the paligemma.Model kwargs as JSON.")
     return VARIANTS[variant]
   if model_cfg is not None:
     return dict(_PG, **model_cfg)
