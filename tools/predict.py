@@ -238,8 +238,18 @@ def json_object(text):
   return value
 
 
+EXAMPLES = (
+    "python -m tools.predict --ckpt /ckpts/pt_224.npz --tokenizer /ckpts/pg_tokenizer.model \\\n"
+    "      --image cat.jpg --prompt \"caption en\"",
+    "python -m tools.predict --ckpt /ckpts/pt_224.npz --tokenizer /ckpts/pg_tokenizer.model \\\n"
+    "      --image cat.jpg --prompt \"segment cat\" --json --vqvae vae-oid.npz",
+    "python -m tools.predict --ckpt /ckpts/pt_224.npz --tokenizer /ckpts/pg_tokenizer.model \\\n"
+    "      --jsonl items.jsonl --sampler \"nucleus(0.9)\" --batch_size 16",
+)
+
+
 def parse_args(argv):
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+  p = cli.parser(__doc__, EXAMPLES, prog="python -m tools.predict")
   p.add_argument("--ckpt", required=True, help="big_vision .npz (or path.npz:subtree)")
   p.add_argument("--tokenizer", required=True, help="SentencePiece .model")
   p.add_argument("--image", help="image file (with --prompt)")

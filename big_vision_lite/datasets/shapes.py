@@ -31,7 +31,6 @@ byte-identical files (per-image RNG seeds, fixed PNG settings, sorted JSON keys)
 The video split (clips of a moving shape: tasks "video_caption" and "video_qa") lives in
 `shapes_video` and is generated into `out_dir/videos` on first use of a video task.
 """
-import argparse
 import json
 import os
 import re
@@ -42,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageDraw, ImageFont
 
+from big_vision_lite import cli
 from big_vision_lite import tokenizer
 from big_vision_lite.datasets import jsonl
 
@@ -364,8 +364,15 @@ class DataSource(jsonl.DataSource):
     return example
 
 
+EXAMPLES = (
+    "python -m big_vision_lite.datasets.shapes --out workdirs/shapes",
+    "python -m big_vision_lite.datasets.shapes --out /tmp/shapes_448 --res 448 \\\n"
+    "      --num_train 500 --num_val 50 --seed 1",
+)
+
+
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser = cli.parser(__doc__, EXAMPLES, prog="python -m big_vision_lite.datasets.shapes")
   parser.add_argument("--out", required=True, help="output folder")
   parser.add_argument("--num_train", type=int, default=2000)
   parser.add_argument("--num_val", type=int, default=200)
@@ -379,4 +386,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)
