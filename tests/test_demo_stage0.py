@@ -68,8 +68,8 @@ def test_stage0_config_errors(demo_config, tmp_path):
     stage0.init_from_stage0(c, str(tmp_path), mesh)
   c.model_init = None
   c.stage0.positives = "all"
-  with pytest.raises(ValueError, match=r"Unknown config.stage0.positives 'all'\..* Valid: \['diagonal', "
-                     r"'same_text'\]"):
+  with pytest.raises(ValueError, match=r"Unknown config.stage0.positives 'all'\..* Valid: "
+                     r"\['diagonal', 'same_text'\]"):
     stage0.init_from_stage0(c, str(tmp_path), mesh)
   del c.stage0["positives"]
   c.stage0.steps = 3

@@ -56,8 +56,9 @@ def test_unknown_name_message_and_types():
 
 def _lookups():
   """(call, bad name, expected suggestion) for lookups across the package and tools."""
-  from big_vision_lite import config_args, models, optim, sharding  # pylint: disable=g-import-not-at-top
-  from big_vision_lite.evaluators import caption_metrics, vqav2  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from big_vision_lite import config_args, models, optim, sharding
+  from big_vision_lite.evaluators import caption_metrics, vqav2
   from big_vision_lite.models import gemma, paligemma, vit  # pylint: disable=g-import-not-at-top
   from big_vision_lite.pp import builder  # pylint: disable=g-import-not-at-top
   from tools import predict  # pylint: disable=g-import-not-at-top

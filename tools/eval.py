@@ -38,7 +38,8 @@ def evaluate(config, workdir, *, params_file=None, only=None, write_note=print):
   """Runs `config.evals` (or the names in `only`) once; returns {"name/metric": value}."""
   known = sorted((config.get("evals") or {}).keys())
   for name in sorted(set(only or ()) - set(known)):
-    raise registry.unknown_name("--only name (config.evals)", name, known)
+    raise registry.unknown_name("--only name", name, known,
+                                context="(the names of config.evals)")
   params, step = load_eval_params(config, workdir, params_file)
   name, compute_dtype = config.get("model_name", "paligemma"), config.get("compute_dtype")
   model = models.get_module(name).Model(**models.model_kwargs(name, config.model,
