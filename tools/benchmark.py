@@ -22,11 +22,18 @@ import sys
 
 import jax
 
+from big_vision_lite import cli
+
 SUBCOMMANDS = ("train", "decode", "input", "sharding", "memory", "compare", "serve")
+EXAMPLES = (
+    "python -m tools.benchmark train --model micro",
+    "python -m tools.benchmark decode --json /tmp/decode.json",
+    "python -m tools.benchmark memory --scale",
+)
 
 
 def parse_args(argv):
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+  p = cli.parser(__doc__, EXAMPLES, prog="python -m tools.benchmark")
   sub = p.add_subparsers(dest="cmd", required=True)
   common = argparse.ArgumentParser(add_help=False)
   common.add_argument("--model", default="bench-small",
@@ -231,4 +238,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)

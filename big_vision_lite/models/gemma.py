@@ -36,6 +36,7 @@ import ml_collections
 
 from big_vision_lite import checkpoint
 from big_vision_lite import quantize
+from big_vision_lite import registry
 from big_vision_lite.models import common
 from big_vision_lite.sharding import ACT_BATCH, ACT_EMBED, ACT_LEN
 
@@ -74,7 +75,7 @@ _VARIANTS = {
 def get_config(variant):
   """Architecture of a Gemma variant as a ConfigDict (keys: see `ARCH_KEYS`)."""
   if variant not in _VARIANTS:
-    raise ValueError(f"Unknown Gemma variant '{variant}'. Valid: {sorted(_VARIANTS)}.")
+    raise registry.unknown_name("Gemma variant", variant, _VARIANTS)
   return ml_collections.ConfigDict(dict(variant=variant, **_VARIANTS[variant]))
 
 
@@ -92,8 +93,8 @@ def resolve_config(cfg):
   defaults = dict(norm_eps=1e-6, query_pre_attn_norm="rsqrt_head_dim", post_norms=False)
   cfg = {**defaults, **{k: v for k, v in cfg.items() if v is not None}}
   if cfg["query_pre_attn_norm"] not in QUERY_NORMS:
-    raise ValueError(f"query_pre_attn_norm={cfg['query_pre_attn_norm']!r}; valid: "
-                     f"{QUERY_NORMS} (or set query_pre_attn_scalar).")
+    raise registry.unknown_name("query_pre_attn_norm", cfg["query_pre_attn_norm"],
+                                QUERY_NORMS, context="(or set query_pre_attn_scalar)")
   if cfg.get("query_pre_attn_scalar") is None:
     cfg["query_pre_attn_scalar"] = (
         cfg["head_dim"] if cfg["query_pre_attn_norm"] == "rsqrt_head_dim"
@@ -361,9 +362,9 @@ class Model(nn.Module):
     cfg = self.cfg
     impls = ("reference", "xla", "cudnn")
     if self.attn_impl not in impls:
-      raise ValueError(f"attn_impl={self.attn_impl!r}; valid: {impls} ('reference' is the "
-                       "einsum path for any backend, 'xla'/'cudnn' use "
-                       "jax.nn.dot_product_attention).")
+      raise registry.unknown_name("attn_impl", self.attn_impl, impls, context="('reference' "
+                                  "is the einsum path for any backend, 'xla'/'cudnn' use "
+                                  "jax.nn.dot_product_attention)")
     if self.attn_impl != "reference" and cfg["attn_logits_softcap"]:
       raise ValueError(f"attn_impl={self.attn_impl!r} has no attention soft-cap; use "
                        "attn_impl='reference' or attn_logits_softcap=0.")

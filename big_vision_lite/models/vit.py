@@ -15,6 +15,7 @@ import numpy as np
 import scipy.ndimage
 
 from big_vision_lite import checkpoint
+from big_vision_lite import registry
 from big_vision_lite.models import common
 from big_vision_lite.sharding import ACT_BATCH, ACT_EMBED, ACT_LEN
 
@@ -37,8 +38,8 @@ def decode_variant(variant):
     return {}
   m = re.fullmatch(r"([A-Za-z0-9]+)(?:/(\d+))?", variant)
   if not m or m.group(1) not in _VARIANTS:
-    raise ValueError(f"Unknown ViT variant '{variant}'. Valid: one of {list(_VARIANTS)}, "
-                     "optionally followed by /patch (e.g. 'So400m/14', 'B/16', 'mu').")
+    raise registry.unknown_name("ViT variant", variant, _VARIANTS, context="A variant may "
+                                "end in /patch (e.g. 'So400m/14', 'B/16', 'mu').")
   cfg = dict(_VARIANTS[m.group(1)])
   if m.group(2):
     cfg["patch_size"] = (int(m.group(2)),) * 2
@@ -209,7 +210,7 @@ class Model(nn.Module):
     elif self.posemb == "sincos2d":
       pe = posemb_sincos_2d(h, w, c)
     else:
-      raise ValueError(f"Unknown posemb '{self.posemb}'; valid: 'learn', 'sincos2d'.")
+      raise registry.unknown_name("posemb", self.posemb, ("learn", "sincos2d"))
     x = out["with_posemb"] = x + pe.astype(x.dtype)
     if self.pool_type == "tok":
       cls = self.param("cls", nn.initializers.zeros, (1, 1, c), x.dtype)
@@ -226,7 +227,7 @@ class Model(nn.Module):
     elif self.pool_type == "tok":
       x = x[:, 0]
     elif self.pool_type != "none":
-      raise ValueError(f"Unknown pool_type '{self.pool_type}'; valid: none, gap, map, tok.")
+      raise registry.unknown_name("pool_type", self.pool_type, ("none", "gap", "map", "tok"))
     out["pre_logits"] = x
     if self.num_classes:
       kinit = nn.initializers.zeros if self.head_zeroinit else nn.initializers.lecun_normal()

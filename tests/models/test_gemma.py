@@ -75,7 +75,7 @@ def test_query_scale_follows_size_overrides():
                     ).cfg["query_pre_attn_scalar"] == 2304 // 8
   assert gemma.Model(variant="gemma_2b", query_pre_attn_scalar=7.0
                     ).cfg["query_pre_attn_scalar"] == 7.0
-  with pytest.raises(ValueError, match="query_pre_attn_norm='rsqrt'; valid"):
+  with pytest.raises(ValueError, match="Unknown query_pre_attn_norm 'rsqrt'.* Valid: "):
     _ = gemma.Model(variant="gemma_2b", query_pre_attn_norm="rsqrt").cfg
   # The derived scale reaches the attention: head_dim 8 overrides gemma_tiny's 16, so
   # queries are scaled by 8**-0.5 (as an explicit scalar 8), not by the variant's 16**-0.5.
@@ -188,7 +188,7 @@ def test_dot_product_attention_matches_reference(num_kv_heads):
   got = fast.apply({"params": params}, tokens, mask=mask)[0]
   np.testing.assert_allclose(got[0], want[0], atol=1e-5)
   np.testing.assert_allclose(got[1, :5], want[1, :5], atol=1e-5)
-  with pytest.raises(ValueError, match="attn_impl='fast'.*valid"):
+  with pytest.raises(ValueError, match="Unknown attn_impl 'fast'.* Valid: "):
     gemma.Model(**kw, attn_impl="fast").apply({"params": params}, tokens)
   with pytest.raises(ValueError, match="no attention soft-cap"):
     gemma.Model(variant="gemma2_tiny", attn_impl="xla").init(jax.random.key(0), tokens)
