@@ -13,6 +13,8 @@ import zlib
 import ml_dtypes
 import numpy as np
 
+from big_vision_lite import registry
+
 _SEP = "/"
 
 
@@ -173,9 +175,8 @@ def load_params(path):
     for part in sub.strip(_SEP).split(_SEP):
       if not isinstance(tree, dict) or part not in tree:
         known = sorted(tree) if isinstance(tree, dict) else []
-        raise KeyError(
-            f"Subtree '{sub}' not found in '{fname}': no key '{part}'. Known keys at "
-            f"that level: {known}.")
+        raise registry.unknown_name("params key", part, known,
+                                    context=f"(subtree '{sub}' not found in '{fname}')")
       tree = tree[part]
     if not isinstance(tree, dict):
       raise KeyError(f"'{sub}' in '{fname}' is an array {tree.dtype}{tree.shape}, not a "

@@ -15,15 +15,17 @@ into an `ml_collections.ConfigDict` whose value types follow the defaults:
   would silently put files at the filesystem root or the working directory.
 
 Config files import their shared modules as packages (`from transfers import common`,
-`from configs import common`); `configs_importable()`, called by every tool that takes
-`--config`, makes those packages importable from any working directory.
+`from configs import common`); `configs_importable()`, called by `cli.load_config` for
+every tool that takes `--config`, makes those packages importable from any working
+directory.
 """
-import difflib
 import math
 import os
 import sys
 
 import ml_collections
+
+from big_vision_lite import registry
 
 _TRUE = ("true", "yes", "1", "on")
 _FALSE = ("false", "no", "0", "off")
@@ -81,10 +83,7 @@ def parse_arg(arg, lazy=False, **defaults):
       if lazy:
         out[key] = value if eq else True
         continue
-      close = difflib.get_close_matches(key, list(defaults), n=1)
-      hint = f" Did you mean '{close[0]}'?" if close else ""
-      raise ValueError(f"Unknown config arg '{key}' in {arg!r}.{hint} "
-                       f"Valid keys: {sorted(defaults)}")
+      raise registry.unknown_name("config arg", key, defaults, context=f"(in {arg!r})")
     if not eq:
       if not isinstance(defaults[key], bool):
         raise ValueError(f"Config arg '{key}' needs a value ({key}=...); only "

@@ -11,7 +11,6 @@ mesh lacks, and a batch size that the devices along the batch axes do not divide
 `sharding.make_mesh`; `config_values.check_mesh_config(config.mesh)` checks its types).
 """
 import dataclasses
-import difflib
 import importlib
 import pkgutil
 
@@ -21,6 +20,7 @@ import os
 import numpy as np
 
 from big_vision_lite import config_values
+from big_vision_lite import registry
 from big_vision_lite.config_values import show  # One-line repr of config values.
 
 _DURATIONS = ("steps", "epochs", "examples", "percent")
@@ -35,12 +35,6 @@ TOP_KEYS = tuple(sorted({
         for unit in _DURATIONS}))
 
 
-def _unknown(kind, name, known):
-  close = difflib.get_close_matches(str(name), list(known), n=1)
-  hint = f" Did you mean {close[0]!r}?" if close else ""
-  return f"Unknown {kind} {name!r}.{hint} Valid: {sorted(known)}."
-
-
 def _modules(pkg):
   """Module names of the package `pkg` (a module object)."""
   return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__))
@@ -49,7 +43,7 @@ def _modules(pkg):
 def _check_keys(kind, given, valid):
   for key in given:
     if key not in valid:
-      raise ValueError(_unknown(kind, key, valid))
+      raise registry.unknown_name(kind, key, valid)
 
 
 def _fields(module_name):
@@ -64,7 +58,7 @@ def check_model(config):
   models = [m for m in _modules(importlib.import_module("big_vision_lite.models"))
             if m not in ("common", "lora")]
   if name not in models:
-    raise ValueError(_unknown("config.model_name", name, models))
+    raise registry.unknown_name("config.model_name", name, models)
   model = config.get("model") or {}
   if not hasattr(model, "items"):
     raise ValueError(f"config.model={show(model)} must be a dict of models/{name}.py Model "
@@ -76,7 +70,7 @@ def check_model(config):
   for tower, default in (("img", "vit"), ("llm", "gemma")):
     tower_name = model.get(f"{tower}_model", default)
     if not isinstance(tower_name, str) or tower_name not in models:
-      raise ValueError(_unknown(f"config.model.{tower}_model", tower_name, models))
+      raise registry.unknown_name(f"config.model.{tower}_model", tower_name, models)
     sub = model.get(tower) or {}
     if not hasattr(sub, "items"):
       raise ValueError(f"config.model.{tower}={show(sub)} must be a dict of models/"
@@ -105,7 +99,7 @@ def _check_tower(kind, module_name, cfg):
     policies = ["none"] + sorted(n for n in dir(jax.checkpoint_policies)
                                  if not n.startswith("_"))
     if policy not in policies:
-      raise ValueError(_unknown(f"{kind}.remat_policy", policy, policies))
+      raise registry.unknown_name(f"{kind}.remat_policy", policy, policies)
   if cfg.get("dropout") is not None:
     config_values.need_number(f"{kind}.dropout", cfg["dropout"], 0, 1, hi_open=True)
   model = importlib.import_module(f"big_vision_lite.models.{module_name}").Model
@@ -155,7 +149,7 @@ def check_optimizer(config):
   name = config.get("optax_name", "scale_by_adam")
   if not callable(getattr(optax, str(name), None)):
     transforms = [n for n in dir(optax) if n.startswith("scale_by_")] + ["trace", "identity"]
-    raise ValueError(_unknown("config.optax_name", name, transforms))
+    raise registry.unknown_name("config.optax_name", name, transforms)
   kwargs = dict(config.get("optax") or {})
   signature = inspect.signature(getattr(optax, name))
   for k, v in kwargs.items():
@@ -185,7 +179,7 @@ def check_evals(config):
   for name, cfg in dict(config.get("evals") or {}).items():
     kind = dict(cfg).get("type", name)
     if kind not in types:
-      raise ValueError(_unknown(f"evaluator type of config.evals.{name}", kind, types))
+      raise registry.unknown_name(f"evaluator type of config.evals.{name}", kind, types)
 
 
 def check_sharding(config, mesh):
@@ -220,8 +214,8 @@ def check(config, mesh):
   config_values.check_values(config)
   dtypes = (None, "float32", "bfloat16", "float16")
   if config.get("compute_dtype") not in dtypes:
-    raise ValueError(f"config.compute_dtype={config.get('compute_dtype')!r}; valid: "
-                     f"{list(dtypes)} (params stay float32; this is the compute dtype).")
+    raise registry.unknown_name("config.compute_dtype", config.get("compute_dtype"), dtypes,
+                                context="(params stay float32; this is the compute dtype)")
   check_model(config)
   check_model_values(config)
   check_optimizer(config)

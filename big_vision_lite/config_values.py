@@ -7,6 +7,8 @@ names the key, the value received and what is valid, e.g.
 import math
 import re
 
+from big_vision_lite import registry
+
 _DURATION_NAMES = ("total", "log_training", "ckpt", "keep_ckpt")
 LORA_KEYS = ("rank", "alpha", "targets", "dropout")
 SCHEDULE_NUMBERS = {  # key -> (lower bound, upper bound or None, integer?)
@@ -183,8 +185,9 @@ def check_strategy(config):
       sharding.SHARDING_TACTICS.call(tactic)
     except Exception as e:  # pylint: disable=broad-except
       msg = " ".join(str(e.args[0] if e.args else e).split())
-      raise ValueError(f"config.sharding_strategy[{i}] tactic {show(tactic)}: {msg}. Valid "
-                       f"tactics: {sorted(sharding.SHARDING_TACTICS.names())}.") from None
+      if not isinstance(e, registry.UnknownNameError):  # That one lists the tactics already.
+        msg += f". Valid tactics: {sorted(sharding.SHARDING_TACTICS.names())}."
+      raise ValueError(f"config.sharding_strategy[{i}] tactic {show(tactic)}: {msg}") from None
 
 
 def check_rules(config):

@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from big_vision_lite import datasets
+from big_vision_lite import registry
 
 _TRAIN_KEYS = ("data", "pp", "batch_size", "shuffle_buffer_size", "prefetch",
                "skip_errors")
@@ -236,10 +237,10 @@ class Training:
       raise ValueError(f"config.input.data={input_cfg.get('data')!r} must be a dict: "
                        "dict(name=..., ...) for one source or {source name: weight} for a "
                        "mixture.")
-    unknown = set(input_cfg) - set(_TRAIN_KEYS) - set(_to_dict(input_cfg["data"]))
-    if unknown:
-      raise KeyError(f"Unknown config.input keys {sorted(unknown)}; valid: {_TRAIN_KEYS} "
-                     "and the mixture source names.")
+    valid = set(_TRAIN_KEYS) | set(_to_dict(input_cfg["data"]))
+    for key in sorted(set(input_cfg) - valid):
+      raise registry.unknown_name("config.input key", key, valid,
+                                  context="(the mixture's source names are keys too)")
     self.process_index, self.process_count = process_index, process_count
     if "batch_size" not in input_cfg:
       raise KeyError("config.input.batch_size is missing: set the global batch size.")

@@ -4,11 +4,28 @@ Only process 0 writes. One JSON object per logged training step (evaluator resul
 lines of their own, keys prefixed by the evaluator's name: `{"step": 100, "vqa/acc": 0.8}`),
 e.g.
 `{"step": 10, "loss": 2.3, "lr": 0.001, "grad_norm": ..., "examples_seen/shapes": 320,
-"steps_per_sec": 3.1, "examples_per_sec": 99.2, "eta_sec": 42.0}`.
+"steps_per_sec": 3.1, "examples_per_sec": 99.2, "eta_sec": 42.0}`. The TensorBoard events
+(`workdir/tb`) hold the same values: one `tf.summary.scalar` per key, tagged by the key.
 """
 import json
 import os
 import time
+
+
+def _summary_writer(logdir):
+  """A `tf.summary` file writer on the CPU, so TF takes no accelerator that JAX uses.
+
+  The pinned tensorflow-cpu has no GPU support at all; with a GPU build of TF, GPUs are
+  hidden from TF here unless TF has already initialised its devices (then the
+  visibility can no longer change and is left as the process set it).
+  """
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  try:
+    tf.config.set_visible_devices([], "GPU")
+  except RuntimeError:  # Devices already initialised: visibility can no longer change.
+    pass
+  with tf.device("/cpu:0"):
+    return tf.summary.create_file_writer(logdir)
 
 
 class MetricsWriter:
@@ -32,8 +49,7 @@ class MetricsWriter:
     self._path = os.path.join(workdir, "metrics.jsonl")
     if enabled:
       self.drop_after(resume_step)
-      import tensorflow as tf  # pylint: disable=import-outside-toplevel
-      self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tb"))
+      self._tb = _summary_writer(os.path.join(workdir, "tb"))
 
   def drop_after(self, resume_step):
     """Drops lines of steps after `resume_step` (logged before a crash, about to be
@@ -74,20 +90,17 @@ class MetricsWriter:
       return out
     with open(self._path, "a") as f:
       f.write(json.dumps(out) + "\n")
-    self._write_tb(step, out, prefix)
+    self._write_tb(step, out)
     self.write_note(self._line(out, prefix))
     return out
 
-  def _write_tb(self, step, out, prefix):
-    """Scalar summaries through tf.summary.write (no `tensorboard` package needed)."""
+  def _write_tb(self, step, out):
+    """One `tf.summary.scalar` per value of the line, tagged as in metrics.jsonl."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    from tensorflow.core.framework import summary_pb2  # pylint: disable=import-outside-toplevel
-    meta = summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
-    with self._tb.as_default():
+    with self._tb.as_default(step=int(step)):
       for k, v in out.items():
         if k != "step":
-          tf.summary.write(k, tf.constant(v, tf.float32), step=step, metadata=meta)
+          tf.summary.scalar(k, v)
     self._tb.flush()
 
   def _line(self, out, prefix):

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from big_vision_lite import registry
 from big_vision_lite import sharding
 
 DEFAULT_WD_MULTS = ((".*/(kernel|w|gating_einsum|linear|input_embedding)$", 1.0),)
@@ -37,9 +38,8 @@ def make_schedule(sched, total_steps):
   sched = dict(sched or {})
   known = {"decay_type", "warmup_steps", "warmup_percent", "linear_end", "min_lr",
            "timescale"}
-  if set(sched) - known:
-    raise ValueError(f"Unknown schedule keys {sorted(set(sched) - known)}; "
-                     f"valid: {sorted(known)}.")
+  for key in sorted(set(sched) - known):
+    raise registry.unknown_name("schedule key", key, known)
   if "warmup_steps" in sched and "warmup_percent" in sched:
     raise ValueError(f"schedule {sched} sets both warmup_steps and warmup_percent; "
                      "keep one.")
@@ -48,7 +48,7 @@ def make_schedule(sched, total_steps):
   decay = sched.get("decay_type", "cosine")
   kinds = ("cosine", "linear", "rsqrt", "constant")
   if decay not in kinds:
-    raise ValueError(f"schedule decay_type={decay!r}; valid: {kinds}.")
+    raise registry.unknown_name("schedule decay_type", decay, kinds)
 
   def fn(step):
     step = jnp.asarray(step, jnp.float32)

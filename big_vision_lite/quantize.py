@@ -22,6 +22,7 @@ import re
 import jax
 import jax.numpy as jnp
 
+from big_vision_lite import registry
 from big_vision_lite import sharding
 from big_vision_lite.models import lora
 
@@ -84,7 +85,7 @@ def quantize_params(params, weights):
     the same tree with those leaves replaced by bf16 arrays or `QArray`s.
   """
   if weights not in FORMATS:
-    raise ValueError(f"weights={weights!r}; valid formats: {FORMATS}.")
+    raise registry.unknown_name("weights format", weights, FORMATS)
   if weights == "float32":
     return params
 

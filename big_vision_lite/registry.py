@@ -1,8 +1,16 @@
-"""The `Registry` class and the parser for named-call strings like `fsdp(axis='data')`.
+"""Name lookups: `Registry`, the named-call parser and the one "unknown name" error.
 
-One Registry instance exists per kind (pp ops, sharding tactics); it is filled only by
-decorators at import time. Strings are parsed with `ast`, arguments with
+One Registry instance exists per kind (pp ops, sharding tactics, samplers); it is filled
+only by decorators at import time. Strings are parsed with `ast`, arguments with
 `ast.literal_eval`, never `eval`.
+
+Every lookup of a name in a fixed set (registries, model and evaluator modules, config
+keys and values, tool flags) reports a miss with `unknown_name(kind, name, known)`:
+
+  Unknown pp op 'resiz'. Did you mean 'resize'? Valid: ['central_crop', ...].
+
+The `UnknownNameError` it returns is both a KeyError and a ValueError, so callers catch
+whichever fits the lookup.
 """
 import ast
 import difflib
@@ -37,6 +45,41 @@ def parse_call(spec):
   return node.func.id, args, kwargs
 
 
+class UnknownNameError(KeyError, ValueError):
+  """A name that is not in its set; a KeyError and a ValueError. str() is one clean line.
+
+  Attributes: kind, name, known (sorted valid names), suggestion (the closest valid name
+  or None).
+  """
+
+  def __str__(self):
+    return str(self.args[0]) if self.args else ""
+
+
+def unknown_name(kind, name, known, *, context=""):
+  """The error for `name` missing from `known`: kind, bad value, closest match, valid names.
+
+  Args:
+    kind: what was looked up, e.g. "pp op" or "config.model_name".
+    name: the value given (any type; shown with repr).
+    known: the valid names (any iterable; shown sorted).
+    context: optional text appended after the list, e.g. where the name came from.
+
+  Returns:
+    an `UnknownNameError` to raise, with the message
+    "Unknown {kind} {name!r}. Did you mean {closest!r}? Valid: [...]." (no "Did you
+    mean" without a close match).
+  """
+  known = sorted(known, key=str)
+  close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1)
+  hint = f" Did you mean {close[0]!r}?" if close else ""
+  tail = f" {context}" if context else ""
+  error = UnknownNameError(f"Unknown {kind} {name!r}.{hint} Valid: {known}.{tail}")
+  error.kind, error.name, error.known = kind, name, known
+  error.suggestion = close[0] if close else None
+  return error
+
+
 class Registry:
   """A named collection of factories, filled by the `register` decorator."""
 
@@ -60,11 +103,9 @@ class Registry:
     return name in self._items
 
   def get(self, name):
-    """Returns the factory called `name`; an unknown name raises KeyError with hints."""
+    """Returns the factory called `name`; an unknown name raises `UnknownNameError`."""
     if name not in self._items:
-      close = difflib.get_close_matches(name, self._items, n=1)
-      hint = f" Did you mean '{close[0]}'?" if close else ""
-      raise KeyError(f"Unknown {self.kind} '{name}'.{hint} Known: {self.names()}")
+      raise unknown_name(self.kind, name, self._items)
     return self._items[name]
 
   def call(self, spec):

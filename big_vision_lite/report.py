@@ -17,6 +17,7 @@ import textwrap
 import numpy as np
 from PIL import Image, ImageDraw
 
+from big_vision_lite import registry
 from big_vision_lite import tokenizer
 
 KEYS = ("loss_curves", "shapes_grid")
@@ -176,9 +177,8 @@ def plot_shapes_grid(workdir, split_dir, out_path, num=12, cols=4, scale=4):
 def write(report_cfg, workdir):
   """Writes the pictures `report_cfg` asks for; returns {key: path written}."""
   report_cfg = dict(report_cfg)
-  unknown = sorted(set(report_cfg) - set(KEYS))
-  if unknown:
-    raise ValueError(f"Unknown config.report keys {unknown}; valid: {list(KEYS)}.")
+  for key in sorted(set(report_cfg) - set(KEYS)):
+    raise registry.unknown_name("config.report key", key, KEYS)
   out = {}
   if report_cfg.get("loss_curves"):
     path = os.path.join(workdir, report_cfg["loss_curves"])

@@ -22,6 +22,7 @@ import ml_dtypes
 import numpy as np
 
 from big_vision_lite import checkpoint
+from big_vision_lite import registry
 
 
 class NpzArray:
@@ -114,8 +115,8 @@ def open_npz(path):
   for part in (sub or "").strip("/").split("/") if sub else ():
     if not isinstance(tree, dict) or part not in tree:
       known = sorted(tree) if isinstance(tree, dict) else []
-      raise KeyError(f"Subtree '{sub}' not found in '{fname}': no key '{part}'. Known keys "
-                     f"at that level: {known}.")
+      raise registry.unknown_name("params key", part, known,
+                                  context=f"(subtree '{sub}' not found in '{fname}')")
     tree = tree[part]
   return tree
 

@@ -31,6 +31,7 @@ import numpy as np
 from big_vision_lite import checkpoint
 from big_vision_lite import metrics_log
 from big_vision_lite import optim
+from big_vision_lite import registry
 from big_vision_lite import sharding
 from big_vision_lite.models import siglip
 
@@ -42,14 +43,13 @@ CKPT = "siglip.npz"
 
 
 def _check(cfg):
-  unknown = sorted(set(cfg) - set(KEYS))
-  if unknown:
-    raise ValueError(f"Unknown config.stage0 keys {unknown}; valid: {list(KEYS)}.")
+  for key in sorted(set(cfg) - set(KEYS)):
+    raise registry.unknown_name("config.stage0 key", key, KEYS)
   for key in ("model", "input", "total_steps"):
     if key not in cfg:
       raise ValueError(f"config.stage0 needs `{key}` (see big_vision_lite/stage0.py).")
   if cfg.get("positives", "same_text") not in POSITIVES:
-    raise ValueError(f"config.stage0.positives={cfg['positives']!r}; valid: {POSITIVES}.")
+    raise registry.unknown_name("config.stage0.positives", cfg["positives"], POSITIVES)
 
 
 def make_update_fn(model, tx, positives="same_text"):

@@ -40,7 +40,7 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
-from big_vision_lite import config_args
+from big_vision_lite import cli
 from big_vision_lite import config_check
 from big_vision_lite import config_values
 from big_vision_lite import durations
@@ -348,47 +348,57 @@ def train(config, workdir, *, stop=None):
               params=eval_params(), stopped=stopped)
 
 
-def define_flags():
-  """Defines the CLI flags (called by the `__main__` blocks only)."""
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
-  config_args.configs_importable()  # --config files import transfers.common etc.
-  config_flags.DEFINE_config_file("config", None, "Config file (path.py:arg).",
-                                  lock_config=True)
-  flags.DEFINE_string("workdir", None, "Output folder; re-running in it resumes.")
-  flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first.")
-  flags.DEFINE_string("coordinator_address", None, "host:port of process 0 "
-                      "(--distributed; default: auto-detected by JAX on clusters).")
-  flags.DEFINE_integer("num_processes", None, "Number of processes (--distributed).")
-  flags.DEFINE_integer("process_id", None, "This process's index (--distributed).")
-  flags.mark_flags_as_required(["config", "workdir"])
+EXAMPLES = (
+    "python -m big_vision_lite.train --config configs/demo.py --workdir workdirs/demo",
+    "python -m big_vision_lite.train --config transfers/forkme.py:res=224 \\\n"
+    "      --workdir /tmp/run --config.total_steps=100 --verbosity=0",
+    "python -m big_vision_lite.train --config configs/tiny.py --workdir /tmp/tiny \\\n"
+    "      --distributed --coordinator_address=10.0.0.1:1234 --num_processes=2 "
+    "--process_id=0",
+)
 
 
-def setup_process(f):
+def add_flags(p):
+  """Adds the trainer's flags to the argparse parser `p` (also used by tools/eval.py)."""
+  cli.add_config_flag(p)
+  p.add_argument("--workdir", required=True,
+                 help="Output folder; re-running in it resumes.")
+  p.add_argument("--distributed", action="store_true",
+                 help="Call jax.distributed.initialize() first.")
+  p.add_argument("--coordinator_address", help="host:port of process 0 (--distributed; "
+                 "default: auto-detected by JAX on clusters).")
+  p.add_argument("--num_processes", type=int,
+                 help="Number of processes (--distributed).")
+  p.add_argument("--process_id", type=int, help="This process's index (--distributed).")
+  p.add_argument("--verbosity", type=int, help="absl logging level (0: INFO of orbax and "
+                 "absl; default: warnings only).")
+
+
+def setup_process(args):
   """CLI process setup: quiet logs (unless --verbosity is given), jax.distributed."""
   from absl import logging  # pylint: disable=import-outside-toplevel
-  if not f["verbosity"].present:  # absl's flag; INFO (orbax, absl) only when asked for.
+  if args.verbosity is None:  # INFO (orbax, absl) only when asked for.
     logging.set_verbosity(logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  if f.distributed:
+  else:
+    logging.set_verbosity(args.verbosity)
+  if args.distributed:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts.
-    jax.distributed.initialize(coordinator_address=f.coordinator_address,
-                               num_processes=f.num_processes, process_id=f.process_id)
+    jax.distributed.initialize(coordinator_address=args.coordinator_address,
+                               num_processes=args.num_processes, process_id=args.process_id)
 
 
 def main(argv):
-  """Parses flags and calls `train`; errors print one line (see `cli.run_absl`)."""
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  del argv
-  f = flags.FLAGS
-  setup_process(f)
-  result = train(f.config, f.workdir)
+  """Parses the flags and calls `train`; errors print one line (see `cli.run`)."""
+  p = cli.parser(__doc__, EXAMPLES, prog="python -m big_vision_lite.train")
+  add_flags(p)
+  args = cli.parse(p, argv)
+  setup_process(args)
+  result = train(args.config, args.workdir)
   if jax.process_index() == 0:
     print(json.dumps({"step": result["step"], "stopped": result["stopped"],
                       **result.get("evals", {})}))
 
 
 if __name__ == "__main__":
-  define_flags()
-  from big_vision_lite import cli  # pylint: disable=g-import-not-at-top
-  cli.run_absl(main)
+  cli.run(main)

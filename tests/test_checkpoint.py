@@ -36,7 +36,8 @@ def test_round_trip_bf16_and_subtree(tmp_path):
   img = checkpoint.load_params(f"{path}:img")
   assert sorted(img) == ["head", "pos_embedding"]
   assert checkpoint.load_params(f"{path}:img/head")["kernel"].shape == (2, 3)
-  with pytest.raises(KeyError, match="Subtree 'vit' not found .* Known keys .*'img', 'llm'"):
+  with pytest.raises(KeyError, match=r"Unknown params key 'vit'\. .*Valid: \['img', 'llm'\]\. "
+                     r"\(subtree 'vit' not found"):
     checkpoint.load_params(f"{path}:vit")
 
 

@@ -39,7 +39,7 @@ def test_bad_boolean():
 
 def test_unknown_key_lists_valid_keys_and_close_match():
   with pytest.raises(ValueError, match=r"Unknown config arg 'batchsize'.*"
-                     r"Did you mean 'batch_size'.*Valid keys: \['batch_size', 'res'\]"):
+                     r"Did you mean 'batch_size'.*Valid: \['batch_size', 'res'\]"):
     parse_arg("batchsize=8", res=224, batch_size=32)
 
 
@@ -71,20 +71,17 @@ def _outside_checkout(tmp_path):
 
 def test_configs_load_from_any_working_directory(tmp_path):
   """`--config /abs/path/transfers/x.py` parses from a folder outside the checkout: the
-  trainer's flags put the checkout on sys.path (config_args.configs_importable)."""
+  config loader (`cli.load_config`, used by every tool's --config) puts the checkout on
+  sys.path (config_args.configs_importable)."""
   cwd, env = _outside_checkout(tmp_path)
   configs = sorted(glob.glob(os.path.join(REPO, "transfers", "[!_]*.py")) +
                    glob.glob(os.path.join(REPO, "configs", "pt_stage*.py")))
   configs = [f for f in configs if not f.endswith("common.py")]
   script = (
       "import sys\n"
-      "from absl import flags\n"
-      "from big_vision_lite import train\n"
-      "train.define_flags()\n"
+      "from big_vision_lite import cli\n"
       "for f in sys.argv[1:]:\n"
-      "  flags.FLAGS.unparse_flags()\n"
-      "  flags.FLAGS(['x', f'--config={f}:res=448', '--workdir=w'])\n"
-      "  print(f, flags.FLAGS.config.input.batch_size)\n")
+      "  print(f, cli.load_config(f'{f}:res=448').input.batch_size)\n")
   out = subprocess.run([sys.executable, "-c", script, *configs], cwd=cwd, env=env,
                        capture_output=True, text=True, timeout=300, check=False)
   assert out.returncode == 0, out.stderr[-2000:]

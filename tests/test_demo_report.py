@@ -71,7 +71,7 @@ def test_shapes_grid(tmp_path):
                      workdir)
   assert out == {"shapes_grid": os.path.join(workdir, "grid.png")}
   assert Image.open(out["shapes_grid"]).size[0] > 400
-  with pytest.raises(ValueError, match=r"Unknown config.report keys \['grid'\]"):
+  with pytest.raises(ValueError, match=r"Unknown config.report key 'grid'\."):
     report.write(dict(grid=True), workdir)
   with open(os.path.join(workdir, "vqa_predictions.json"), "w") as f:
     json.dump([], f)

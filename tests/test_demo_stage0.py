@@ -68,11 +68,12 @@ def test_stage0_config_errors(demo_config, tmp_path):
     stage0.init_from_stage0(c, str(tmp_path), mesh)
   c.model_init = None
   c.stage0.positives = "all"
-  with pytest.raises(ValueError, match=r"positives='all'; valid: \('same_text'"):
+  with pytest.raises(ValueError, match=r"Unknown config.stage0.positives 'all'\..* Valid: "
+                     r"\['diagonal', 'same_text'\]"):
     stage0.init_from_stage0(c, str(tmp_path), mesh)
   del c.stage0["positives"]
   c.stage0.steps = 3
-  with pytest.raises(ValueError, match=r"Unknown config.stage0 keys \['steps'\]"):
+  with pytest.raises(ValueError, match=r"Unknown config.stage0 key 'steps'\."):
     stage0.init_from_stage0(c, str(tmp_path), mesh)
   assert stage0.init_from_stage0(demo.get_config(), str(tmp_path), mesh).get(
       "model_init") is None  # No stage 0: the config as it is.

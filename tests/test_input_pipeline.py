@@ -140,7 +140,8 @@ def test_eval_padding_mask_and_equal_batches(tmp_path):
 def test_config_errors(mixture):
   with pytest.raises(KeyError, match=r"Mixture source 'b' has no config"):
     input_pipeline.training({k: v for k, v in mixture.items() if k != "b"}, seed=0)
-  with pytest.raises(KeyError, match=r"Unknown config.input keys \['shuffle_buffer'\]"):
+  with pytest.raises(KeyError, match=r"Unknown config.input key 'shuffle_buffer'\. "
+                     r"Did you mean 'shuffle_buffer_size'\?"):
     input_pipeline.training(dict(mixture, shuffle_buffer=3), seed=0)
   other = dict(mixture, b=dict(data=mixture["b"]["data"], pp=_decode))
   with pytest.raises(ValueError, match=r"different examples after pp"):

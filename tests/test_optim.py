@@ -60,7 +60,7 @@ def test_schedules():
   np.testing.assert_allclose([f(0), f(1), f(2), f(10)], [0.5, 1.0, 1.0, 0.0], atol=1e-6)
   f = optim.make_schedule(dict(decay_type="linear", linear_end=0.1), 10)
   np.testing.assert_allclose([f(0), f(10)], [1.0, 0.1], atol=1e-6)
-  with pytest.raises(ValueError, match="decay_type='cos'"):
+  with pytest.raises(ValueError, match="Unknown schedule decay_type 'cos'. Did you mean 'cosine'"):
     optim.make_schedule(dict(decay_type="cos"), 10)
   with pytest.raises(ValueError, match="both warmup_steps and warmup_percent"):
     optim.make_schedule(dict(warmup_steps=1, warmup_percent=0.1), 10)

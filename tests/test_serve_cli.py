@@ -44,7 +44,7 @@ def test_cli_serves_a_checkpoint(tmp_path):
   proc = subprocess.Popen(
       [sys.executable, "-m", "tools.serve", "--ckpt", ckpt, "--tokenizer", tok.model_path,
        "--port", "0", "--max_tokens", "8", "--max_batch", "2", "--text_len", "32",
-       "--nowarmup"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+       "--no-warmup"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
       text=True)
   lines = queue.Queue()
   threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()

@@ -89,6 +89,22 @@ def _lines(workdir):
     return [json.loads(l) for l in f]
 
 
+def _tb_scalars(workdir):
+  """{(tag, step): value} of the TensorBoard scalars written under workdir/tb."""
+  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
+  from tensorboard.backend.event_processing import event_accumulator
+  acc = event_accumulator.EventAccumulator(os.path.join(workdir, "tb"),
+                                           size_guidance={event_accumulator.TENSORS: 0})
+  acc.Reload()
+  out = {}
+  for tag in acc.Tags()["tensors"]:
+    assert acc.SummaryMetadata(tag).plugin_data.plugin_name == "scalars", tag
+    out.update({(tag, e.step): float(tf.make_ndarray(e.tensor_proto))
+                for e in acc.Tensors(tag)})
+  return out
+
+
 def _param_shapes(c):
   model = models.get_module("paligemma").Model(**c.model)
   z = jnp.zeros((1, 23), jnp.int32)
@@ -122,7 +138,13 @@ def test_train_two_steps(data_dir, tmp_path):
     assert key in lines[-1], key
   assert lines[-1]["examples_seen/caption"] + lines[-1]["examples_seen/vqa"] == 16
   assert os.path.exists(tmp_path / "config.json")
-  assert any(f.startswith("events") for f in os.listdir(tmp_path / "tb"))
+  # TensorBoard holds exactly the logged values, under the same keys and steps.
+  want = {(k, l["step"]): v for l in _lines(str(tmp_path)) for k, v in l.items()
+          if k != "step"}
+  got = _tb_scalars(str(tmp_path))
+  assert sorted(got) == sorted(want)
+  for key, value in want.items():
+    np.testing.assert_allclose(got[key], value, rtol=1e-6, err_msg=str(key))
   assert os.listdir(tmp_path / "checkpoints") == ["2"]
 
 
@@ -231,6 +253,14 @@ def test_metrics_after_resume_step_are_dropped(tmp_path):
   w.close()
   assert [(l["step"], l["loss"]) for l in _lines(str(tmp_path))] == [(1, 1.0), (2, 2.0),
                                                                       (3, 3.5)]
+  # Hosts other than 0 write nothing (no metrics.jsonl, no TensorBoard folder).
+  other = tmp_path / "other_host"
+  other.mkdir()
+  w = metrics_log.MetricsWriter(str(other), total_steps=5, batch_size=2, enabled=False,
+                                write_note=lambda _: None)
+  assert w.write(1, {"loss": 1.0})["loss"] == 1.0
+  w.close()
+  assert not os.listdir(other)
 
 
 def test_sigterm_sets_the_stop_event():

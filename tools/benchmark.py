@@ -22,11 +22,18 @@ import sys
 
 import jax
 
+from big_vision_lite import cli
+
 SUBCOMMANDS = ("train", "decode", "input", "sharding", "memory", "compare", "serve")
+EXAMPLES = (
+    "python -m tools.benchmark train --model micro",
+    "python -m tools.benchmark decode --json /tmp/decode.json",
+    "python -m tools.benchmark memory --scale",
+)
 
 
 def parse_args(argv):
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+  p = cli.parser(__doc__, EXAMPLES, prog="python -m tools.benchmark")
   sub = p.add_subparsers(dest="cmd", required=True)
   common = argparse.ArgumentParser(add_help=False)
   common.add_argument("--model", default="bench-small",
@@ -164,8 +171,8 @@ def run(args):
     r = bm.bench_sharding(args.model, iters=args.iters, jit_check=args.jit_check, **shape)
     text = [timing.table(f"sharding ({args.model}, {jax.device_count()} devices)", r["rows"])]
   elif args.cmd == "compare":
-    from big_vision_lite.bench import bv as benchmark_bv
-    r = benchmark_bv.bench_compare(
+    from big_vision_lite.bench import bv
+    r = bv.bench_compare(
         args.big_vision, args.model, batch=args.batch, res=args.res, text_len=args.text_len,
         prompt_len=args.prompt_len, new_tokens=args.new_tokens,
         batches=[int(b) for b in args.batches.split(",")], reps=args.iters, with_hf=args.hf,
@@ -231,4 +238,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)

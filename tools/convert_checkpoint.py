@@ -50,8 +50,16 @@ def _json_object(text):
   return value
 
 
+EXAMPLES = (
+    "python -m tools.convert_checkpoint /ckpts/paligemma2-3b-pt-224 /ckpts/pg2_224.npz",
+    "python -m tools.convert_checkpoint /ckpts/pg2_224.npz /ckpts/pg2_hf --dtype bfloat16 \\\n"
+    "      --tokenizer /ckpts/paligemma_tokenizer.model",
+    "python -m tools.convert_checkpoint /ckpts/pt_224.npz /ckpts/pt_224.b16.npz --dtype bfloat16",
+)
+
+
 def parse_args(argv):
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+  p = cli.parser(__doc__, EXAMPLES, prog="python -m tools.convert_checkpoint")
   p.add_argument("src", help="HF model directory or big_vision .npz")
   p.add_argument("dst", help=".npz path (from HF) or output directory (from npz)")
   p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,

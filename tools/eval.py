@@ -15,8 +15,10 @@ import os
 
 import jax
 
+from big_vision_lite import cli
 from big_vision_lite import eval_params
 from big_vision_lite import models
+from big_vision_lite import registry
 from big_vision_lite import train
 from big_vision_lite.evaluators import common
 
@@ -35,9 +37,9 @@ def load_eval_params(config, workdir, params_file=None):
 def evaluate(config, workdir, *, params_file=None, only=None, write_note=print):
   """Runs `config.evals` (or the names in `only`) once; returns {"name/metric": value}."""
   known = sorted((config.get("evals") or {}).keys())
-  unknown = sorted(set(only or ()) - set(known))
-  if unknown:
-    raise ValueError(f"--only names {unknown} are not in config.evals; known: {known}.")
+  for name in sorted(set(only or ()) - set(known)):
+    raise registry.unknown_name("--only name", name, known,
+                                context="(the names of config.evals)")
   params, step = load_eval_params(config, workdir, params_file)
   name, compute_dtype = config.get("model_name", "paligemma"), config.get("compute_dtype")
   model = models.get_module(name).Model(**models.model_kwargs(name, config.model,
@@ -63,24 +65,28 @@ def evaluate(config, workdir, *, params_file=None, only=None, write_note=print):
   return out
 
 
+EXAMPLES = (
+    "python -m tools.eval --config configs/demo.py --workdir workdirs/demo",
+    "python -m tools.eval --config transfers/forkme.py --workdir /tmp/eval \\\n"
+    "      --params /ckpts/paligemma_224.npz --only=val,test",
+)
+
+
 def main(argv):
-  """Parses flags and calls `evaluate`; errors print one line (see `cli.run_absl`)."""
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  del argv
-  f = flags.FLAGS
-  train.setup_process(f)
-  only = [n for n in (f.only or "").split(",") if n]
-  out = evaluate(f.config, f.workdir, params_file=f.params, only=only,
+  """Parses flags and calls `evaluate`; errors print one line (see `cli.run`)."""
+  p = cli.parser(__doc__, EXAMPLES, prog="python -m tools.eval")
+  train.add_flags(p)
+  p.add_argument("--params", help="A params file (.npz) to evaluate instead of the "
+                 "workdir's latest checkpoint.")
+  p.add_argument("--only", help="Comma-separated names of config.evals to run.")
+  args = cli.parse(p, argv)
+  train.setup_process(args)
+  only = [n for n in (args.only or "").split(",") if n]
+  out = evaluate(args.config, args.workdir, params_file=args.params, only=only,
                  write_note=print if jax.process_index() == 0 else (lambda _: None))
   if jax.process_index() == 0:
     print(json.dumps(out))
 
 
 if __name__ == "__main__":
-  train.define_flags()
-  from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
-  absl_flags.DEFINE_string("params", None, "A params file (.npz) to evaluate instead of "
-                           "the workdir's latest checkpoint.")
-  absl_flags.DEFINE_string("only", None, "Comma-separated names of config.evals to run.")
-  from big_vision_lite import cli  # pylint: disable=g-import-not-at-top
-  cli.run_absl(main)
+  cli.run(main)

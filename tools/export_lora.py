@@ -1,18 +1,15 @@
 r"""Merges a LoRA run's adapters into the base weights and writes a big_vision `.npz`.
 
-  python -m tools.export_lora --config configs/my_lora.py --workdir /tmp/run \
-      --out /tmp/merged.npz
+  python -m tools.export_lora --config transfers/forkme.py:lora=16 \
+      --workdir /tmp/forkme_lora --out /tmp/merged.npz
 
 The config is the one the run trained with (`config.lora` set); the latest checkpoint
 of `--workdir` is restored and W + alpha / rank * A @ B is written for every adapted
 weight (dropout off), so the file loads with `model_init` like any released checkpoint.
 """
-from absl import flags
 import jax
-from ml_collections import config_flags
 
 from big_vision_lite import checkpoint
-from big_vision_lite import config_args
 from big_vision_lite import cli
 from big_vision_lite import eval_params
 
@@ -32,18 +29,24 @@ def export(config, workdir, out_path):
   return out_path, step
 
 
+EXAMPLES = (
+    "python -m tools.export_lora --config transfers/forkme.py:lora=16 \\\n"
+    "      --workdir /tmp/forkme_lora --out /tmp/merged.npz",
+    "python -m tools.export_lora --config transfers/forkme.py:res=448,lora=16 \\\n"
+    "      --workdir /tmp/forkme_lora_448 --out /tmp/merged_448.npz",
+)
+
+
 def main(argv):
-  del argv
-  f = flags.FLAGS
-  path, step = export(f.config, f.workdir, f.out)
+  """Parses flags and writes the merged params; errors print one line (see `cli.run`)."""
+  p = cli.parser(__doc__, EXAMPLES, prog="python -m tools.export_lora")
+  cli.add_config_flag(p, help_text="The run's config file (path.py[:arg]).")
+  p.add_argument("--workdir", required=True, help="The run's workdir.")
+  p.add_argument("--out", required=True, help="Output .npz path.")
+  args = cli.parse(p, argv)
+  path, step = export(args.config, args.workdir, args.out)
   print(f"Wrote merged params of step {step} to {path}")
 
 
 if __name__ == "__main__":
-  config_args.configs_importable()  # --config files import transfers.common etc.
-  config_flags.DEFINE_config_file("config", None, "The run's config file.",
-                                  lock_config=True)
-  flags.DEFINE_string("workdir", None, "The run's workdir.")
-  flags.DEFINE_string("out", None, "Output .npz path.")
-  flags.mark_flags_as_required(["config", "workdir", "out"])
-  cli.run_absl(main)
+  cli.run(main)

@@ -5,16 +5,23 @@ Extend an existing model (e.g. Gemma's tokenizer.model -> 257152 pieces):
 Train a small model on a text corpus (one sentence per line) and append the pieces:
   python -m tools.make_tokenizer train --corpus corpus.txt --output tiny.model --vocab_size 1000
 """
-import argparse
 import os
 
 from big_vision_lite import cli
 from big_vision_lite import tokenizer
 
 
+EXAMPLES = (
+    "python -m tools.make_tokenizer extend --input tokenizer.model --output pg.model",
+    "python -m tools.make_tokenizer train --corpus corpus.txt --output tiny.model \\\n"
+    "      --vocab_size 1000",
+    "python -m tools.make_tokenizer train --corpus workdirs/shapes/corpus.txt \\\n"
+    "      --output /tmp/shapes.model --vocab_size 300 --model_type unigram",
+)
+
+
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = cli.parser(__doc__, EXAMPLES, prog="python -m tools.make_tokenizer")
   sub = parser.add_subparsers(dest="command", required=True)
   ext = sub.add_parser("extend", help="append <loc>/<seg> pieces to a SentencePiece model")
   ext.add_argument("--input", required=True, help="path of the base .model")

@@ -28,6 +28,7 @@ from big_vision_lite import cli
 from big_vision_lite import decode
 from big_vision_lite.hf import config as hf_config
 from big_vision_lite import postprocess
+from big_vision_lite import registry
 from big_vision_lite import tokenizer as tokenizer_lib
 from big_vision_lite.models import paligemma
 from big_vision_lite.models import vqvae
@@ -53,8 +54,8 @@ def model_config_for(flat_shapes, model_cfg=None, variant=None):
     raise ValueError("Pass either --model_cfg or --variant, not both.")
   if variant is not None:
     if variant not in VARIANTS:
-      raise ValueError(f"Unknown --variant {variant!r}; known: {sorted(VARIANTS)}. Or pass "
-                       "--model_cfg with the paligemma.Model kwargs as JSON.")
+      raise registry.unknown_name("--variant", variant, VARIANTS, context="Or pass "
+                                  "--model_cfg with the paligemma.Model kwargs as JSON.")
     return VARIANTS[variant]
   if model_cfg is not None:
     return dict(_PG, **model_cfg)
@@ -237,8 +238,18 @@ def json_object(text):
   return value
 
 
+EXAMPLES = (
+    "python -m tools.predict --ckpt /ckpts/pt_224.npz --tokenizer /ckpts/pg_tokenizer.model \\\n"
+    "      --image cat.jpg --prompt \"caption en\"",
+    "python -m tools.predict --ckpt /ckpts/pt_224.npz --tokenizer /ckpts/pg_tokenizer.model \\\n"
+    "      --image cat.jpg --prompt \"segment cat\" --json --vqvae vae-oid.npz",
+    "python -m tools.predict --ckpt /ckpts/pt_224.npz --tokenizer /ckpts/pg_tokenizer.model \\\n"
+    "      --jsonl items.jsonl --sampler \"nucleus(0.9)\" --batch_size 16",
+)
+
+
 def parse_args(argv):
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+  p = cli.parser(__doc__, EXAMPLES, prog="python -m tools.predict")
   p.add_argument("--ckpt", required=True, help="big_vision .npz (or path.npz:subtree)")
   p.add_argument("--tokenizer", required=True, help="SentencePiece .model")
   p.add_argument("--image", help="image file (with --prompt)")

@@ -11,13 +11,14 @@ that run is served with the config's model and tokenizer. Requests that arrive w
 padded to fixed buckets (see `big_vision_lite/serve/engine.py`) and --warmup compiles them
 before the first request.
 """
+import argparse
 import json
 
 import jax
 import numpy as np
 
 from big_vision_lite import checkpoint
-from big_vision_lite import config_args
+from big_vision_lite import cli
 from big_vision_lite import tokenizer as tokenizer_lib
 from big_vision_lite.models import vqvae
 from big_vision_lite.serve import engine as engine_lib
@@ -77,32 +78,46 @@ def engine_from_workdir(config, workdir, *, tokenizer=None, vqvae_path=None, res
   return engine, step
 
 
-def define_flags():
-  """The CLI flags (absl, so that --config takes `path.py:arg` and --config.key=value)."""
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
-  config_args.configs_importable()  # --config files import transfers.common etc.
-  flags.DEFINE_string("ckpt", None, "big_vision .npz (or path.npz:subtree) to serve.")
-  flags.DEFINE_string("tokenizer", None, "SentencePiece .model (default with --config: "
-                      "config.tokenizer).")
-  config_flags.DEFINE_config_file("config", None, "Training config (path.py:arg), with "
-                                  "--workdir: serve that run's latest checkpoint.")
-  flags.DEFINE_string("workdir", None, "Workdir of the training run (with --config).")
-  flags.DEFINE_string("vqvae", None, "vae-oid.npz, to turn <seg> answers into masks.")
-  flags.DEFINE_string("host", "127.0.0.1", "Address to bind (0.0.0.0: every interface).")
-  flags.DEFINE_integer("port", 8000, "Port to bind.")
-  flags.DEFINE_integer("res", None, "Image side (default: the checkpoint's).")
-  flags.DEFINE_string("model_cfg", None, "JSON of paligemma.Model kwargs (--ckpt; default: "
-                      "inferred from the checkpoint).")
-  flags.DEFINE_string("variant", None, f"One of {sorted(predict.VARIANTS)} (--ckpt).")
-  flags.DEFINE_integer("text_len", 64, "Longest token row: BOS + prompt + separator.")
-  flags.DEFINE_integer("max_tokens", 64, "The most new tokens a request may ask for.")
-  flags.DEFINE_integer("max_batch", 8, "The most requests decoded together.")
-  flags.DEFINE_float("max_wait_ms", 10.0, "How long a request waits for others to join.")
-  flags.DEFINE_integer("max_queue", 256, "The most waiting requests (more get 503).")
-  flags.DEFINE_integer("max_bytes", 20 << 20, "The largest request body (more get 413).")
-  flags.DEFINE_string("cache_dtype", None, "KV cache dtype (default bf16 on accelerators).")
-  flags.DEFINE_bool("warmup", True, "Compile every batch size before serving.")
+EXAMPLES = (
+    "python -m tools.serve --ckpt /ckpts/pt_224.npz --tokenizer /ckpts/pg_tokenizer.model \\\n"
+    "      --vqvae vae-oid.npz --port 8000",
+    "python -m tools.serve --config configs/demo.py --workdir workdirs/demo",
+    "python -m tools.serve --ckpt /ckpts/pt_224.npz --tokenizer /ckpts/pg_tokenizer.model \\\n"
+    "      --host 0.0.0.0 --max_batch 16 --no-warmup",
+)
+
+
+def add_flags(p):
+  """Adds the server's flags to the argparse parser `p`."""
+  p.add_argument("--ckpt", help="big_vision .npz (or path.npz:subtree) to serve.")
+  p.add_argument("--tokenizer", help="SentencePiece .model (default with --config: "
+                 "config.tokenizer).")
+  cli.add_config_flag(p, required=False, help_text="Training config (path.py[:arg]), with "
+                      "--workdir: serve that run's latest checkpoint.")
+  p.add_argument("--workdir", help="Workdir of the training run (with --config).")
+  p.add_argument("--vqvae", help="vae-oid.npz, to turn <seg> answers into masks.")
+  p.add_argument("--host", default="127.0.0.1",
+                 help="Address to bind (0.0.0.0: every interface; default %(default)s).")
+  p.add_argument("--port", type=int, default=8000, help="Port to bind (default %(default)s).")
+  p.add_argument("--res", type=int, help="Image side (default: the checkpoint's).")
+  p.add_argument("--model_cfg", help="JSON of paligemma.Model kwargs (--ckpt; default: "
+                 "inferred from the checkpoint).")
+  p.add_argument("--variant", help=f"One of {sorted(predict.VARIANTS)} (--ckpt).")
+  p.add_argument("--text_len", type=int, default=64,
+                 help="Longest token row: BOS + prompt + separator (default %(default)s).")
+  p.add_argument("--max_tokens", type=int, default=64,
+                 help="The most new tokens a request may ask for (default %(default)s).")
+  p.add_argument("--max_batch", type=int, default=8,
+                 help="The most requests decoded together (default %(default)s).")
+  p.add_argument("--max_wait_ms", type=float, default=10.0,
+                 help="How long a request waits for others to join (default %(default)s).")
+  p.add_argument("--max_queue", type=int, default=256,
+                 help="The most waiting requests (more get 503; default %(default)s).")
+  p.add_argument("--max_bytes", type=int, default=20 << 20,
+                 help="The largest request body (more get 413; default %(default)s).")
+  p.add_argument("--cache_dtype", help="KV cache dtype (default bf16 on accelerators).")
+  p.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
+                 help="Compile every batch size before serving.")
 
 
 def build_engine(f):
@@ -127,9 +142,9 @@ def build_engine(f):
 
 def main(argv):
   """Parses flags, loads the model and serves until interrupted."""
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  del argv
-  f = flags.FLAGS
+  p = cli.parser(__doc__, EXAMPLES, prog="python -m tools.serve")
+  add_flags(p)
+  f = cli.parse(p, argv)
   engine = build_engine(f)
   if f.warmup:
     print(f"Compiling batch sizes {engine.batch_sizes}...", flush=True)
@@ -143,6 +158,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
-  from absl import app  # pylint: disable=g-import-not-at-top
-  app.run(main)
+  cli.run(main)

@@ -8,7 +8,6 @@ r"""Draws detection boxes, labels and segmentation masks over an image; writes a
 Boxes are (ymin, xmin, ymax, xmax) in pixels of the original image, as printed by
 `tools.predict --json`; masks come from the VQ-VAE (`--vqvae`) or the RLE in `--pred`.
 """
-import argparse
 import json
 import math
 import os
@@ -149,8 +148,15 @@ def open_image(path):
                      "; valid: JPEG, PNG, GIF, BMP or WebP files.") from None
 
 
+EXAMPLES = (
+    "python -m tools.visualize --image cat.jpg --out cat_dets.png \\\n"
+    "      --answer \"<loc0100><loc0200><loc0800><loc0900> cat\"",
+    "python -m tools.visualize --image cat.jpg --pred pred.jsonl --out cat_dets.png",
+)
+
+
 def parse_args(argv):
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+  p = cli.parser(__doc__, EXAMPLES, prog="python -m tools.visualize")
   p.add_argument("--image", required=True, help="the image the answer is about")
   p.add_argument("--out", required=True, help="PNG to write")
   p.add_argument("--answer", help="decoded answer with <loc>/<seg> tokens")

@@ -11,8 +11,8 @@ Every transfer config starts with `a = common.parse(arg, **task_defaults)`, whic
   data_dir   the TFDS data folder holding the prepared datasets (nothing is downloaded).
 
 Helpers return values (none changes a config); each config writes its sections as
-literal `c.x = ...` lines. Nothing here does I/O: files are read when training starts. (The tests run
-every config on the bundled shapes data: tests/transfer_fixtures.py `mock_config`.)
+literal `c.x = ...` lines. Nothing here does I/O: files are read when training starts.
+(The tests run every config on the shapes data: tests/transfer_fixtures.py `mock_config`.)
 """
 from big_vision_lite.config_args import parse_arg
 

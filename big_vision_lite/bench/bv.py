@@ -150,7 +150,7 @@ def bv_decode_fn(bv, bv_model, bv_params, inputs, new_tokens):
 
 def bench_decode(bv, model_cfg, *, res, prompt_len, new_tokens, batches, reps, with_hf,
                  workdir):
-  """Prefill / decode tokens/s of ours, big_vision and HF (`benchmark_decode` rates)."""
+  """Prefill / decode tokens/s of ours, big_vision and HF (`bench.decode` rates)."""
   bv_cfg, _ = bv_config(model_cfg)
   model, params = bd.make_model(model_cfg, res=res, prompt_len=prompt_len)
   bv_model, bv_params = load_bv(bv, bv_cfg, params, res=res, text_len=prompt_len,

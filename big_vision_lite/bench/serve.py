@@ -30,7 +30,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from big_vision_lite.bench import decode as benchmark_decode
+from big_vision_lite.bench import decode as bd
 from big_vision_lite import tokenizer as tokenizer_lib
 from big_vision_lite.serve import engine as engine_lib
 from big_vision_lite.serve import server as server_lib
@@ -105,7 +105,7 @@ def bench_serve(model_cfg, *, res, clients=(1, 8, 32), requests=64, new_tokens=1
     # The model keeps its vocabulary; the engine masks the ids the tokenizer lacks.
     cfg = dict(model_cfg, llm=dict(model_cfg["llm"], vocab_size=max(
         tok.vocab_size, model_cfg["llm"].get("vocab_size", 0))))
-    model, params = benchmark_decode.make_model(cfg, res=res, prompt_len=16)
+    model, params = bd.make_model(cfg, res=res, prompt_len=16)
     engine = engine_lib.Engine(model, params, tok, res=res, text_len=64,
                                max_tokens=new_tokens, max_batch=max(clients))
     bodies = [dict(b, max_tokens=new_tokens) for b in _requests(requests)]

@@ -15,6 +15,7 @@ import numpy as np
 from big_vision_lite.bench import timing
 from big_vision_lite.bench import flops
 from big_vision_lite import optim
+from big_vision_lite import registry
 from big_vision_lite import sharding
 from big_vision_lite import steps
 from big_vision_lite.models import lora as lora_lib
@@ -53,7 +54,7 @@ def model_config(name, *, scan=False, remat="nothing_saveable", compute_dtype="f
   params; see `make_train_step`). attn_impl, when given, is passed to the decoder.
   """
   if name not in MODELS:
-    raise ValueError(f"Unknown model {name!r}; known: {sorted(MODELS)}.")
+    raise registry.unknown_name("benchmark model", name, MODELS)
   cfg = MODELS[name]
   img = dict(cfg["img"], pool_type="none", scan=scan, remat_policy=remat)
   llm = dict(cfg["llm"], scan=scan, remat_policy=remat)

@@ -32,7 +32,6 @@ The video split (clips of a moving shape: tasks "video_caption" and "video_qa") 
 source, `shapes_video`, built on this module's public drawing and wording helpers; it is
 generated into `out_dir/videos` on first use.
 """
-import argparse
 import json
 import os
 import re
@@ -43,6 +42,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageDraw, ImageFont
 
+from big_vision_lite import cli
 from big_vision_lite import tokenizer
 from big_vision_lite.datasets import jsonl
 
@@ -359,8 +359,15 @@ class DataSource(jsonl.DataSource):
     return example
 
 
+EXAMPLES = (
+    "python -m big_vision_lite.datasets.shapes --out workdirs/shapes",
+    "python -m big_vision_lite.datasets.shapes --out /tmp/shapes_448 --res 448 \\\n"
+    "      --num_train 500 --num_val 50 --seed 1",
+)
+
+
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser = cli.parser(__doc__, EXAMPLES, prog="python -m big_vision_lite.datasets.shapes")
   parser.add_argument("--out", required=True, help="output folder")
   parser.add_argument("--num_train", type=int, default=2000)
   parser.add_argument("--num_val", type=int, default=200)
@@ -374,4 +381,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)

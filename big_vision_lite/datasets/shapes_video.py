@@ -1,4 +1,4 @@
-"""The video split of the bundled `shapes` data: short clips of one moving shape.
+"""The `shapes_video` source: seeded, generated short clips of one shape moving among others.
 
 Each clip has NUM_FRAMES frames: 1-3 shapes (as in the image data) on a light
 background, one of which moves left, right, up or down at constant speed while the

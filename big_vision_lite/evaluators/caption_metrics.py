@@ -22,6 +22,8 @@ import shutil
 
 import numpy as np
 
+from big_vision_lite import registry
+
 
 def _ngrams(words, n):
   counts = collections.Counter()
@@ -171,9 +173,9 @@ METRICS = ("cider", "bleu4", "rouge_l", "meteor")
 
 def compute(gts, res, metrics=("cider", "bleu4", "rouge_l")):
   """Returns {metric: score} for tokenised captions; see METRICS."""
-  unknown = [m for m in metrics if m not in METRICS]
-  if unknown:
-    raise ValueError(f"Unknown caption metrics {unknown}; known: {METRICS}.")
+  for m in metrics:
+    if m not in METRICS:
+      raise registry.unknown_name("caption metric", m, METRICS)
   out = {}
   if "cider" in metrics:
     out["cider"] = cider_d(gts, res)[0]

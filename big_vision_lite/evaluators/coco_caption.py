@@ -10,6 +10,7 @@ import shutil
 
 import jax
 
+from big_vision_lite import registry
 from big_vision_lite.evaluators import caption_metrics
 from big_vision_lite.evaluators import common
 from big_vision_lite.evaluators import ptb_tokenizer
@@ -39,7 +40,7 @@ def score_captions(predictions, references, metrics=("cider", "bleu4", "rouge_l"
     dict metric -> float.
   """
   if ptb not in ("python", "java"):
-    raise ValueError(f"ptb={ptb!r} is unknown; use 'python' or 'java'.")
+    raise registry.unknown_name("ptb tokenizer", ptb, ("python", "java"))
   tok = ptb_tokenizer.tokenize if ptb == "python" else java_ptb_tokenize
   keys = list(references)
   gts = tok({i: list(references[k]) for i, k in enumerate(keys)})

@@ -20,7 +20,6 @@ Multi-host: every host evaluates its own share of the data; metrics are computed
 sufficient statistics summed over hosts (`process_sum`), and per-example records are
 gathered to every host (`gather_json`) so that host 0 alone writes files.
 """
-import difflib
 import functools
 import importlib
 import inspect
@@ -33,6 +32,8 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
+from big_vision_lite import decode as decode_lib
+from big_vision_lite import registry
 from big_vision_lite import sharding
 from big_vision_lite import steps
 
@@ -47,9 +48,7 @@ def _evaluator_module(type_name):
   known = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__)
                  if m.name != "common")
   if type_name not in known:
-    close = difflib.get_close_matches(type_name, known, n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
-    raise KeyError(f"Unknown evaluator type '{type_name}'.{hint} Known: {known}")
+    raise registry.unknown_name("evaluator type", type_name, known)
   module = importlib.import_module(f"big_vision_lite.evaluators.{type_name}")
   if not hasattr(module, "Evaluator"):
     raise KeyError(f"Module big_vision_lite.evaluators.{type_name} has no `Evaluator`; "
@@ -83,7 +82,6 @@ def make_predict_fns(model, mesh, *, rules=(), tokenizer=None, compute_dtype=Non
       return _logits(params, to_global(batch))
 
   def decode(params, batch, **kw):
-    from big_vision_lite import decode as decode_lib  # pylint: disable=import-outside-toplevel
     kw.setdefault("eos_id", tokenizer.eos_id if tokenizer is not None else 1)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       params = params if compute_dtype is None else cast(params)

@@ -7,6 +7,7 @@ over the non-numeric types present (comp, presence, rural_urban: RSVQA-LR has al
 RSVQA-HR has no rural_urban). `anls` (max over the ground truths, threshold 0.5) as in
 big_vision's RSVQA evaluator. A ground truth "" is a real answer (lists are cut by count).
 """
+from big_vision_lite import registry
 from big_vision_lite.evaluators import common
 from big_vision_lite.evaluators import vqa
 
@@ -54,8 +55,7 @@ class Evaluator:
       anls_sum += vqa.anls(answer, gts)
       qtype = gt.get("question_type")
       if qtype is not None and qtype not in QUESTION_TYPES:
-        raise ValueError(f"RSVQA question_type {qtype!r} is unknown; expected one of "
-                         f"{QUESTION_TYPES}.")
+        raise registry.unknown_name("RSVQA question_type", qtype, QUESTION_TYPES)
       for k in ("all", qtype):
         if k is not None:
           stats[k] = [stats[k][0] + acc, stats[k][1] + acc_any, stats[k][2] + 1]

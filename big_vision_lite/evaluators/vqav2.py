@@ -25,6 +25,7 @@ Quirks of the official script kept on purpose: the period regex `(?!<=\\d)(\\.)(
 import collections
 import re
 
+from big_vision_lite import registry
 from big_vision_lite.evaluators import common
 from big_vision_lite.evaluators import vqa
 
@@ -110,7 +111,7 @@ def process_digit_article(text):
 def normalize_pair(prediction, answers, mode="official"):
   """Normalises a prediction and its ground truths as `mode` does; returns (str, list)."""
   if mode not in MODES:
-    raise ValueError(f"VQAv2 normalize={mode!r} is unknown; use one of {MODES}.")
+    raise registry.unknown_name("VQAv2 normalize mode", mode, MODES)
   prediction = strip_space(prediction)
   if mode == "official":  # Ground truths are not even whitespace-stripped.
     prediction = process_digit_article(process_punctuation(prediction))
@@ -154,7 +155,7 @@ class Evaluator:
   def __init__(self, predict_fn, tokenizer, *, data, pp_fn, batch_size,
                normalize="official", name="vqav2", workdir=None):
     if normalize not in MODES:
-      raise ValueError(f"VQAv2 normalize={normalize!r} is unknown; use one of {MODES}.")
+      raise registry.unknown_name("VQAv2 normalize mode", normalize, MODES)
     self.predict_fn, self.tok = predict_fn, tokenizer
     self.data, self.pp_fn, self.batch_size = data, pp_fn, batch_size
     self.normalize, self.name, self.workdir = normalize, name, workdir

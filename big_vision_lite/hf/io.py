@@ -20,6 +20,8 @@ import zlib
 import ml_dtypes
 import numpy as np
 
+from big_vision_lite import registry
+
 DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16),
           "float16": np.dtype(np.float16)}
 _ST_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16,
@@ -67,7 +69,7 @@ def read_json(path: str, what: str = "config.json") -> dict:
 def cast(x: np.ndarray, dtype: str) -> np.ndarray:
   """Casts to "float32" | "bfloat16" | "float16" (round to nearest even)."""
   if dtype not in DTYPES:
-    raise ValueError(f"Unknown dtype {dtype!r}; valid: {sorted(DTYPES)}.")
+    raise registry.unknown_name("dtype", dtype, DTYPES)
   return x if x.dtype == DTYPES[dtype] else x.astype(DTYPES[dtype])
 
 

@@ -4,9 +4,10 @@
 compute_dtype)` returns the Model kwargs that compute in `compute_dtype`.
 """
 import dataclasses
-import difflib
 import importlib
 import pkgutil
+
+from big_vision_lite import registry
 
 # Model fields that set the dtype a tower computes in (ViT matmuls, Gemma's stream).
 _COMPUTE_FIELDS = ("dtype_mm", "embed_dtype")
@@ -18,9 +19,7 @@ def get_module(name):
   pkg = importlib.import_module("big_vision_lite.models")
   known = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__))
   if name not in known:
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
-    raise ValueError(f"Unknown model_name {name!r}.{hint} Known: {known}")
+    raise registry.unknown_name("model_name", name, known)
   module = importlib.import_module(f"big_vision_lite.models.{name}")
   for attr in ("Model", "load"):
     if not hasattr(module, attr):
@@ -53,6 +52,6 @@ def model_kwargs(name, model_cfg, compute_dtype=None):
   if compute_dtype in (None, "float32"):
     return cfg
   if compute_dtype not in ("bfloat16", "float16"):
-    raise ValueError(f"compute_dtype={compute_dtype!r}; valid: 'float32', 'bfloat16', "
-                     "'float16'.")
+    raise registry.unknown_name("compute_dtype", compute_dtype,
+                                ("float32", "bfloat16", "float16"))
   return _with_compute(name, cfg, compute_dtype)

@@ -26,6 +26,9 @@ Queries are scaled by a rule, not a number, so the scale follows explicit size o
 ((width // num_heads)**-0.5, Gemma 2 27B), as in big_vision; an explicit
 `query_pre_attn_scalar` s (scale s**-0.5, as transformers' config) overrides the rule.
 """
+import dataclasses
+from typing import NamedTuple
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -33,6 +36,7 @@ import ml_collections
 
 from big_vision_lite import checkpoint
 from big_vision_lite import quantize
+from big_vision_lite import registry
 from big_vision_lite.models import common
 from big_vision_lite.sharding import ACT_BATCH, ACT_EMBED, ACT_LEN
 
@@ -43,36 +47,35 @@ QUERY_NORMS = ("rsqrt_head_dim", "rsqrt_emb_per_head")
 _BIG_NEG = -2.3819763e38
 
 
-def _gemma1(width, depth, mlp_dim, num_heads, num_kv_heads, head_dim, vocab_size=256_000):
-  return dict(width=width, depth=depth, mlp_dim=mlp_dim, num_heads=num_heads,
-              num_kv_heads=num_kv_heads, head_dim=head_dim, vocab_size=vocab_size,
-              norm_eps=1e-6, query_pre_attn_norm="rsqrt_head_dim", post_norms=False,
-              attn_logits_softcap=None, final_logits_softcap=None, sliding_window=None)
-
-
-def _gemma2(width, depth, mlp_dim, num_heads, num_kv_heads, head_dim,
-            query_pre_attn_norm="rsqrt_head_dim", vocab_size=256_000):
-  return dict(_gemma1(width, depth, mlp_dim, num_heads, num_kv_heads, head_dim, vocab_size),
-              query_pre_attn_norm=query_pre_attn_norm, post_norms=True,
-              attn_logits_softcap=50.0, final_logits_softcap=30.0)
-
+# Defaults shared by every variant of a family; a variant adds its sizes.
+_GEMMA1 = dict(vocab_size=256_000, norm_eps=1e-6, query_pre_attn_norm="rsqrt_head_dim",
+               post_norms=False, attn_logits_softcap=None, final_logits_softcap=None,
+               sliding_window=None)
+_GEMMA2 = dict(_GEMMA1, post_norms=True, attn_logits_softcap=50.0, final_logits_softcap=30.0)
 
 _VARIANTS = {
-    "gemma_2b": _gemma1(2048, 18, 16_384, 8, 1, 256),
-    "gemma_7b": _gemma1(3072, 28, 24_576, 16, 16, 256),
-    "gemma2_2b": _gemma2(2304, 26, 9216, 8, 4, 256),
-    "gemma2_9b": _gemma2(3584, 42, 14_336, 16, 8, 256),
+    "gemma_2b": dict(width=2048, depth=18, mlp_dim=16_384, num_heads=8, num_kv_heads=1,
+                     head_dim=256, **_GEMMA1),
+    "gemma_7b": dict(width=3072, depth=28, mlp_dim=24_576, num_heads=16, num_kv_heads=16,
+                     head_dim=256, **_GEMMA1),
+    "gemma2_2b": dict(width=2304, depth=26, mlp_dim=9216, num_heads=8, num_kv_heads=4,
+                      head_dim=256, **_GEMMA2),
+    "gemma2_9b": dict(width=3584, depth=42, mlp_dim=14_336, num_heads=16, num_kv_heads=8,
+                      head_dim=256, **_GEMMA2),
     # 27B scales queries by (width / num_heads)**-0.5 = 144**-0.5, not head_dim**-0.5.
-    "gemma2_27b": _gemma2(4608, 46, 36_864, 32, 16, 128, "rsqrt_emb_per_head"),
-    "gemma_tiny": _gemma1(64, 2, 128, 4, 1, 16, vocab_size=300),
-    "gemma2_tiny": _gemma2(64, 2, 128, 4, 2, 16, vocab_size=300),
+    "gemma2_27b": dict(width=4608, depth=46, mlp_dim=36_864, num_heads=32, num_kv_heads=16,
+                       head_dim=128, **dict(_GEMMA2, query_pre_attn_norm="rsqrt_emb_per_head")),
+    "gemma_tiny": dict(width=64, depth=2, mlp_dim=128, num_heads=4, num_kv_heads=1,
+                       head_dim=16, **dict(_GEMMA1, vocab_size=300)),
+    "gemma2_tiny": dict(width=64, depth=2, mlp_dim=128, num_heads=4, num_kv_heads=2,
+                        head_dim=16, **dict(_GEMMA2, vocab_size=300)),
 }
 
 
 def get_config(variant):
   """Architecture of a Gemma variant as a ConfigDict (keys: see `ARCH_KEYS`)."""
   if variant not in _VARIANTS:
-    raise ValueError(f"Unknown Gemma variant '{variant}'. Valid: {sorted(_VARIANTS)}.")
+    raise registry.unknown_name("Gemma variant", variant, _VARIANTS)
   return ml_collections.ConfigDict(dict(variant=variant, **_VARIANTS[variant]))
 
 
@@ -90,8 +93,8 @@ def resolve_config(cfg):
   defaults = dict(norm_eps=1e-6, query_pre_attn_norm="rsqrt_head_dim", post_norms=False)
   cfg = {**defaults, **{k: v for k, v in cfg.items() if v is not None}}
   if cfg["query_pre_attn_norm"] not in QUERY_NORMS:
-    raise ValueError(f"query_pre_attn_norm={cfg['query_pre_attn_norm']!r}; valid: "
-                     f"{QUERY_NORMS} (or set query_pre_attn_scalar).")
+    raise registry.unknown_name("query_pre_attn_norm", cfg["query_pre_attn_norm"],
+                                QUERY_NORMS, context="(or set query_pre_attn_scalar)")
   if cfg.get("query_pre_attn_scalar") is None:
     cfg["query_pre_attn_scalar"] = (
         cfg["head_dim"] if cfg["query_pre_attn_norm"] == "rsqrt_head_dim"
@@ -224,39 +227,82 @@ class FeedForward(nn.Module):
     return quantize.dot(gate * quantize.dot(x, w_gating[1]), w_linear)
 
 
-class Block(nn.Module):
-  """One decoder layer; signature fits nn.scan (carry x, per-layer xs)."""
-  cfg: dict
+@dataclasses.dataclass(frozen=True)
+class BlockConfig:
+  """What one decoder layer is: sizes, norms, soft-cap, window, dropout, attention kernel.
+
+  Frozen (hashable), so it is a static field of `Block`; `Model.block_config` builds it
+  from the resolved architecture (`resolve_config`).
+  """
+  width: int
+  mlp_dim: int
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  query_pre_attn_scalar: float
+  norm_eps: float = 1e-6
+  post_norms: bool = False
+  attn_logits_softcap: float | None = None
+  sliding_window: int | None = None
   dropout: float = 0.0
   dropout_bdims: tuple[int, ...] = ()
   attn_impl: str = "reference"
 
+
+class LayerInputs(NamedTuple):
+  """Per-call arrays every layer sees (broadcast over the layer scan).
+
+  positions: int32[B, T] of the new tokens; kv_positions: int32[B, S] of the keys;
+  mask: bool[B, T, S]; cache_idx: int32[] slot where the new keys go when decoding
+  into a cache, else None.
+  """
+  positions: jax.Array
+  kv_positions: jax.Array
+  mask: jax.Array
+  cache_idx: jax.Array | None = None
+
+
+class Block(nn.Module):
+  """One decoder layer; `__call__(x, xs, inputs)` fits nn.scan (carry x, per-layer xs).
+
+  Attributes:
+    config: the layer's `BlockConfig`.
+    deterministic: False enables dropout.
+    keep_kv: return this layer's (k, v) (to build or extend a KV cache).
+  """
+  config: BlockConfig
+  deterministic: bool = True
+  keep_kv: bool = False
+
   @nn.compact
-  def __call__(self, x, xs, positions, kv_positions, mask, cache_idx, deterministic,
-               keep_kv):
-    """xs = (layer index, kv cache of this layer or None); returns (x, (k, v) or None)."""
-    cfg = self.cfg
+  def __call__(self, x, xs, inputs):
+    """x [B, T, D]; xs = (layer index, kv cache of this layer or None); inputs: LayerInputs.
+
+    Returns (x, (k, v) or None).
+    """
+    cfg = self.config
     layer_idx, kv_cache = xs
+    mask = inputs.mask
     carry_dtype = x.dtype  # f32 params with a bf16 stream: the scan carry keeps bf16.
-    if cfg["sliding_window"]:
-      dist = jnp.abs(positions[:, :, None] - kv_positions[:, None, :])
+    if cfg.sliding_window:
+      dist = jnp.abs(inputs.positions[:, :, None] - inputs.kv_positions[:, None, :])
       local = (layer_idx % 2) == 0
-      mask = mask & ((dist < cfg["sliding_window"]) | jnp.logical_not(local))
+      mask = mask & ((dist < cfg.sliding_window) | jnp.logical_not(local))
     x = nn.with_logical_constraint(x, (ACT_BATCH, ACT_LEN, ACT_EMBED))
-    drop = nn.Dropout(self.dropout, self.dropout_bdims)
-    y = RMSNorm(cfg["norm_eps"], name="pre_attention_norm")(x)
-    y, kv = Attention(cfg["num_heads"], cfg["num_kv_heads"], cfg["width"], cfg["head_dim"],
-                      cfg["query_pre_attn_scalar"], cfg["attn_logits_softcap"],
-                      self.attn_impl, name="attn")(y, positions, mask, kv_cache, cache_idx)
-    if cfg["post_norms"]:
-      y = RMSNorm(cfg["norm_eps"], name="post_attention_norm")(y)
-    x = x + drop(y, deterministic)
-    y = RMSNorm(cfg["norm_eps"], name="pre_ffw_norm")(x)
-    y = FeedForward(cfg["width"], cfg["mlp_dim"], name="mlp")(y)
-    if cfg["post_norms"]:
-      y = RMSNorm(cfg["norm_eps"], name="post_ffw_norm")(y)
-    out = (x + drop(y, deterministic)).astype(carry_dtype)
-    return out, (kv if keep_kv else None)
+    drop = nn.Dropout(cfg.dropout, cfg.dropout_bdims, deterministic=self.deterministic)
+    y = RMSNorm(cfg.norm_eps, name="pre_attention_norm")(x)
+    y, kv = Attention(cfg.num_heads, cfg.num_kv_heads, cfg.width, cfg.head_dim,
+                      cfg.query_pre_attn_scalar, cfg.attn_logits_softcap, cfg.attn_impl,
+                      name="attn")(y, inputs.positions, mask, kv_cache, inputs.cache_idx)
+    if cfg.post_norms:
+      y = RMSNorm(cfg.norm_eps, name="post_attention_norm")(y)
+    x = x + drop(y)
+    y = RMSNorm(cfg.norm_eps, name="pre_ffw_norm")(x)
+    y = FeedForward(cfg.width, cfg.mlp_dim, name="mlp")(y)
+    if cfg.post_norms:
+      y = RMSNorm(cfg.norm_eps, name="post_ffw_norm")(y)
+    out = (x + drop(y)).astype(carry_dtype)
+    return out, (kv if self.keep_kv else None)
 
 
 class Model(nn.Module):
@@ -265,7 +311,9 @@ class Model(nn.Module):
   Soft-caps and the sliding window are disabled by passing 0 for them. Layers are
   scanned with remat "nothing_saveable" by default, as big_vision's Gemma variants (and
   its PaliGemma wrapper) are, so a big_vision config builds the same param tree; pass
-  `scan=False` for per-layer params `layers/{i}`. `attn_impl`:
+  `scan=False` for per-layer params `layers/{i}`. Every layer is a `Block` of
+  `block_config`; dropout and whether layers return their keys/values are fields of the
+  `Block`, so neither nn.scan nor nn.remat needs static arguments. `attn_impl`:
   "reference" (einsum + softmax, every backend and feature) or "xla" / "cudnn"
   (`jax.nn.dot_product_attention`, no attention soft-cap).
   """
@@ -301,29 +349,26 @@ class Model(nn.Module):
         cfg[k] = getattr(self, k)
     return resolve_config({k: v for k, v in cfg.items() if k != "variant"})
 
+  @property
+  def block_config(self):
+    """The `BlockConfig` of every layer."""
+    cfg = self.cfg
+    return BlockConfig(**{f.name: cfg[f.name] for f in dataclasses.fields(BlockConfig)
+                          if f.name in cfg},
+                       dropout=self.dropout, dropout_bdims=tuple(self.dropout_bdims),
+                       attn_impl=self.attn_impl)
+
   def setup(self):
     cfg = self.cfg
-    self.embedder = Embedder(cfg["vocab_size"], cfg["width"])
-    block = Block
-    if self.remat_policy != "none":
-      block = nn.remat(Block, prevent_cse=not self.scan, static_argnums=(7, 8),
-                       policy=getattr(jax.checkpoint_policies, self.remat_policy))
     impls = ("reference", "xla", "cudnn")
     if self.attn_impl not in impls:
-      raise ValueError(f"attn_impl={self.attn_impl!r}; valid: {impls} ('reference' is the "
-                       "einsum path for any backend, 'xla'/'cudnn' use "
-                       "jax.nn.dot_product_attention).")
+      raise registry.unknown_name("attn_impl", self.attn_impl, impls, context="('reference' "
+                                  "is the einsum path for any backend, 'xla'/'cudnn' use "
+                                  "jax.nn.dot_product_attention)")
     if self.attn_impl != "reference" and cfg["attn_logits_softcap"]:
       raise ValueError(f"attn_impl={self.attn_impl!r} has no attention soft-cap; use "
                        "attn_impl='reference' or attn_logits_softcap=0.")
-    kw = dict(cfg=cfg, dropout=self.dropout, dropout_bdims=self.dropout_bdims,
-              attn_impl=self.attn_impl)
-    if self.scan:
-      self.layers = nn.scan(
-          block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-          in_axes=(0,) + (nn.broadcast,) * 6, length=cfg["depth"])(**kw)
-    else:
-      self.layers = common.Unrolled(block, cfg["depth"], kw)
+    self.embedder = Embedder(cfg["vocab_size"], cfg["width"])
     self.final_norm = RMSNorm(cfg["norm_eps"])
 
   def embed_tokens(self, tokens):
@@ -337,11 +382,22 @@ class Model(nn.Module):
       logits = jnp.tanh(logits / cap) * cap
     return logits
 
-  def _layers(self, x, positions, kv_positions, mask, caches, cache_idx, deterministic,
-              keep_kv):
-    ids = jnp.arange(self.cfg["depth"])
-    x, kv = self.layers(x.astype(self.embed_dtype), (ids, caches), positions, kv_positions,
-                        mask, cache_idx, deterministic, keep_kv)
+  @nn.compact
+  def _layers(self, x, inputs, caches, *, deterministic, keep_kv):
+    """All layers (params under `layers/`) + final norm: x [B, T, D] -> (x, stacked kv)."""
+    depth = self.cfg["depth"]
+    block = Block
+    if self.remat_policy != "none":
+      block = nn.remat(Block, prevent_cse=not self.scan,
+                       policy=getattr(jax.checkpoint_policies, self.remat_policy))
+    kw = dict(config=self.block_config, deterministic=deterministic, keep_kv=keep_kv)
+    if self.scan:
+      layers = nn.scan(
+          block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+          in_axes=(0, nn.broadcast), length=depth)(name="layers", **kw)
+    else:
+      layers = common.Unrolled(block, depth, kw, name="layers")
+    x, kv = layers(x.astype(self.embed_dtype), (jnp.arange(depth), caches), inputs)
     return self.final_norm(x), kv
 
   def encode(self, x, positions, mask, deterministic=True):
@@ -353,7 +409,8 @@ class Model(nn.Module):
     if positions.shape != (b, t) or mask.shape != (b, t, t):
       raise ValueError(f"positions {positions.shape} must be {(b, t)} and mask {mask.shape} "
                        f"must be {(b, t, t)} for inputs of length {t}.")
-    return self._layers(x, positions, positions, mask, None, None, deterministic, False)[0]
+    return self._layers(x, LayerInputs(positions, positions, mask), None,
+                        deterministic=deterministic, keep_kv=False)[0]
 
   def __call__(self, tokens, *, embedded_prefix=None, positions=None, mask=None,
                deterministic=True):
@@ -398,7 +455,8 @@ class Model(nn.Module):
     if cache_size < t:
       raise ValueError(f"cache_size={cache_size} is smaller than the prompt length {t}; "
                        "it must count prompt (incl. image) tokens plus decode steps.")
-    pre_logits, (k, v) = self._layers(x, positions, positions, mask, None, None, True, True)
+    pre_logits, (k, v) = self._layers(x, LayerInputs(positions, positions, mask), None,
+                                      deterministic=True, keep_kv=True)
     dtype = self.cache_dtype or k.dtype
     pad = ((0, 0), (0, 0), (0, cache_size - t), (0, 0), (0, 0))
     cache = dict(
@@ -420,8 +478,9 @@ class Model(nn.Module):
     idx, pos = cache["idx"], cache["next_pos"][:, None]
     valid = jax.lax.dynamic_update_slice(cache["valid"], jnp.ones((b, 1), bool), (0, idx))
     kv_pos = jax.lax.dynamic_update_slice(cache["pos"], pos, (0, idx))
-    pre_logits, (k, v) = self._layers(x, pos, kv_pos, valid[:, None, :],
-                                      (cache["k"], cache["v"]), idx, True, True)
+    pre_logits, (k, v) = self._layers(x, LayerInputs(pos, kv_pos, valid[:, None, :], idx),
+                                      (cache["k"], cache["v"]), deterministic=True,
+                                      keep_kv=True)
     return pre_logits, dict(k=k, v=v, valid=valid, pos=kv_pos, next_pos=pos[:, 0] + 1,
                             idx=idx + 1)
 

@@ -5,7 +5,6 @@ Towers are modules of this package named by string (`img_model="vit"`,
 projector (num_classes = LLM width). Image embeddings enter the LLM unscaled, text
 embeddings are scaled by sqrt(width).
 """
-import difflib
 import importlib
 import pkgutil
 import re
@@ -15,6 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from big_vision_lite import checkpoint
+from big_vision_lite import registry
 from big_vision_lite.models import common
 
 
@@ -23,9 +23,7 @@ def import_tower(name):
   pkg = importlib.import_module("big_vision_lite.models")
   known = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__))
   if name not in known:
-    close = difflib.get_close_matches(str(name), known, n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
-    raise ValueError(f"Unknown model '{name}'.{hint} Known: {known}.")
+    raise registry.unknown_name("model", name, known)
   module = importlib.import_module(f"big_vision_lite.models.{name}")
   missing = [a for a in ("Model", "load") if not hasattr(module, a)]
   if missing:

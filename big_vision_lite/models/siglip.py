@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from big_vision_lite import checkpoint
+from big_vision_lite import registry
 from big_vision_lite.models import common
 from big_vision_lite.models import vit
 
@@ -66,8 +67,8 @@ class TextTransformer(nn.Module):
     elif self.pool_type == "map":
       x = vit.MAPHead(mlp_dim=self.mlp_dim, num_heads=self.num_heads)(x)
     else:
-      raise ValueError(f"Unknown text pool_type {self.pool_type!r}; valid: last, first, "
-                       "gap, map.")
+      raise registry.unknown_name("text pool_type", self.pool_type,
+                                  ("last", "first", "gap", "map"))
     out["pre_logits"] = x
     if self.num_classes:
       x = out["logits"] = nn.Dense(self.num_classes, name="head")(x)

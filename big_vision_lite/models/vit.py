@@ -15,20 +15,20 @@ import numpy as np
 import scipy.ndimage
 
 from big_vision_lite import checkpoint
+from big_vision_lite import registry
 from big_vision_lite.models import common
 from big_vision_lite.sharding import ACT_BATCH, ACT_EMBED, ACT_LEN
 
-# name: (width, depth, mlp_dim, num_heads).
 _VARIANTS = {
-    "mu": (32, 1, 128, 2),
-    "Ti": (192, 12, 768, 3),
-    "S": (384, 12, 1536, 6),
-    "M": (512, 12, 2048, 8),
-    "B": (768, 12, 3072, 12),
-    "L": (1024, 24, 4096, 16),
-    "So400m": (1152, 27, 4304, 16),
-    "H": (1280, 32, 5120, 16),
-    "g": (1408, 40, 6144, 16),
+    "mu": dict(width=32, depth=1, mlp_dim=128, num_heads=2),
+    "Ti": dict(width=192, depth=12, mlp_dim=768, num_heads=3),
+    "S": dict(width=384, depth=12, mlp_dim=1536, num_heads=6),
+    "M": dict(width=512, depth=12, mlp_dim=2048, num_heads=8),
+    "B": dict(width=768, depth=12, mlp_dim=3072, num_heads=12),
+    "L": dict(width=1024, depth=24, mlp_dim=4096, num_heads=16),
+    "So400m": dict(width=1152, depth=27, mlp_dim=4304, num_heads=16),
+    "H": dict(width=1280, depth=32, mlp_dim=5120, num_heads=16),
+    "g": dict(width=1408, depth=40, mlp_dim=6144, num_heads=16),
 }
 
 
@@ -38,10 +38,9 @@ def decode_variant(variant):
     return {}
   m = re.fullmatch(r"([A-Za-z0-9]+)(?:/(\d+))?", variant)
   if not m or m.group(1) not in _VARIANTS:
-    raise ValueError(f"Unknown ViT variant '{variant}'. Valid: one of {list(_VARIANTS)}, "
-                     "optionally followed by /patch (e.g. 'So400m/14', 'B/16', 'mu').")
-  width, depth, mlp_dim, num_heads = _VARIANTS[m.group(1)]
-  cfg = dict(width=width, depth=depth, mlp_dim=mlp_dim, num_heads=num_heads)
+    raise registry.unknown_name("ViT variant", variant, _VARIANTS, context="A variant may "
+                                "end in /patch (e.g. 'So400m/14', 'B/16', 'mu').")
+  cfg = dict(_VARIANTS[m.group(1)])
   if m.group(2):
     cfg["patch_size"] = (int(m.group(2)),) * 2
   return cfg
@@ -78,24 +77,28 @@ class MlpBlock(nn.Module):
 
 
 class Encoder1DBlock(nn.Module):
-  """Pre-LN transformer block; returns (x, None) so it can be scanned."""
+  """Pre-LN transformer block; `x -> (x, None)` so it can be scanned.
+
+  `deterministic=False` enables dropout.
+  """
   mlp_dim: int
   num_heads: int
   dropout: float = 0.0
   dtype_mm: str = "float32"
+  deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x, deterministic=True):
+  def __call__(self, x):
     x = nn.with_logical_constraint(x, (ACT_BATCH, ACT_LEN, ACT_EMBED))
     y = nn.LayerNorm()(x)
     y = nn.MultiHeadDotProductAttention(
         num_heads=self.num_heads, kernel_init=nn.initializers.xavier_uniform(),
         deterministic=True, dtype=self.dtype_mm)(y, y)
-    y = nn.Dropout(rate=self.dropout)(y, deterministic)
+    y = nn.Dropout(rate=self.dropout)(y, self.deterministic)
     x = x + y
     y = nn.LayerNorm()(x)
-    y = MlpBlock(self.mlp_dim, self.dropout, self.dtype_mm)(y, deterministic)
-    y = nn.Dropout(rate=self.dropout)(y, deterministic)
+    y = MlpBlock(self.mlp_dim, self.dropout, self.dtype_mm)(y, self.deterministic)
+    y = nn.Dropout(rate=self.dropout)(y, self.deterministic)
     return x + y, None
 
 
@@ -112,19 +115,18 @@ class Encoder(nn.Module):
   @nn.compact
   def __call__(self, x, deterministic=True):
     kw = dict(mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout=self.dropout,
-              dtype_mm=self.dtype_mm)
+              dtype_mm=self.dtype_mm, deterministic=deterministic)
     if self.scan:
       block = Encoder1DBlock
       if self.remat_policy != "none":
-        block = nn.remat(block, prevent_cse=False, static_argnums=(2,),
+        block = nn.remat(block, prevent_cse=False,
                          policy=getattr(jax.checkpoint_policies, self.remat_policy))
       x, _ = nn.scan(block, variable_axes={"params": 0},
                      split_rngs={"params": True, "dropout": True},
-                     in_axes=nn.broadcast, length=self.depth)(
-                         name="encoderblock", **kw)(x, deterministic)
+                     length=self.depth)(name="encoderblock", **kw)(x)
     else:
       for i in range(self.depth):
-        x, _ = Encoder1DBlock(name=f"encoderblock_{i}", **kw)(x, deterministic)
+        x, _ = Encoder1DBlock(name=f"encoderblock_{i}", **kw)(x)
     return nn.LayerNorm(name="encoder_norm")(x)
 
 
@@ -208,7 +210,7 @@ class Model(nn.Module):
     elif self.posemb == "sincos2d":
       pe = posemb_sincos_2d(h, w, c)
     else:
-      raise ValueError(f"Unknown posemb '{self.posemb}'; valid: 'learn', 'sincos2d'.")
+      raise registry.unknown_name("posemb", self.posemb, ("learn", "sincos2d"))
     x = out["with_posemb"] = x + pe.astype(x.dtype)
     if self.pool_type == "tok":
       cls = self.param("cls", nn.initializers.zeros, (1, 1, c), x.dtype)
@@ -225,7 +227,7 @@ class Model(nn.Module):
     elif self.pool_type == "tok":
       x = x[:, 0]
     elif self.pool_type != "none":
-      raise ValueError(f"Unknown pool_type '{self.pool_type}'; valid: none, gap, map, tok.")
+      raise registry.unknown_name("pool_type", self.pool_type, ("none", "gap", "map", "tok"))
     out["pre_logits"] = x
     if self.num_classes:
       kinit = nn.initializers.zeros if self.head_zeroinit else nn.initializers.lecun_normal()

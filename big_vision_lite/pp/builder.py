@@ -15,6 +15,7 @@ import zlib
 
 import tensorflow as tf
 
+from big_vision_lite import registry
 from big_vision_lite.registry import Registry
 
 PP_OPS = Registry("pp op")
@@ -64,7 +65,9 @@ def get_preprocess_fn(pp_str, log_steps=False):
       ops.append(PP_OPS.call(spec))
     except (KeyError, TypeError, ValueError) as e:
       msg = e.args[0] if e.args else str(e)
-      raise type(e)(f"{msg} [pp op #{i} {spec!r} in {pp_str!r}]") from e
+      located = type(e)(f"{msg} [pp op #{i} {spec!r} in {pp_str!r}]")
+      located.__dict__.update(e.__dict__)  # UnknownNameError's name, known, suggestion.
+      raise located from e
     if log_steps:
       print(f"pp op #{i}: {spec}")
 
@@ -102,6 +105,6 @@ def uniform(data, name, shape=(), minval=0.0, maxval=1.0, dtype=tf.float32, seed
 
 
 def check_choice(op, name, value, valid):
-  """Raises ValueError unless `value` is one of `valid`."""
+  """Raises `registry.UnknownNameError` (a ValueError) unless `value` is one of `valid`."""
   if value not in valid:
-    raise ValueError(f"pp op '{op}': {name}={value!r} is not valid; use one of {valid}.")
+    raise registry.unknown_name(f"pp op '{op}' {name}", value, valid)

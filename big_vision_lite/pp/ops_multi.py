@@ -1,5 +1,6 @@
-"""pp ops for multiple-choice and multi-image tasks: strjoin, getidx, lower,
-stack_images, draw_bbox, sci_qa_choices_shuffle.
+"""pp ops for multiple-choice and multi-image tasks (choices, image stacks, drawn boxes).
+
+Ops: strjoin, getidx, lower, stack_images, draw_bbox, sci_qa_choices_shuffle.
 
 Each op is a factory (called when the pp string is built) returning
 `fn(data: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]`.

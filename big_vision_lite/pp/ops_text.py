@@ -1,4 +1,6 @@
-"""Text pp ops: `tok` (SentencePiece in `tf.numpy_function`) and the PaliGemma row builders
+"""Text pp ops: the `tok` tokenizer op and the PaliGemma train / eval row builders.
+
+`tok` runs SentencePiece in `tf.numpy_function`; the row builders are
 `combine_and_keep_train` / `combine_and_keep_eval`.
 
 Row layout (DESIGN.md), L = text_len:

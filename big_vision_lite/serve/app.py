@@ -28,6 +28,7 @@ from fastapi import responses
 from fastapi import staticfiles
 from starlette import exceptions as starlette_exceptions
 
+from big_vision_lite import registry
 from big_vision_lite.serve import engine as engine_lib
 from big_vision_lite.serve import stream as stream_lib
 
@@ -118,10 +119,9 @@ async def _read_request(request, max_bytes):
     raise engine_lib.RequestError(
         f"Content-Type {ctype or '(none)'!r} is not supported; send application/json or "
         "multipart/form-data.", status=415)
-  unknown = sorted(set(fields) - set(FIELDS))
-  if unknown:
-    raise engine_lib.RequestError(f"Unknown fields {unknown}; known: {list(FIELDS)}.",
-                                  field=unknown[0])
+  for name in sorted(set(fields) - set(FIELDS)):
+    raise engine_lib.RequestError(str(registry.unknown_name("request field", name, FIELDS)),
+                                  field=name)
   if image is None:
     raise engine_lib.RequestError("The request has no image; send field `image`.",
                                   field="image")

@@ -1,5 +1,7 @@
-"""Runs the app under uvicorn: `Server` serves an engine on a socket in a background
-thread (tests, benchmarks, `tools/serve.py`)."""
+"""Runs the app under uvicorn: `Server` serves an engine on a socket in a background thread.
+
+Used by `tools/serve.py`, the serving benchmark and the tests.
+"""
 import socket
 import threading
 import time

@@ -125,7 +125,7 @@ def test_metric_input_errors():
     caption_metrics.cider_d({0: ["a"]}, {1: ["a"]})
   with pytest.raises(ValueError, match="exactly one candidate"):
     caption_metrics.rouge_l({0: ["a"]}, {0: ["a", "b"]})
-  with pytest.raises(ValueError, match="Unknown caption metrics"):
+  with pytest.raises(ValueError, match="Unknown caption metric"):
     caption_metrics.compute({0: ["a"]}, {0: ["a"]}, metrics=("spice",))
 
 

@@ -49,5 +49,6 @@ def test_train_evals_and_eval_tool_agree(tmp_path, monkeypatch):
   for key in ("ppl/nll", "ppl/perplexity"):
     assert out[key] == pytest.approx(evals[key], rel=1e-5), key
   assert json.loads(open(os.path.join(workdir, "eval_metrics.json")).read()) == out
-  with pytest.raises(ValueError, match="not in config.evals"):
+  with pytest.raises(ValueError, match=r"Unknown --only name 'nope'\. Valid: \['ppl', 'vqa'\]\. "
+                     r"\(the names of config.evals"):
     eval_tool.evaluate(c, workdir, only=["nope"])

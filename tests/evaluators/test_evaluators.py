@@ -54,7 +54,7 @@ def test_vqav2(fake_task, tmp_path):
   assert js == [{"question_id": i + 1, "answer": p} for i, p in enumerate(preds)]
   m2, _ = _run(vqav2, fake_task, examples, preds, tmp_path, normalize="big_vision")
   assert m2["acc"] == pytest.approx((0.0 + 0.3 + 0.6 + 0.0) / 4)
-  with pytest.raises(ValueError, match="normalize='bv' is unknown"):
+  with pytest.raises(ValueError, match="Unknown VQAv2 normalize mode 'bv'"):
     vqav2.Evaluator(None, None, normalize="bv", **_KW)
 
 

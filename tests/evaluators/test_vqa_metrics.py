@@ -51,7 +51,7 @@ def test_vqav2_official_steps():
   assert vqav2.process_punctuation("." * 40) == "." * 8
   assert vqav2.process_punctuation("." * 40, 0) == ""
   assert vqav2.process_digit_article("The Two dogs arent an issue") == "2 dogs aren't issue"
-  with pytest.raises(ValueError, match="normalize='x' is unknown"):
+  with pytest.raises(ValueError, match="Unknown VQAv2 normalize mode 'x'"):
     vqav2.vqa_accuracy("a", ["a"], "x")
   with pytest.raises(ValueError, match="at least one"):
     vqav2.vqa_accuracy("a", [])

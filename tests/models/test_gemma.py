@@ -1,4 +1,6 @@
 """Gemma 1/2: configs, layouts, Gemma 2 features, scan <-> per-layer loading, vocab rows."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,6 +34,16 @@ def test_configs():
     gemma.get_config("gemma3")
   with pytest.raises(ValueError, match=r"Gemma needs \['width'"):
     gemma.Model(depth=2).cfg  # pylint: disable=expression-not-assigned
+  # pylint: disable=protected-access
+  for name, arch in gemma._VARIANTS.items():  # Every variant names every architecture key.
+    assert set(arch) == set(gemma.ARCH_KEYS) - {"query_pre_attn_scalar"}, name
+  # One hashable BlockConfig per model: the resolved sizes plus dropout and kernel.
+  block = gemma.Model(variant="gemma2_27b", dropout=0.1, dropout_bdims=[1]).block_config
+  assert block == gemma.BlockConfig(
+      width=4608, mlp_dim=36_864, num_heads=32, num_kv_heads=16, head_dim=128,
+      query_pre_attn_scalar=144, post_norms=True, attn_logits_softcap=50.0, dropout=0.1,
+      dropout_bdims=(1,))
+  assert hash(block) == hash(dataclasses.replace(block))
 
 
 @pytest.mark.parametrize("kw,names", [
@@ -63,7 +75,7 @@ def test_query_scale_follows_size_overrides():
                     ).cfg["query_pre_attn_scalar"] == 2304 // 8
   assert gemma.Model(variant="gemma_2b", query_pre_attn_scalar=7.0
                     ).cfg["query_pre_attn_scalar"] == 7.0
-  with pytest.raises(ValueError, match="query_pre_attn_norm='rsqrt'; valid"):
+  with pytest.raises(ValueError, match="Unknown query_pre_attn_norm 'rsqrt'.* Valid: "):
     _ = gemma.Model(variant="gemma_2b", query_pre_attn_norm="rsqrt").cfg
   # The derived scale reaches the attention: head_dim 8 overrides gemma_tiny's 16, so
   # queries are scaled by 8**-0.5 (as an explicit scalar 8), not by the variant's 16**-0.5.
@@ -176,7 +188,7 @@ def test_dot_product_attention_matches_reference(num_kv_heads):
   got = fast.apply({"params": params}, tokens, mask=mask)[0]
   np.testing.assert_allclose(got[0], want[0], atol=1e-5)
   np.testing.assert_allclose(got[1, :5], want[1, :5], atol=1e-5)
-  with pytest.raises(ValueError, match="attn_impl='fast'.*valid"):
+  with pytest.raises(ValueError, match="Unknown attn_impl 'fast'.* Valid: "):
     gemma.Model(**kw, attn_impl="fast").apply({"params": params}, tokens)
   with pytest.raises(ValueError, match="no attention soft-cap"):
     gemma.Model(variant="gemma2_tiny", attn_impl="xla").init(jax.random.key(0), tokens)

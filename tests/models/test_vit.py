@@ -26,6 +26,11 @@ def test_decode_variant():
   assert vit.decode_variant("mu") == dict(width=32, depth=1, mlp_dim=128, num_heads=2)
   with pytest.raises(ValueError, match="Unknown ViT variant 'So400/14'"):
     vit.decode_variant("So400/14")
+  cfg = vit.decode_variant("B")
+  cfg["width"] = 1  # A copy: the variant table is unchanged.
+  assert vit.decode_variant("B")["width"] == 768
+  for name, arch in vit._VARIANTS.items():  # pylint: disable=protected-access
+    assert set(arch) == {"width", "depth", "mlp_dim", "num_heads"}, name
 
 
 def test_so400m_shapes():
