@@ -92,22 +92,29 @@ def draw_shape(draw, shape, box, fill):
     draw.polygon([(cx, y0), (x1 - 1, cy), (cx, y1 - 1), (x0, cy)], fill=fill)
 
 
-def make_scene(seed, split_index, index, res, size_scale=1.0, max_objects=4):
+def make_scene(seed, split_index, index, res, size_scale=1.0, max_objects=4, kinds=None,
+               sizes=None):
   """Returns the scene of one image: objects (shape, color, size, pixel box) and word.
 
   `size_scale` multiplies the side ranges of SIZES; `max_objects` (1-4) bounds the
-  number of shapes drawn. The defaults give the original scenes, draw for draw.
+  number of shapes drawn; `kinds` / `sizes` (None: all) restrict the shapes / size names
+  drawn to a subset of SHAPES / SIZES. The defaults give the original scenes, draw for draw.
   """
   if not 1 <= max_objects <= 4 or not 0 < size_scale <= 2:
     raise ValueError(f"max_objects={max_objects} must be in 1..4 and size_scale="
                      f"{size_scale} in (0, 2].")
+  kinds = SHAPES if kinds is None else tuple(kinds)
+  sizes = tuple(SIZES) if sizes is None else tuple(sizes)
+  if not kinds or set(kinds) - set(SHAPES) or not sizes or set(sizes) - set(SIZES):
+    raise ValueError(f"kinds={kinds} must be a non-empty subset of {SHAPES} and sizes="
+                     f"{sizes} of {tuple(SIZES)}.")
   rng = np.random.default_rng([seed, split_index, index])
   scene = {"bg": tuple(int(v) for v in rng.integers(225, 256, 3)), "objects": []}
   taken = []
   for _ in range(int(rng.integers(1, max_objects + 1))):
-    shape = SHAPES[rng.integers(len(SHAPES))]
+    shape = kinds[rng.integers(len(kinds))]
     color = list(COLORS)[rng.integers(len(COLORS))]
-    size = list(SIZES)[rng.integers(len(SIZES))]
+    size = sizes[rng.integers(len(sizes))]
     lo, hi = (v * size_scale for v in SIZES[size])
     box = place(rng, res, max(4, int(round(rng.uniform(lo, hi) * res))), taken)
     if box is not None:

@@ -145,3 +145,19 @@ def test_design_args(shapes_dir, tmp_path):
     shapes.ensure_shapes(big, **ARGS)  # Same folder, default design.
   with pytest.raises(ValueError, match=r"max_objects=5 must be in 1..4"):
     shapes.make_scene(0, 0, 0, 64, max_objects=5)
+
+
+def test_scene_kinds_and_sizes_subsets():
+  full = [shapes.make_scene(0, 0, i, 64) for i in range(20)]
+  same = [shapes.make_scene(0, 0, i, 64, kinds=shapes.SHAPES, sizes=tuple(shapes.SIZES))
+          for i in range(20)]
+  assert full == same  # The defaults are the full sets, draw for draw.
+  sub = [shapes.make_scene(0, 0, i, 64, kinds=("circle", "square"), sizes=("large",))
+         for i in range(20)]
+  objs = [o for s in sub for o in s["objects"]]
+  assert objs and {o["shape"] for o in objs} <= {"circle", "square"}
+  assert {o["size"] for o in objs} == {"large"}
+  with pytest.raises(ValueError, match=r"kinds=\('star',\) must be a non-empty subset"):
+    shapes.make_scene(0, 0, 0, 64, kinds=("star",))
+  with pytest.raises(ValueError, match=r"sizes=\(\) of"):
+    shapes.make_scene(0, 0, 0, 64, sizes=())
