@@ -116,10 +116,18 @@ class Registry:
     """
     name, args, kwargs = parse_call(spec)
     factory = self.get(name)
-    sig = inspect.signature(factory)
-    try:
-      sig.bind(*args, **kwargs)
-    except TypeError as e:
-      raise TypeError(f"Bad arguments for {self.kind} '{name}' in {spec!r}: {e}. "
-                      f"Signature: {name}{sig}") from e
+    check_arguments(factory, args, kwargs, name=name, what=f"{self.kind} '{name}' in {spec!r}")
     return factory(*args, **kwargs)
+
+
+def check_arguments(factory, args, kwargs, *, name, what):
+  """Raises a TypeError naming `what` and `factory`'s signature unless the arguments bind.
+
+  Checked with `inspect.signature(factory).bind` before the call, so that a bad argument
+  fails when a config is read, not deep inside the factory.
+  """
+  sig = inspect.signature(factory)
+  try:
+    sig.bind(*args, **kwargs)
+  except TypeError as e:
+    raise TypeError(f"Bad arguments for {what}: {e}. Signature: {name}{sig}") from e

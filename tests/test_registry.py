@@ -59,7 +59,7 @@ def _lookups():
   # pylint: disable=g-import-not-at-top
   from big_vision_lite import config_args, models, optim, sharding
   from big_vision_lite.evaluators import caption_metrics, vqav2
-  from big_vision_lite.models import gemma, paligemma, vit  # pylint: disable=g-import-not-at-top
+  from big_vision_lite.models import gemma, vit  # pylint: disable=g-import-not-at-top
   from big_vision_lite.pp import builder  # pylint: disable=g-import-not-at-top
   from tools import predict  # pylint: disable=g-import-not-at-top
   return [
@@ -69,7 +69,7 @@ def _lookups():
        "bilinear"),
       (lambda: models.get_module("paligema"), "paligema", "paligemma"),
       (lambda: models.model_kwargs("paligemma", {}, "bfloat61"), "bfloat61", "bfloat16"),
-      (lambda: paligemma.import_tower("vitt"), "vitt", "vit"),
+      (lambda: models.get_module("vitt", "img_model"), "vitt", "vit"),
       (lambda: gemma.get_config("gemma_tiy"), "gemma_tiy", "gemma_tiny"),
       (lambda: vit.decode_variant("So400n/14"), "So400n/14", None),
       (lambda: config_args.parse_arg("rez=3", res=1), "rez", "res"),

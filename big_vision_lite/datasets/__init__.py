@@ -12,7 +12,8 @@ process_index=0, process_count=1)` (an infinite shuffled stream) and
 process_count=1)` (names an example for error messages).
 """
 import importlib
-import inspect
+
+from big_vision_lite import registry
 
 # Source modules are imported on first use: TFDS is slow to import and only needed for
 # TFDS sources, and `python -m big_vision_lite.datasets.shapes` runs cleanly.
@@ -32,10 +33,5 @@ def get(name, **kw):
   else:
     module, args = "tfds", (name,)
   cls = importlib.import_module(f"big_vision_lite.datasets.{module}").DataSource
-  sig = inspect.signature(cls)
-  try:
-    sig.bind(*args, **kw)
-  except TypeError as e:
-    raise TypeError(f"Bad arguments for data source {name!r}: {e}. "
-                    f"Accepted: {name}{sig}") from e
+  registry.check_arguments(cls, args, kw, name=name, what=f"data source {name!r}")
   return cls(*args, **kw)

@@ -14,12 +14,13 @@ _COMPUTE_FIELDS = ("dtype_mm", "embed_dtype")
 _TOWERS = {"img": ("img_model", "vit"), "llm": ("llm_model", "gemma")}
 
 
-def get_module(name):
-  """`config.model_name` -> the module `big_vision_lite.models.<name>` (Model, load)."""
+def get_module(name, kind="model_name"):
+  """`config.model_name` (or a tower's `img_model` / `llm_model`, named by `kind` in
+  errors) -> the module `big_vision_lite.models.<name>`, which defines Model and load."""
   pkg = importlib.import_module("big_vision_lite.models")
   known = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__))
   if name not in known:
-    raise registry.unknown_name("model_name", name, known)
+    raise registry.unknown_name(kind, name, known)
   module = importlib.import_module(f"big_vision_lite.models.{name}")
   for attr in ("Model", "load"):
     if not hasattr(module, attr):

@@ -21,6 +21,12 @@ def subtree(tree, key, where):
   return dict(sub)
 
 
+def read_params(init_file):
+  """A tower's `load` input as a dict: "file.npz[:subtree]" is read, a dict is copied."""
+  return dict(init_file if isinstance(init_file, dict) else
+              checkpoint.load_params(init_file))
+
+
 def compile_patterns(patterns):
   """dont_load regexes -> compiled patterns; a bad one is a ValueError naming it."""
   if isinstance(patterns, str):

@@ -34,7 +34,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from big_vision_lite import checkpoint
 from big_vision_lite import quantize
 from big_vision_lite import registry
 from big_vision_lite.models import common
@@ -498,8 +497,8 @@ def load(init_params, init_file, model_cfg=None, dont_load=()):
     nested dict of arrays ready for `Model.apply`.
   """
   del model_cfg
-  params = init_file if isinstance(init_file, dict) else checkpoint.load_params(init_file)
-  params, layers = dict(params), common.subtree(params, "layers", "llm")
+  params = common.read_params(init_file)
+  layers = common.subtree(params, "layers", "llm")
   init_layers = init_params.get("layers", {})
   if "0" in layers and "0" not in init_layers:
     layers, stacked = common.stack_layers(layers, "", sum(k.isdigit() for k in layers))

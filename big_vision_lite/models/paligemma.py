@@ -5,8 +5,6 @@ Towers are modules of this package named by string (`img_model="vit"`,
 projector (num_classes = LLM width). Image embeddings enter the LLM unscaled, text
 embeddings are scaled by sqrt(width).
 """
-import importlib
-import pkgutil
 import re
 from typing import Any
 
@@ -14,22 +12,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from big_vision_lite import checkpoint
-from big_vision_lite import registry
+from big_vision_lite import models
 from big_vision_lite.models import common
-
-
-def import_tower(name):
-  """Imports `big_vision_lite.models.<name>` and checks it has `Model` and `load`."""
-  pkg = importlib.import_module("big_vision_lite.models")
-  known = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__))
-  if name not in known:
-    raise registry.unknown_name("model", name, known)
-  module = importlib.import_module(f"big_vision_lite.models.{name}")
-  missing = [a for a in ("Model", "load") if not hasattr(module, a)]
-  if missing:
-    raise ValueError(f"Module big_vision_lite.models.{name} lacks {missing}; a tower "
-                     "module must define Model and load.")
-  return module
 
 
 def make_attn_mask(input_mask, mask_ar):
@@ -64,13 +48,13 @@ class Model(nn.Module):
   llm: Any = None
 
   def setup(self):
-    self._llm = import_tower(self.llm_model).Model(**dict(self.llm or {}), name="llm")
+    self._llm = models.get_module(self.llm_model, "llm_model").Model(**dict(self.llm or {}), name="llm")
     width = self._llm.cfg["width"]
     img_cfg = {"pool_type": "none", **dict(self.img or {})}
     if img_cfg.setdefault("num_classes", width) != width:
       raise ValueError(f"img num_classes={img_cfg['num_classes']} must equal the LLM width "
                        f"{width} (the head is the projector); drop it from the img config.")
-    self._img = import_tower(self.img_model).Model(**img_cfg, name="img")
+    self._img = models.get_module(self.img_model, "img_model").Model(**img_cfg, name="img")
 
   def embed_image(self, image, train=False):
     """image: float32[B, H, W, 3] (or [B, F, H, W, 3]) in [-1, 1] -> (float[B, P, D], out)."""
@@ -199,7 +183,8 @@ def load(init_params, init_file, model_cfg=None, dont_load=()):
     if tower not in loaded:
       params[tower] = common.merge_params({}, init_params[tower], tower_dont_load)
       continue
-    module = import_tower(model_cfg.get(f"{tower}_model", "vit" if tower == "img" else "gemma"))
+    module = models.get_module(
+        model_cfg.get(f"{tower}_model", "vit" if tower == "img" else "gemma"), f"{tower}_model")
     params[tower] = module.load(init_params[tower], sub, dict(model_cfg.get(tower) or {}),
                                 tower_dont_load)
   return params

@@ -20,7 +20,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from big_vision_lite import checkpoint
 from big_vision_lite import registry
 from big_vision_lite.models import common
 from big_vision_lite.models import vit
@@ -166,8 +165,7 @@ def load(init_params, init_file, model_cfg=None, dont_load=()):
   resampling); text tower, `t` and `b` are merged as they are.
   """
   model_cfg = dict(model_cfg or {})
-  params = dict(init_file if isinstance(init_file, dict) else
-                checkpoint.load_params(init_file))
+  params = common.read_params(init_file)
   out = {}
   if "img" in params:
     module = importlib.import_module(

@@ -14,7 +14,6 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.ndimage
 
-from big_vision_lite import checkpoint
 from big_vision_lite import registry
 from big_vision_lite.models import common
 from big_vision_lite.sharding import ACT_BATCH, ACT_EMBED, ACT_LEN
@@ -260,18 +259,13 @@ def load(init_params, init_file, model_cfg=None, dont_load=()):
   Converts scanned <-> per-layer blocks and resamples `pos_embedding` when the
   checkpoint's resolution differs.
 
-  Args:
-    init_params: nested dict of the freshly initialised model (defines the layout).
-    init_file: "file.npz", "file.npz:img", or a nested dict of arrays.
-    model_cfg: the Model kwargs (unused: the layout comes from `init_params`).
-    dont_load: regexes of names to keep from `init_params`.
-
-  Returns:
-    nested dict of arrays ready for `Model.apply`.
+  `init_params` (the freshly initialised tree) defines the layout; `init_file` is
+  "file.npz", "file.npz:img" or a nested dict of arrays; `model_cfg` is unused; names
+  matching a `dont_load` regex keep their `init_params` value. Returns the tree to
+  pass to `Model.apply`.
   """
   del model_cfg
-  params = init_file if isinstance(init_file, dict) else checkpoint.load_params(init_file)
-  params = dict(params)
+  params = common.read_params(init_file)
   enc = common.subtree(params, "Transformer", "img")
   init_enc = init_params.get("Transformer", {})
   if "encoderblock" in init_enc and "encoderblock_0" in enc:

@@ -21,6 +21,12 @@ def _as_keys(op, name, keys):
                    "list of keys.")
 
 
+def _check_key_args(op, keys):
+  """Each of an op's `*keys` arguments must be one str key."""
+  for k in keys:
+    _as_keys(op, "key", k)
+
+
 def _need(data, op, key):
   if key not in data:
     raise KeyError(f"pp op '{op}' needs key {key!r}, the example has {sorted(data)}. Add an "
@@ -44,19 +50,14 @@ def get_copy(inkey, outkey):
 @PP_OPS.register("keep")
 def get_keep(*keys):
   """Keeps only `keys` (missing keys are an error)."""
-  for k in keys:
-    _as_keys("keep", "key", k)
-
-  def _keep(data):
-    return {k: _need(data, "keep", k) for k in keys}
-  return _keep
+  _check_key_args("keep", keys)
+  return lambda data: {k: _need(data, "keep", k) for k in keys}
 
 
 @PP_OPS.register("drop")
 def get_drop(*keys):
   """Removes `keys` (keys that are absent are ignored)."""
-  for k in keys:
-    _as_keys("drop", "key", k)
+  _check_key_args("drop", keys)
 
   def _drop(data):
     return {k: v for k, v in data.items() if k not in keys}

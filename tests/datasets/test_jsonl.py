@@ -92,7 +92,7 @@ def test_absolute_path_inside_base_dir_ok(jsonl_file, tmp_path):
 
 
 def test_unknown_source_argument(jsonl_file):
-  with pytest.raises(TypeError, match=r"data source 'jsonl'.*Accepted: jsonl\(fname"):
+  with pytest.raises(TypeError, match=r"data source 'jsonl'.*Signature: jsonl\(fname"):
     datasets.get("jsonl", fname=jsonl_file, fopen_key=["image"])
 
 

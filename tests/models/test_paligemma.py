@@ -131,7 +131,7 @@ def test_cache_too_small_raises():
 
 def test_unknown_tower_suggests():
   model = paligemma.Model(img_model="vitt", llm=dict(variant="gemma_tiny"), img=IMG)
-  with pytest.raises(ValueError, match="Unknown model 'vitt'. Did you mean 'vit'"):
+  with pytest.raises(ValueError, match="Unknown img_model 'vitt'. Did you mean 'vit'"):
     model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 3)), jnp.zeros((1, 2), jnp.int32),
                jnp.zeros((1, 2), jnp.int32))
 
