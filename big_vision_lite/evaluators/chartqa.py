@@ -6,6 +6,8 @@ target is non-zero, the answer is right iff |pred - gt| / |gt| <= 0.05, computed
 float64 (inclusive; note 1.05 vs 1.0 gives 0.050000000000000044 and fails, as in the
 reference). Otherwise, and always for a zero target, strings must match exactly.
 """
+import dataclasses
+
 from big_vision_lite.evaluators import common
 
 
@@ -27,14 +29,12 @@ def relaxed_match(target, prediction, max_relative_error=0.05):
   return prediction == target
 
 
-class Evaluator:
+@dataclasses.dataclass(kw_only=True, eq=False)
+class Evaluator(common.EvaluatorBase):
   """ChartQA: `acc` (exact) and `relaxed_acc`; needs `question_id` and `answer`."""
 
-  def __init__(self, predict_fn, tokenizer, *, data, pp_fn, batch_size, to_lower=False,
-               name="chartqa", workdir=None):
-    self.predict_fn, self.tok = predict_fn, tokenizer
-    self.data, self.pp_fn, self.batch_size = data, pp_fn, batch_size
-    self.to_lower, self.name, self.workdir = to_lower, name, workdir
+  to_lower: bool = False
+  name: str = "chartqa"
 
   def run(self, params):
     """Evaluates `params`; yields (metric name, value)."""
@@ -42,8 +42,8 @@ class Evaluator:
     acc = relaxed = num = 0.0
     records = []
     batches = common.eval_batches(self.data, self.pp_fn, self.batch_size)
-    for gt, answer in common.decoded_examples(self.predict_fn, params, self.tok, batches,
-                                              ("question_id", "answer")):
+    for gt, answer in common.decoded_examples(self.predict_fn, params, self.tokenizer,
+                                              batches, ("question_id", "answer")):
       answer, target = post(answer), post(str(gt["answer"]))
       ok = relaxed_match(target, answer)
       acc, relaxed, num = acc + (answer == target), relaxed + ok, num + 1

@@ -4,6 +4,8 @@ The prediction (whitespace-stripped, optionally lower-cased) must equal the answ
 When the examples carry their `choices`, `valid` is the fraction of predictions that are
 one of them (after the same normalisation).
 """
+import dataclasses
+
 from big_vision_lite.evaluators import common
 
 
@@ -12,22 +14,20 @@ def normalize(text, to_lower):
   return text.lower() if to_lower else text
 
 
-class Evaluator:
+@dataclasses.dataclass(kw_only=True, eq=False)
+class Evaluator(common.EvaluatorBase):
   """Multiple-choice accuracy; needs `answer` (str), optionally `choices` (list of str)."""
 
-  def __init__(self, predict_fn, tokenizer, *, data, pp_fn, batch_size, to_lower=True,
-               name="choice", workdir=None):
-    self.predict_fn, self.tok = predict_fn, tokenizer
-    self.data, self.pp_fn, self.batch_size = data, pp_fn, batch_size
-    self.to_lower, self.name, self.workdir = to_lower, name, workdir
+  to_lower: bool = True
+  name: str = "choice"
 
   def run(self, params):
     """Evaluates `params`; yields (metric name, value)."""
     acc = valid = with_choices = num = 0.0
     records = []
     batches = common.eval_batches(self.data, self.pp_fn, self.batch_size)
-    for gt, answer in common.decoded_examples(self.predict_fn, params, self.tok, batches,
-                                              ("question_id", "answer", "choices")):
+    for gt, answer in common.decoded_examples(self.predict_fn, params, self.tokenizer,
+                                              batches, ("question_id", "answer", "choices")):
       answer = normalize(answer, self.to_lower)
       target = normalize(str(gt["answer"]), self.to_lower)
       acc, num = acc + (answer == target), num + 1

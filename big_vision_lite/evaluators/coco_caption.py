@@ -6,6 +6,7 @@ and scored corpus-wide with `caption_metrics` over the examples of ALL hosts (CI
 document frequencies come from the whole evaluated set). Examples with the same image id
 are scored once (the first one's caption and references count).
 """
+import dataclasses
 import shutil
 
 import jax
@@ -48,24 +49,26 @@ def score_captions(predictions, references, metrics=("cider", "bleu4", "rouge_l"
   return caption_metrics.compute(gts, res, metrics)
 
 
-class Evaluator:
+@dataclasses.dataclass(kw_only=True, eq=False)
+class Evaluator(common.EvaluatorBase):
   """Captioning; the eval pp must keep `image/id` and `captions` (list of str).
 
   Examples sharing an `id_key` value are one image (its first caption is scored);
   `id_key=None` scores every example as its own image.
   """
 
-  def __init__(self, predict_fn, tokenizer, *, data, pp_fn, batch_size,
-               metrics=("cider", "bleu4", "rouge_l"), ptb="python",
-               id_key="image/id", name="coco_caption", workdir=None):
+  metrics: tuple = ("cider", "bleu4", "rouge_l")
+  ptb: str = "python"
+  id_key: str | None = "image/id"
+  name: str = "coco_caption"
+
+  def __post_init__(self):
+    metrics, ptb = self.metrics, self.ptb
     unknown = [m for m in metrics if m not in caption_metrics.METRICS]
     if unknown or ptb not in ("python", "java"):
       raise ValueError(f"coco_caption metrics={tuple(metrics)} ptb={ptb!r}: metrics must "
                        f"be in {caption_metrics.METRICS}, ptb 'python' or 'java'.")
-    self.predict_fn, self.tok = predict_fn, tokenizer
-    self.data, self.pp_fn, self.batch_size = data, pp_fn, batch_size
-    self.metrics, self.ptb, self.id_key = tuple(metrics), ptb, id_key
-    self.name, self.workdir = name, workdir
+    self.metrics = tuple(metrics)
 
   def run(self, params):
     """Evaluates `params`; yields (metric name, value)."""
@@ -73,7 +76,7 @@ class Evaluator:
     batches = common.eval_batches(self.data, self.pp_fn, self.batch_size)
     keep = (self.id_key, "captions") if self.id_key else ("captions",)
     for i, (gt, caption) in enumerate(common.decoded_examples(
-        self.predict_fn, params, self.tok, batches, keep)):
+        self.predict_fn, params, self.tokenizer, batches, keep)):
       # Without an id key every example is its own image (one caption per image).
       image_id = gt.get(self.id_key) if self.id_key else f"{jax.process_index()}/{i}"
       records.append({"image_id": image_id, "caption": caption,

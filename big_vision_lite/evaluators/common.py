@@ -11,6 +11,12 @@ Each `config.evals[name]` is a dict:
   log_steps | log_percent:  how often to run (exactly one of them).
   ...          any other key is a keyword argument of that `Evaluator`.
 
+`EvaluatorBase` holds the constructor arguments every `Evaluator` takes; each module's
+`Evaluator` is a `@dataclasses.dataclass(kw_only=True, eq=False)` subclass adding its
+own options (and its own `name` default), so its signature stays explicit and
+`from_config` can check config keys against it (`eq=False`: evaluators still compare
+and hash by identity).
+
 `make_predict_fns(model, mesh, ...)` builds the "logits" and "decode" predict fns the
 trainer and `tools.eval` give to `from_config`. `check_data(config)` builds each
 evaluator's data source and pp pipeline once; the trainer calls it at startup, so an
@@ -20,12 +26,14 @@ Multi-host: every host evaluates its own share of the data; metrics are computed
 sufficient statistics summed over hosts (`process_sum`), and per-example records are
 gathered to every host (`gather_json`) so that host 0 alone writes files.
 """
+import dataclasses
 import functools
 import importlib
 import inspect
 import json
 import os
 import pkgutil
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -40,6 +48,29 @@ from big_vision_lite import steps
 # Keys the predict fns need; ground-truth strings never go to the device.
 MODEL_KEYS = ("image", "text", "mask_ar", "mask_input", "mask_loss", "_mask")
 _RESERVED = ("type", "pred", "pred_kw", "log_steps", "log_percent")
+
+
+@dataclasses.dataclass(eq=False)
+class EvaluatorBase:
+  """What every evaluator is built with (subclasses add their options as fields).
+
+  Attributes:
+    predict_fn: fn(params, batch) from `make_predict_fns` (with `pred_kw` bound).
+    tokenizer: has `to_str(ids, stop_at_eos=True)`.
+    data: dataset config given to `input_pipeline.evaluation`.
+    pp_fn: eval pp string.
+    batch_size: global eval batch size.
+    name: the evaluator's name (`config.evals` key); each subclass sets its default.
+    workdir: where `{name}_predictions.json` is written (None: no files).
+  """
+  predict_fn: Callable[..., Any]
+  tokenizer: Any
+  _: dataclasses.KW_ONLY
+  data: Any
+  pp_fn: str
+  batch_size: int
+  name: str
+  workdir: str | None = None
 
 
 def _evaluator_module(type_name):

@@ -13,6 +13,9 @@ indices into `categories`), optionally `objects/area` (pixels, COCO's `area`) an
 `objects/is_crowd`. With `hw_key` naming an int[2] (height, width) field, boxes are
 scaled to pixels and AP_small / AP_medium / AP_large are reported too.
 """
+import dataclasses
+from typing import Any
+
 import numpy as np
 
 from big_vision_lite import tokenizer
@@ -29,19 +32,24 @@ def parse_prediction(text, height=1.0, width=1.0):
   return {"boxes": boxes, "labels": [o.label for o in objects], "scores": scores}, len(invalid)
 
 
-class Evaluator:
+@dataclasses.dataclass(kw_only=True, eq=False)
+class Evaluator(common.EvaluatorBase):
   """COCO-style detection mAP over the whole eval set (gathered from all hosts)."""
 
-  def __init__(self, predict_fn, tokenizer, *, data, pp_fn, batch_size, categories=None,
-               hw_key=None, box_key="objects/bbox", label_key="objects/label",
-               area_key="objects/area", crowd_key="objects/is_crowd", id_key="image/id",
-               max_dets=100, name="detection", workdir=None):
-    self.predict_fn, self.tok = predict_fn, tokenizer
-    self.data, self.pp_fn, self.batch_size = data, pp_fn, batch_size
-    self.categories = list(categories) if categories is not None else None
-    self.keys = dict(hw=hw_key, box=box_key, label=label_key, area=area_key,
-                     crowd=crowd_key, id=id_key)
-    self.max_dets, self.name, self.workdir = max_dets, name, workdir
+  categories: Any = None
+  hw_key: str | None = None
+  box_key: str = "objects/bbox"
+  label_key: str = "objects/label"
+  area_key: str = "objects/area"
+  crowd_key: str = "objects/is_crowd"
+  id_key: str = "image/id"
+  max_dets: int = 100
+  name: str = "detection"
+
+  def __post_init__(self):
+    self.categories = list(self.categories) if self.categories is not None else None
+    self.keys = dict(hw=self.hw_key, box=self.box_key, label=self.label_key,
+                     area=self.area_key, crowd=self.crowd_key, id=self.id_key)
 
   def _label(self, v):
     if isinstance(v, str):
@@ -70,8 +78,8 @@ class Evaluator:
     keep = [v for v in k.values() if v]
     records = []
     batches = common.eval_batches(self.data, self.pp_fn, self.batch_size)
-    for gt, text in common.decoded_examples(self.predict_fn, params, self.tok, batches,
-                                            keep):
+    for gt, text in common.decoded_examples(self.predict_fn, params, self.tokenizer,
+                                            batches, keep):
       g, (h, w) = self._ground_truth(gt)
       det, num_invalid = parse_prediction(text, h, w)
       records.append({"image_id": gt.get(k["id"]), "answer": text, "invalid": num_invalid,

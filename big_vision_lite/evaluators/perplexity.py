@@ -9,6 +9,9 @@ over examples; `perplexity` = exp(nll). Examples without supervised tokens count
 NLL 0, as there (`skip_empty=True` leaves them out); padding examples (`_mask` False)
 never count.
 """
+import dataclasses
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,16 +80,18 @@ def nll_from_logits(logits, text, mask_loss):
   return nll.astype(np.float64), count.astype(np.float64)
 
 
-class Evaluator:
+@dataclasses.dataclass(kw_only=True, eq=False)
+class Evaluator(common.EvaluatorBase):
   """Yields `nll`, `nll_sum` and `perplexity` (see the module docstring)."""
 
-  def __init__(self, predict_fn, tokenizer=None, *, data, pp_fn, batch_size,
-               pad_token=None, skip_empty=False, name="perplexity", workdir=None):
-    del tokenizer  # Perplexity needs no detokenisation.
-    self.predict_fn = predict_fn
-    self.data, self.pp_fn, self.batch_size = data, pp_fn, batch_size
-    self.pad_token, self.skip_empty = pad_token, bool(skip_empty)
-    self.name, self.workdir = name, workdir
+  # Perplexity needs no detokenisation: the tokenizer is optional and unused.
+  tokenizer: Any = dataclasses.field(default=None, kw_only=False)
+  pad_token: int | None = None
+  skip_empty: bool = False
+  name: str = "perplexity"
+
+  def __post_init__(self):
+    self.skip_empty = bool(self.skip_empty)
 
   def run(self, params):
     """Evaluates `params`; yields (metric name, value)."""

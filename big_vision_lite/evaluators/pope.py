@@ -6,6 +6,8 @@ also strips the prediction. `valid_percent` is the fraction of predictions that 
 exactly "yes" or "no". Precision, recall and F1 treat "yes" as the positive class, as
 the POPE paper reports them.
 """
+import dataclasses
+
 from big_vision_lite.evaluators import common
 
 
@@ -28,21 +30,22 @@ def pope_metrics(totals, num):
           "recall": rec, "f1": f1, "yes_ratio": yes / num}
 
 
-class Evaluator:
+@dataclasses.dataclass(kw_only=True, eq=False)
+class Evaluator(common.EvaluatorBase):
   """POPE; needs `question_id` and `answer`."""
 
-  def __init__(self, predict_fn, tokenizer, *, data, pp_fn, batch_size, strip=False,
-               name="pope", workdir=None):
-    self.predict_fn, self.tok = predict_fn, tokenizer
-    self.data, self.pp_fn, self.batch_size = data, pp_fn, batch_size
-    self.strip, self.name, self.workdir = bool(strip), name, workdir
+  strip: bool = False
+  name: str = "pope"
+
+  def __post_init__(self):
+    self.strip = bool(self.strip)
 
   def run(self, params):
     """Evaluates `params`; yields (metric name, value)."""
     totals, num, records = [0.0] * 6, 0.0, []
     batches = common.eval_batches(self.data, self.pp_fn, self.batch_size)
-    for gt, answer in common.decoded_examples(self.predict_fn, params, self.tok, batches,
-                                              ("question_id", "answer")):
+    for gt, answer in common.decoded_examples(self.predict_fn, params, self.tokenizer,
+                                              batches, ("question_id", "answer")):
       counts = pope_counts(answer, str(gt["answer"]), self.strip)
       totals = [t + c for t, c in zip(totals, counts)]
       num += 1

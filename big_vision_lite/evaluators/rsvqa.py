@@ -7,6 +7,8 @@ over the non-numeric types present (comp, presence, rural_urban: RSVQA-LR has al
 RSVQA-HR has no rural_urban). `anls` (max over the ground truths, threshold 0.5) as in
 big_vision's RSVQA evaluator. A ground truth "" is a real answer (lists are cut by count).
 """
+import dataclasses
+
 from big_vision_lite import registry
 from big_vision_lite.evaluators import common
 from big_vision_lite.evaluators import vqa
@@ -26,24 +28,22 @@ def type_averages(per_type):
   return out
 
 
-class Evaluator:
+@dataclasses.dataclass(kw_only=True, eq=False)
+class Evaluator(common.EvaluatorBase):
   """RSVQA; needs `question_id`, `question_type` and `answer` or `answers`."""
 
-  def __init__(self, predict_fn, tokenizer, *, data, pp_fn, batch_size, to_lower=False,
-               name="rsvqa", workdir=None):
-    self.predict_fn, self.tok = predict_fn, tokenizer
-    self.data, self.pp_fn, self.batch_size = data, pp_fn, batch_size
-    self.to_lower, self.name, self.workdir = to_lower, name, workdir
+  to_lower: bool = False
+  name: str = "rsvqa"
 
   def run(self, params):
     """Evaluates `params`; yields (metric name, value)."""
-    post = (lambda s: s.lower()) if self.to_lower else (lambda s: s)
+    post = lambda s: vqa.postprocess(s, self.to_lower)
     stats = {"all": [0.0, 0.0, 0.0]} | {t: [0.0, 0.0, 0.0] for t in QUESTION_TYPES}
     anls_sum, records = 0.0, []
     batches = common.eval_batches(self.data, vqa.with_answer_counts(self.pp_fn),
                                   self.batch_size)
     keep = ("question_id", "question_type", "answer", "answers", "answers/num")
-    for gt, answer in common.decoded_examples(self.predict_fn, params, self.tok,
+    for gt, answer in common.decoded_examples(self.predict_fn, params, self.tokenizer,
                                               batches, keep):
       answer = post(answer)
       gts = vqa.ground_truths(gt)

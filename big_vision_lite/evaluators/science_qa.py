@@ -4,6 +4,7 @@ Follows the official ScienceQA / big_vision rule: the lower-cased text must STAR
 "the answer is <letter>." (`re.match`); anything else is a parse failure ("failed"),
 which counts as wrong and is reported as `parsefail`.
 """
+import dataclasses
 import re
 
 from big_vision_lite.evaluators import common
@@ -18,22 +19,19 @@ def parse_answer(text):
   return m.group(1) if m else FAILURE
 
 
-class Evaluator:
+@dataclasses.dataclass(kw_only=True, eq=False)
+class Evaluator(common.EvaluatorBase):
   """ScienceQA accuracy and parse-failure rate; needs `question_id` and `answer`."""
 
-  def __init__(self, predict_fn, tokenizer, *, data, pp_fn, batch_size,
-               name="science_qa", workdir=None):
-    self.predict_fn, self.tok = predict_fn, tokenizer
-    self.data, self.pp_fn, self.batch_size = data, pp_fn, batch_size
-    self.name, self.workdir = name, workdir
+  name: str = "science_qa"
 
   def run(self, params):
     """Evaluates `params`; yields (metric name, value)."""
     acc = fails = scored = 0.0
     records = []
     batches = common.eval_batches(self.data, self.pp_fn, self.batch_size)
-    for gt, raw in common.decoded_examples(self.predict_fn, params, self.tok, batches,
-                                           ("question_id", "answer")):
+    for gt, raw in common.decoded_examples(self.predict_fn, params, self.tokenizer,
+                                           batches, ("question_id", "answer")):
       answer = parse_answer(raw)
       rec = {"question_id": gt.get("question_id"), "raw_answer": raw, "answer": answer}
       if gt.get("answer") is not None:

@@ -22,6 +22,7 @@ Ground truth kept by the eval pp: `objects/mask` uint8/bool[H, W] or [H, W, 1] (
 Masks of different sizes are zero-padded by batching; `hw_key` names an int[2]
 (height, width) field to crop them back to the true resolution.
 """
+import dataclasses
 import re
 
 import numpy as np
@@ -122,25 +123,28 @@ def _gt_mask(mask, hw):
   return m > 0
 
 
-class Evaluator:
+@dataclasses.dataclass(kw_only=True, eq=False)
+class Evaluator(common.EvaluatorBase):
   """Segmentation metrics; needs `vqvae_path` (the released `vae-oid.npz`)."""
 
-  def __init__(self, predict_fn, tokenizer, *, data, pp_fn, batch_size, vqvae_path,
-               det_ious=(0.5, 0.75), hw_key=None, mask_key="objects/mask",
-               box_key="objects/bbox", id_key="id", strict=False, name="segmentation",
-               workdir=None):
-    self.predict_fn, self.tok = predict_fn, tokenizer
-    self.data, self.pp_fn, self.batch_size = data, pp_fn, batch_size
-    self.vqvae_params = vqvae.load_vqvae(vqvae_path)
-    self.det_ious, self.hw_key = tuple(float(t) for t in det_ious), hw_key
-    self.mask_key, self.box_key, self.id_key = mask_key, box_key, id_key
-    self.strict = bool(strict)
-    self.name, self.workdir = name, workdir
+  vqvae_path: str
+  det_ious: tuple = (0.5, 0.75)
+  hw_key: str | None = None
+  mask_key: str = "objects/mask"
+  box_key: str = "objects/bbox"
+  id_key: str = "id"
+  strict: bool = False
+  name: str = "segmentation"
+
+  def __post_init__(self):
+    self.vqvae_params = vqvae.load_vqvae(self.vqvae_path)
+    self.det_ious = tuple(float(t) for t in self.det_ious)
+    self.strict = bool(self.strict)
 
   def run(self, params):
     """Evaluates `params`; yields (metric name, value)."""
     keep = [k for k in (self.mask_key, self.box_key, self.id_key, self.hw_key) if k]
-    examples = list(common.decoded_examples(self.predict_fn, params, self.tok,
+    examples = list(common.decoded_examples(self.predict_fn, params, self.tokenizer,
                                             common.eval_batches(self.data, self.pp_fn,
                                                                 self.batch_size), keep))
     parsed = [parse_answer(text, self.strict) for _, text in examples]

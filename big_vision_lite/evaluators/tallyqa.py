@@ -4,6 +4,8 @@ Prediction and answer go through the same map of number words to digits ("three"
 "3", up to twenty, case-insensitive) and must then match exactly. `issimple` is 1
 (simple), 0 (complex) or -1 (not annotated, e.g. the train split).
 """
+import dataclasses
+
 from big_vision_lite.evaluators import common
 
 LARGEST_COUNT = 15
@@ -18,14 +20,11 @@ def to_numeral(text):
   return NUMBER_WORDS.get(text.lower(), text)
 
 
-class Evaluator:
+@dataclasses.dataclass(kw_only=True, eq=False)
+class Evaluator(common.EvaluatorBase):
   """TallyQA: `acc`, `acc/simple`, `acc/complex`, `acc/count_{k}`; needs `answer`."""
 
-  def __init__(self, predict_fn, tokenizer, *, data, pp_fn, batch_size,
-               name="tallyqa", workdir=None):
-    self.predict_fn, self.tok = predict_fn, tokenizer
-    self.data, self.pp_fn, self.batch_size = data, pp_fn, batch_size
-    self.name, self.workdir = name, workdir
+  name: str = "tallyqa"
 
   def run(self, params):
     """Evaluates `params`; yields (metric name, value)."""
@@ -33,8 +32,8 @@ class Evaluator:
     stats = {k: [0.0, 0.0] for k in keys}
     records = []
     batches = common.eval_batches(self.data, self.pp_fn, self.batch_size)
-    for gt, answer in common.decoded_examples(self.predict_fn, params, self.tok, batches,
-                                              ("question_id", "answer", "issimple")):
+    for gt, answer in common.decoded_examples(self.predict_fn, params, self.tokenizer,
+                                              batches, ("question_id", "answer", "issimple")):
       answer, target = to_numeral(answer), to_numeral(str(gt["answer"]))
       ok = float(answer == target)
       split = {1: "simple", 0: "complex"}.get(gt.get("issimple", -1))

@@ -10,6 +10,8 @@ maximised over the ground truths and averaged over questions.
 A ground-truth answer "" is a real answer: the evaluator appends `num_texts` to a pp
 string so that the batch padding of answer lists ("") is cut by count, not by value.
 """
+import dataclasses
+
 from big_vision_lite.evaluators import common
 
 ANSWER_KEYS = ("answer", "answers")
@@ -72,6 +74,12 @@ def anls(prediction, answers, threshold=0.5):
   return best
 
 
+def postprocess(text, to_lower=False, strip=False):
+  """`text` lower-cased (`to_lower`) and with whitespace runs collapsed (`strip`)."""
+  text = text.lower() if to_lower else text
+  return " ".join(text.split()) if strip else text
+
+
 def vqa_scores(prediction, answers):
   """Returns (acc, acc_any) of a prediction against one (str) or several (list) answers."""
   if isinstance(answers, str):
@@ -81,7 +89,8 @@ def vqa_scores(prediction, answers):
   return min(1.0, matches / 3.0), min(1.0, float(matches))
 
 
-class Evaluator:
+@dataclasses.dataclass(kw_only=True, eq=False)
+class Evaluator(common.EvaluatorBase):
   """Accuracy, acc_any and ANLS for VQA tasks with `answer` or `answers` ground truth.
 
   Options: `to_lower` lower-cases prediction and answers before matching (DocVQA's
@@ -89,17 +98,14 @@ class Evaluator:
   `type_key` names a kept field (e.g. "question_type") to also report `acc/<type>`.
   """
 
-  def __init__(self, predict_fn, tokenizer, *, data, pp_fn, batch_size, to_lower=False,
-               strip=False, anls_threshold=0.5, type_key=None, name="vqa", workdir=None):
-    self.predict_fn, self.tok = predict_fn, tokenizer
-    self.data, self.pp_fn, self.batch_size = data, pp_fn, batch_size
-    self.to_lower, self.strip = to_lower, strip
-    self.anls_threshold, self.name, self.workdir = anls_threshold, name, workdir
-    self.type_key = type_key
+  to_lower: bool = False
+  strip: bool = False
+  anls_threshold: float = 0.5
+  type_key: str | None = None
+  name: str = "vqa"
 
   def _post(self, s):
-    s = s.lower() if self.to_lower else s
-    return " ".join(s.split()) if self.strip else s
+    return postprocess(s, self.to_lower, self.strip)
 
   def run(self, params):
     """Evaluates `params`; yields (metric name, value)."""
@@ -109,8 +115,8 @@ class Evaluator:
                                   self.batch_size)
     keep = ("question_id", "answer", "answers", "answers/num") + (
         (self.type_key,) if self.type_key else ())
-    for gt, answer in common.decoded_examples(self.predict_fn, params, self.tok, batches,
-                                              keep):
+    for gt, answer in common.decoded_examples(self.predict_fn, params, self.tokenizer,
+                                              batches, keep):
       answer = self._post(answer)
       gts = ground_truths(gt)
       rec = {"question_id": gt.get("question_id"), "answer": answer}

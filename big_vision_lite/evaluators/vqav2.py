@@ -23,6 +23,7 @@ Quirks of the official script kept on purpose: the period regex `(?!<=\\d)(\\.)(
 `sub(..., re.UNICODE)` passes 32 as the replacement count (at most 32 periods removed).
 """
 import collections
+import dataclasses
 import re
 
 from big_vision_lite import registry
@@ -141,7 +142,8 @@ def vqa_accuracy(prediction, answers, mode="official"):
   return sum(min(1.0, (total - m) / 3.0) for m in matches) / len(matches)
 
 
-class Evaluator:
+@dataclasses.dataclass(kw_only=True, eq=False)
+class Evaluator(common.EvaluatorBase):
   """VQAv2: accuracy overall, per answer type and per question type; test-server JSON.
 
   Metrics: `acc`, `acc/{yesno,number,other}` with `num/...` counts, `acc_qtype/{type}`.
@@ -152,13 +154,12 @@ class Evaluator:
   only written to `{workdir}/{name}_predictions.json` as [{question_id, answer}].
   """
 
-  def __init__(self, predict_fn, tokenizer, *, data, pp_fn, batch_size,
-               normalize="official", name="vqav2", workdir=None):
-    if normalize not in MODES:
-      raise registry.unknown_name("VQAv2 normalize mode", normalize, MODES)
-    self.predict_fn, self.tok = predict_fn, tokenizer
-    self.data, self.pp_fn, self.batch_size = data, pp_fn, batch_size
-    self.normalize, self.name, self.workdir = normalize, name, workdir
+  normalize: str = "official"
+  name: str = "vqav2"
+
+  def __post_init__(self):
+    if self.normalize not in MODES:
+      raise registry.unknown_name("VQAv2 normalize mode", self.normalize, MODES)
 
   def run(self, params):
     """Evaluates `params`; yields (metric name, value)."""
@@ -167,7 +168,7 @@ class Evaluator:
     keep = ("question_id", "answers", "answers/num", "answer_type", "question_type")
     batches = common.eval_batches(self.data, vqa.with_answer_counts(self.pp_fn, ("answers",)),
                                   self.batch_size)
-    for gt, answer in common.decoded_examples(self.predict_fn, params, self.tok,
+    for gt, answer in common.decoded_examples(self.predict_fn, params, self.tokenizer,
                                               batches, keep):
       records.append({"question_id": gt.get("question_id"), "answer": answer})
       answers = vqa.ground_truths({k: v for k, v in gt.items() if k != "answer"}) or []
