@@ -329,7 +329,7 @@ def train(config, workdir, *, stop=None):
                              for k, f in sched_fns.items()})
         last_metrics.update({f"examples_seen/{k}": v for k, v in seen.items()})
         train_metrics = writer.write(step, last_metrics)
-      if do_ckpt and ckpt.latest_step() != step:
+      if do_ckpt:  # A step resuming fell back past (unreadable) is saved again.
         ckpt.save(step, state, data_state=data_state, rng=rng)
       if stopped:
         break

@@ -13,6 +13,7 @@ import pytest
 
 from big_vision_lite import checkpoint
 from big_vision_lite import durations
+from big_vision_lite import eval_params
 from big_vision_lite import models
 from big_vision_lite import optim
 from big_vision_lite import sharding
@@ -184,6 +185,21 @@ def test_train_resume_is_bit_identical_and_nan_stops(data_dir, tmp_path):
   for s in (2, 3, 4):
     assert rest["losses"][s] == full["losses"][s]
   jax.tree.map(np.testing.assert_array_equal, rest["params"], full["params"])
+
+  # The newest checkpoint made unreadable: the run falls back to step 2, redoes 3 and 4
+  # and writes step 4 again (a resume that fell back past a step must not keep it).
+  keep2 = _config(data_dir, "total_steps=4", ckpt_steps=2, keep_ckpts=2)
+  redo = str(tmp_path / "redo")
+  train.train(keep2, redo)
+  data_files = os.path.join(redo, "checkpoints", "4", "params", "d")
+  for name in os.listdir(data_files):
+    with open(os.path.join(data_files, name), "r+b") as f:
+      f.truncate(7)
+  again = train.train(keep2, redo)
+  assert again["step"] == 4 and sorted(again["losses"]) == [3, 4]
+  params, step = eval_params.restore_params(keep2, redo)
+  assert step == 4
+  jax.tree.map(np.testing.assert_array_equal, params, full["params"])
 
   # A finite but absurd lr (config_check refuses NaN): the step-5 update overflows the
   # params to inf, which the log-step check must catch.
