@@ -26,10 +26,10 @@ TASKS = ("vqa", "caption", "detect", "ocr")
 def get_config(arg=None):
   """Returns the demo config."""
   a = parse_arg(arg, data_dir="data/shapes", total_steps=1000, batch_size=64, num_val=200,
-                num_train=6000, size_scale=1.5, max_objects=3, stage0_steps=0)
+                num_train=6000, size_scale=2.0, max_objects=3, stage0_steps=0)
   c = ml_collections.ConfigDict()
-  # Data design (measured, see README): shapes 1.5x the generator's default sizes and at
-  # most 3 per image, so that the smallest shape covers ~2x2 patches.
+  # Data design (measured, see README): shapes 2x the generator's default sizes and at
+  # most 3 per image (1.5x: VQA 0.61, AP50 0.006; 2x: VQA 0.72, AP50 0.48 at 1000 steps).
   data = dict(out_dir=a.data_dir, num_train=a.num_train, num_val=a.num_val, res=RES, seed=0,
               size_scale=a.size_scale, max_objects=a.max_objects)
   tok = a.data_dir + "/tokenizer.model"
