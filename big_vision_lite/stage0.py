@@ -1,11 +1,20 @@
-r"""Stage 0 inside a run: SigLIP image-text pre-training of the image tower (`config.stage0`).
+r"""Stage 0 inside a run: pre-training of the image tower (`config.stage0`).
 
-PaliGemma starts from a pre-trained SigLIP image tower. When `config.stage0` is set,
-`train.train` first trains a `models/siglip.py` two-tower model with the sigmoid loss on
-image-text pairs, saves it to `workdir/stage0/siglip.npz` (+ `stage0/metrics.jsonl`), and
-initialises the main model's image tower from its `img` subtree (the SigLIP pooling head
-and projection are not loaded; the rest of the model starts from scratch). Re-running in
-the same workdir reuses the saved stage-0 checkpoint.
+PaliGemma starts from a pre-trained image tower. When `config.stage0` is set,
+`train.train` first trains it on image-text data with one of two objectives
+(`objective`), saves it to `workdir/stage0/siglip.npz` (+ `stage0/metrics.jsonl`), and
+initialises the main model's image tower from its `img` subtree (the pre-training head
+is not loaded; the rest of the model starts from scratch). Re-running in the same workdir
+reuses the saved stage-0 checkpoint.
+
+- "siglip" (default): a `models/siglip.py` two-tower model with the pairwise sigmoid
+  loss; `input.pp` yields `image` and `labels` int32[L] (the tokenized text).
+- "sigmoid_xent": the image tower alone as a multi-label classifier (sigmoid
+  cross-entropy summed over classes, as big_vision's ImageNet-21k ViT pre-training);
+  `input.pp` yields `image` and `labels` float32[C] multi-hot, e.g. the
+  `text_tags(inkey='captions', tags=[...])` phrases found in the image's captions;
+  `model=dict(image=dict(...ViT kwargs))` (the head is sized C). Logged `acc` is
+  precision@1 (the top class is a positive).
 
   config.stage0 = dict(
       model=dict(image=dict(...ViT kwargs, pool_type="gap"), text=dict(vocab_size=...,
@@ -34,11 +43,13 @@ from big_vision_lite import optim
 from big_vision_lite import registry
 from big_vision_lite import sharding
 from big_vision_lite.models import siglip
+from big_vision_lite.models import vit
 
 KEYS = ("model", "input", "total_steps", "lr", "wd", "schedule", "optax_name", "optax",
         "grad_clip_norm", "lr_mults", "wd_mults", "positives", "img_dont_load",
-        "log_training_steps", "seed")
+        "log_training_steps", "seed", "objective")
 POSITIVES = ("same_text", "diagonal")
+OBJECTIVES = ("siglip", "sigmoid_xent")
 CKPT = "siglip.npz"
 
 
@@ -48,17 +59,34 @@ def _check(cfg):
   for key in ("model", "input", "total_steps"):
     if key not in cfg:
       raise ValueError(f"config.stage0 needs `{key}` (see big_vision_lite/stage0.py).")
+  if cfg.get("objective", "siglip") not in OBJECTIVES:
+    raise registry.unknown_name("config.stage0.objective", cfg["objective"], OBJECTIVES)
   if cfg.get("positives", "same_text") not in POSITIVES:
     raise registry.unknown_name("config.stage0.positives", cfg["positives"], POSITIVES)
 
 
-def make_update_fn(model, tx, positives="same_text"):
+def sigmoid_xent(logits, labels):
+  """Multi-label loss: -sum_c [y log sigmoid(x) + (1 - y) log sigmoid(-x)], batch mean."""
+  return -jnp.mean(jnp.sum(labels * jax.nn.log_sigmoid(logits)
+                           + (1 - labels) * jax.nn.log_sigmoid(-logits), axis=-1))
+
+
+def make_update_fn(model, tx, positives="same_text", objective="siglip"):
   """Returns jitted `update(params, opt, batch, rng) -> (params, opt, metrics)`.
 
-  batch: image float32[B, H, W, 3], labels int32[B, L]. metrics: loss, acc (images whose
-  highest-scoring text of the batch is a positive), t, b, grad_norm.
+  batch: image float32[B, H, W, 3] and labels: int32[B, L] texts ("siglip") or float32[B,
+  C] multi-hot ("sigmoid_xent"). metrics: loss, acc, grad_norm (+ t, b for "siglip"):
+  acc is the share of images whose highest-scoring text of the batch is a positive
+  ("siglip") or whose highest-scoring class is a positive ("sigmoid_xent").
   """
-  def loss_fn(params, batch, rng):
+  def xent_loss_fn(params, batch, rng):
+    logits, _ = model.apply({"params": params}, batch["image"], train=True,
+                            rngs={"dropout": rng})
+    labels = batch["labels"].astype(jnp.float32)
+    top = jnp.take_along_axis(labels, jnp.argmax(logits, -1)[:, None], 1)
+    return sigmoid_xent(logits, labels), {"acc": jnp.mean(top)}
+
+  def siglip_loss_fn(params, batch, rng):
     zimg, ztxt, out = model.apply({"params": params}, batch["image"], batch["labels"],
                                   train=True, rngs={"dropout": rng})
     labels = batch["labels"]
@@ -71,6 +99,8 @@ def make_update_fn(model, tx, positives="same_text"):
     acc = jnp.mean(jnp.take_along_axis(pos, jnp.argmax(logits, 1)[:, None], 1))
     return loss, {"acc": acc, "t": out["t"][0], "b": out.get("b", jnp.zeros(1))[0]}
 
+  loss_fn = xent_loss_fn if objective == "sigmoid_xent" else siglip_loss_fn
+
   @jax.jit
   def update(params, opt, batch, rng):
     (loss, m), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
@@ -82,14 +112,15 @@ def make_update_fn(model, tx, positives="same_text"):
 
 
 def train_siglip(cfg, workdir, mesh):
-  """Trains the stage-0 SigLIP model; returns its params (host numpy tree).
+  """Trains the stage-0 model; returns its params (host numpy tree, the image tower under
+  `img`).
 
-  Writes `workdir/metrics.jsonl` (loss, acc, t, b per logged step).
+  Writes `workdir/metrics.jsonl` (loss, acc, + t, b for SigLIP, per logged step).
   """
   from big_vision_lite import input_pipeline  # pylint: disable=import-outside-toplevel
   cfg = ml_collections.ConfigDict(dict(cfg))
   os.makedirs(workdir, exist_ok=True)
-  model = siglip.Model(**dict(cfg.model))
+  objective = cfg.get("objective", "siglip")
   data = input_pipeline.training(cfg.input, seed=cfg.get("seed", 0),
                                  process_index=jax.process_index(),
                                  process_count=jax.process_count())
@@ -101,13 +132,25 @@ def train_siglip(cfg, workdir, mesh):
                        "`image` and `labels` (see big_vision_lite/stage0.py).")
   rng = jax.random.key(cfg.get("seed", 0))
   repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  params = jax.jit(model.init, out_shardings=repl)(
-      rng, first["image"][:1], first["labels"][:1])["params"]
+  if objective == "sigmoid_xent":
+    if first["labels"].ndim != 2 or not np.issubdtype(first["labels"].dtype, np.floating):
+      raise ValueError(f"config.stage0.input yields labels {first['labels'].dtype}"
+                       f"{list(first['labels'].shape)}; objective 'sigmoid_xent' needs "
+                       "float32[B, C] multi-hot labels (e.g. pp op `text_tags`).")
+    model = vit.Model(**{"num_classes": first["labels"].shape[1],
+                         **dict(cfg.model.get("image") or {})})
+    params = {"img": jax.jit(model.init, out_shardings=repl)(
+        rng, first["image"][:1])["params"]}
+    net = _Sub(model, "img")
+  else:
+    net = model = siglip.Model(**dict(cfg.model))
+    params = jax.jit(model.init, out_shardings=repl)(
+        rng, first["image"][:1], first["labels"][:1])["params"]
   total = int(cfg.total_steps)
   tx, sched_fns = optim.make(cfg, params, total)
   lr_fn = next(iter(sched_fns.values()))
   opt = jax.jit(tx.init, out_shardings=repl)(params)
-  update = make_update_fn(model, tx, cfg.get("positives", "same_text"))
+  update = make_update_fn(net, tx, cfg.get("positives", "same_text"), objective)
   writer = metrics_log.MetricsWriter(workdir, total_steps=total,
                                      batch_size=cfg.input.batch_size,
                                      enabled=jax.process_index() == 0)
@@ -130,6 +173,16 @@ def train_siglip(cfg, workdir, mesh):
       batch = next(it)
   writer.close()
   return jax.device_get(params)
+
+
+class _Sub:
+  """`model.apply` on the `key` subtree of the params (the classifier's `img`)."""
+
+  def __init__(self, model, key):
+    self.model, self.key = model, key
+
+  def apply(self, variables, *args, **kwargs):
+    return self.model.apply({"params": variables["params"][self.key]}, *args, **kwargs)
 
 
 def init_from_stage0(config, workdir, mesh):

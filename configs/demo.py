@@ -11,9 +11,10 @@ curves (`loss_curves.png`) and a grid of held-out predictions (`predictions.png`
 the workdir. About 10 minutes on an idle 2-core CPU.
 
 Args: data_dir, total_steps, batch_size, num_train, num_val, size_scale, max_objects,
-stage0_steps (0: no stage 0).
+stage0_steps (0: no stage 0), stage0 (its objective: "sigmoid_xent" or "siglip").
 """
 from big_vision_lite.config_args import parse_arg
+from big_vision_lite.datasets import shapes
 from configs import common
 import ml_collections
 
@@ -23,10 +24,22 @@ TEXT_LEN = 40
 TASKS = ("vqa", "caption", "detect", "ocr")
 
 
+def caption_tags():
+  """Stage 0's classes: the phrases a caption can hold (colour, shape, colour + shape,
+  size, number, drawn word)."""
+  cols, kinds = list(shapes.COLORS), list(shapes.SHAPES)
+  return (cols + kinds + [f"{c} {k}" for c in cols for k in kinds] + list(shapes.SIZES)
+          + list(shapes.NUMBERS[1:4]) + list(shapes.WORDS))
+
+
 def get_config(arg=None):
   """Returns the demo config."""
   a = parse_arg(arg, data_dir="data/shapes", total_steps=1000, batch_size=64, num_val=200,
-                num_train=6000, size_scale=2.0, max_objects=3, stage0_steps=0)
+                num_train=6000, size_scale=2.0, max_objects=3, stage0_steps=0,
+                stage0="sigmoid_xent")
+  if a.stage0 not in ("sigmoid_xent", "siglip"):
+    raise ValueError(f"configs/demo.py: stage0={a.stage0!r} must be 'sigmoid_xent' or "
+                     "'siglip'.")
   c = ml_collections.ConfigDict()
   # Data design (measured, see README): shapes 2x the generator's default sizes and at
   # most 3 per image (1.5x: VQA 0.61, AP50 0.006; 2x: VQA 0.72, AP50 0.48 at 1000 steps).
@@ -66,7 +79,20 @@ def get_config(arg=None):
   # Stage 0 (big_vision_lite/stage0.py), when stage0_steps > 0: the same ViT is first
   # trained as SigLIP's image tower (sigmoid image-text loss against a tiny text tower)
   # on the training captions; PaliGemma then starts from that ViT.
-  if a.stage0_steps:
+  if a.stage0_steps and a.stage0 == "sigmoid_xent":
+    c.stage0 = dict(
+        objective="sigmoid_xent",
+        model=dict(image=dict(c.model.img, pool_type="gap", head_zeroinit=True)),
+        input=dict(data=common.shapes_source("caption", "train", data), batch_size=64,
+                   shuffle_buffer_size=1000,
+                   pp=(f"decode|resize({RES})|value_range(-1, 1)|"
+                       f"text_tags(inkey='captions', tags={caption_tags()!r})|"
+                       "keep('image', 'labels')")),
+        total_steps=a.stage0_steps, optax_name="scale_by_adam", optax=dict(b2=0.98),
+        lr=1e-3, wd=1e-4, grad_clip_norm=1.0,
+        schedule=dict(decay_type="cosine", warmup_percent=0.05),
+        img_dont_load=("head/.*",))
+  elif a.stage0_steps:
     c.stage0 = dict(
         model=dict(image=dict(c.model.img, pool_type="gap"),
                    text=dict(vocab_size=c.model.llm.vocab_size, width=128, depth=1,

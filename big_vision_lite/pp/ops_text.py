@@ -15,6 +15,8 @@ the prefix keeps at most max(L - sep - suffix, (L - sep) // 2) tokens (BOS first
 always kept, and the suffix is cut keeping its last token (the EOS), so supervision is never
 dropped silently.
 """
+import re
+
 import numpy as np
 import tensorflow as tf
 
@@ -175,6 +177,45 @@ def get_num_texts(key, outkey=None, missing_ok=False):
     data[out] = tf.constant(1, tf.int32) if v.shape.rank == 0 else tf.shape(v)[0]
     return data
   return _num_texts
+
+
+@PP_OPS.register("text_tags")
+def get_text_tags(inkey, tags, outkey="labels"):
+  """Multi-hot float32[len(tags)] of the `tags` phrases found in the text(s) `data[inkey]`.
+
+  A tag counts when it occurs as whole words (case-insensitive) in the string, or in any
+  string of a list (e.g. all reference captions): "red circle" is found in "a small red
+  circle" but not in "a red circles". The labels of a multi-label (sigmoid
+  cross-entropy) image classifier trained on image-text data, as in stage 0.
+
+  Args:
+    inkey: key of a tf.string scalar or [n] list of strings.
+    tags: non-empty list of distinct non-empty phrases (words separated by spaces).
+    outkey: key of the float32[len(tags)] labels.
+  """
+  if (not isinstance(tags, (list, tuple)) or not tags
+      or not all(isinstance(t, str) and t.strip() for t in tags)):
+    raise ValueError(f"pp op 'text_tags': tags={tags!r} must be a non-empty list of "
+                     "non-empty strings.")
+  if len(set(tags)) != len(tags):
+    dup = sorted({t for t in tags if tags.count(t) > 1})
+    raise ValueError(f"pp op 'text_tags': tags {dup} appear more than once.")
+  patterns = [r"(?i)(.*\W)?" + r"\s+".join(re.escape(w) for w in t.split()) + r"(\W.*)?"
+              for t in tags]
+
+  def _text_tags(data):
+    if inkey not in data:
+      raise KeyError(f"pp op 'text_tags' needs key {inkey!r}, the example has "
+                     f"{sorted(data)}.")
+    data = dict(data)
+    texts = tf.reshape(data[inkey], [-1])
+    if texts.dtype != tf.string:
+      raise ValueError(f"pp op 'text_tags': {inkey!r} is {texts.dtype.name}; it must be "
+                       "a string or a list of strings.")
+    found = [tf.reduce_any(tf.strings.regex_full_match(texts, p)) for p in patterns]
+    data[outkey] = tf.cast(tf.stack(found), tf.float32)
+    return data
+  return _text_tags
 
 
 @PP_OPS.register("combine_and_keep_train")

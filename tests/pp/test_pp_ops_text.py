@@ -192,3 +192,26 @@ def test_combine_errors(model):
     run("combine_and_keep_train(8)", prefix="a", suffix="b", septok=[4])
   with pytest.raises(KeyError, match="keep key 'gt' not in the example"):
     run(f"combine_and_keep_eval(8, keep=['gt'], model='{model}')", prefix="a")
+
+
+def test_text_tags_whole_words_any_caption():
+  pp = "text_tags(inkey='captions', tags=['red circle', 'circle', 'square', 'blue', 'cat'])"
+  got = run(pp, captions=["a small red  circle and a Blue square", "two shapes"])["labels"]
+  np.testing.assert_array_equal(got.numpy(), [1, 1, 1, 1, 0])
+  assert got.dtype == tf.float32
+  # Whole words only: "circles", "redcircle", "scatter" match nothing; one string works too.
+  got = run(pp, captions="a red circles, a redcircle, scatter")["labels"]
+  np.testing.assert_array_equal(got.numpy(), [0, 0, 0, 0, 0])
+  got = run("text_tags(inkey='c', tags=['blue square'], outkey='y')", c="blue square.")
+  np.testing.assert_array_equal(got["y"].numpy(), [1])
+
+
+def test_text_tags_errors():
+  with pytest.raises(ValueError, match=r"tags=\[\] must be a non-empty list"):
+    builder.get_preprocess_fn("text_tags(inkey='c', tags=[])")
+  with pytest.raises(ValueError, match=r"tags \['red'\] appear more than once"):
+    builder.get_preprocess_fn("text_tags(inkey='c', tags=['red', 'blue', 'red'])")
+  with pytest.raises(KeyError, match=r"needs key 'c', the example has \['x'\]"):
+    run("text_tags(inkey='c', tags=['red'])", x="red")
+  with pytest.raises(ValueError, match=r"'c' is int32; it must be a string"):
+    run("text_tags(inkey='c', tags=['red'])", c=3)
