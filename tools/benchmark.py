@@ -49,7 +49,8 @@ def parse_args(argv):
   t = sub.add_parser("train", parents=[common], help="train step speed and MFU")
   t.add_argument("--remat", default="nothing_saveable,none",
                  help="comma-separated remat policies (jax.checkpoint_policies names, none)")
-  t.add_argument("--scan", action=argparse.BooleanOptionalAction, default=False)
+  t.add_argument("--scan", action=argparse.BooleanOptionalAction, default=None,
+                 help="scanned layer loop (default: the backend's, bench.train.default_layout)")
   t.add_argument("--dtype", default="float32", help="compute dtype (bfloat16: f32 master)")
   t.add_argument("--xla_check", action=argparse.BooleanOptionalAction, default=True,
                  help="compare analytic FLOPs with XLA cost_analysis (unrolled and scanned)")
@@ -100,6 +101,10 @@ def parse_args(argv):
   c.add_argument("--new_tokens", type=int, default=16)
   c.add_argument("--batches", default="1,8")
   c.add_argument("--hf", action=argparse.BooleanOptionalAction, default=True)
+  c.add_argument("--layouts", default=None,
+                 help="train: our layer loops timed, LOOP/REMAT (scan|unrolled / none|a "
+                      "jax.checkpoint_policies name); ratios are over the first (default: "
+                      "the backend's default layout, then big_vision's scan/nothing_saveable)")
   v = sub.add_parser("serve", parents=[common], help="server req/s and latency")
   v.add_argument("--clients", default="1,8,32", help="concurrent clients per run")
   v.add_argument("--requests", type=int, default=64, help="requests per run")
@@ -147,7 +152,7 @@ def run(args):
       text.append(timing.table("FLOPs per step: analytic vs XLA", [r["xla_check"]]))
   elif args.cmd == "decode":
     from big_vision_lite.bench import decode as bd
-    r = bd.bench_decode(bt.model_config(args.model), res=args.res, prompt_len=args.prompt_len,
+    r = bd.bench_decode(bt.model_config(args.model, scan=bt.DECODE_SCAN), res=args.res, prompt_len=args.prompt_len,
                         new_tokens=args.new_tokens, reps=args.iters, inner=args.inner,
                         batches=[int(b) for b in args.batches.split(",")], with_hf=args.hf,
                         weight_dtypes=args.weights.split(","))
@@ -176,7 +181,7 @@ def run(args):
         args.big_vision, args.model, batch=args.batch, res=args.res, text_len=args.text_len,
         prompt_len=args.prompt_len, new_tokens=args.new_tokens,
         batches=[int(b) for b in args.batches.split(",")], reps=args.iters, with_hf=args.hf,
-        parts=args.parts.split(","))
+        parts=args.parts.split(","), layouts=args.layouts)
     text = []
     if "decode" in r:
       text.append(timing.table(f"decode side by side ({args.model})", r["decode"]["rows"]))

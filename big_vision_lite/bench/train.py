@@ -46,15 +46,36 @@ ATTN_SGD = dict(optax_name="identity", lr=0.03,
                 schedule=[(r"llm/layers/attn/.*", dict(decay_type="constant")), (".*", None)])
 
 
-def model_config(name, *, scan=False, remat="nothing_saveable", compute_dtype="float32",
-                 attn_impl=None):
+# The layer loop (scan) and remat policy a backend trains bench-small-like models fastest
+# with. CPU: measured side by side (`tools.benchmark compare --layouts ...`, README
+# "Benchmarks": unrolled layers without remat took 0.90x the step time of scan + remat
+# "nothing_saveable", while unrolled + remat and scan without remat took 1.8x).
+# Other backends: big_vision's defaults (both towers scanned, remat "nothing_saveable"),
+# not measured here (no accelerator was available); they also bound memory at scale.
+TRAIN_LAYOUTS = {"cpu": dict(scan=False, remat="none")}
+ACCELERATOR_LAYOUT = dict(scan=True, remat="nothing_saveable")
+# Decoding is fastest with scanned layers on CPU too (the unrolled loop restacks the KV
+# cache every step); remat has no effect without gradients.
+DECODE_SCAN = True
+
+
+def default_layout(backend=None):
+  """dict(scan, remat) for training on `backend` (default: jax.default_backend())."""
+  return dict(TRAIN_LAYOUTS.get(backend or jax.default_backend(), ACCELERATOR_LAYOUT))
+
+
+def model_config(name, *, scan=None, remat=None, compute_dtype="float32", attn_impl=None):
   """paligemma.Model kwargs of MODELS[name] with the given layer loop and remat policy.
 
+  scan / remat left None take `default_layout()` (the backend's fastest for training).
   compute_dtype "bfloat16" makes both towers compute in bf16 (the loss casts the
   params; see `make_train_step`). attn_impl, when given, is passed to the decoder.
   """
   if name not in MODELS:
     raise registry.unknown_name("benchmark model", name, MODELS)
+  layout = default_layout()
+  scan = layout["scan"] if scan is None else scan
+  remat = layout["remat"] if remat is None else remat
   cfg = MODELS[name]
   img = dict(cfg["img"], pool_type="none", scan=scan, remat_policy=remat)
   llm = dict(cfg["llm"], scan=scan, remat_policy=remat)
@@ -250,7 +271,7 @@ def xla_flops(model_name, *, batch, res, text_len, scan):
 
 
 def bench_train(model_name, *, batch, res, text_len, iters, remats=("nothing_saveable", "none"),
-                scan=False, compute_dtype="float32", xla_check=True, peak_n=2048,
+                scan=None, compute_dtype="float32", xla_check=True, peak_n=2048,
                 jit_check=True):
   """The `train` sub-command: one row per remat policy, plus the FLOPs cross-check.
 
@@ -260,7 +281,9 @@ def bench_train(model_name, *, batch, res, text_len, iters, remats=("nothing_sav
 
   Returns:
     dict(rows, flops (analytic parts), xla_check, peaks (GFLOP/s per iteration)).
+    scan None takes the backend's `default_layout()`.
   """
+  scan = default_layout()["scan"] if scan is None else scan
   fl = flops.train_flops(model_config(model_name), res=res, text_len=text_len, batch=batch)
   runners, xla = [], {}
   for remat in remats:
