@@ -135,16 +135,14 @@ def test_decode_bytes_halve_with_bf16_weights():
   assert abs(f32["weights"] / 4 - (6 * 3_735_552 + 32768 * 512)) < 10_000
 
 
-def test_default_layout_per_backend():
-  # CPU: the layout measured fastest (README "Benchmarks"); accelerators: big_vision's.
-  assert bt.default_layout("cpu") == dict(scan=False, remat="none")
-  for backend in ("gpu", "tpu"):
-    assert bt.default_layout(backend) == dict(scan=True, remat="nothing_saveable")
-  cfg = bt.model_config("micro")  # Tests run on CPU.
-  assert (cfg["llm"]["scan"], cfg["llm"]["remat_policy"]) == (False, "none")
-  assert cfg["img"]["scan"] is False
-  cfg = bt.model_config("micro", scan=True, remat="nothing_saveable")
-  assert (cfg["img"]["scan"], cfg["llm"]["remat_policy"]) == (True, "nothing_saveable")
+def test_model_config_default_layout():
+  # Unset scan / remat take DEFAULT_LAYOUT (both towers); explicit values win.
+  cfg = bt.model_config("micro")
+  for tower in ("img", "llm"):
+    assert (cfg[tower]["scan"], cfg[tower]["remat_policy"]) == (
+        bt.DEFAULT_LAYOUT["scan"], bt.DEFAULT_LAYOUT["remat"])
+  cfg = bt.model_config("micro", scan=False, remat="none")
+  assert (cfg["img"]["scan"], cfg["llm"]["remat_policy"]) == (False, "none")
 
 
 # A google-research/big_vision checkout (its root folder), when the runner has one.
@@ -183,7 +181,7 @@ def test_compare_same_weights_as_big_vision_and_hf(tmp_path):
   assert set(rows) == {"ours_unrolled/nothing_saveable", "ours_scan/none", "big_vision", "hf"}
   assert rows["ours_unrolled/nothing_saveable"]["over_first"] == 1.0
   ours = rows["ours_unrolled/nothing_saveable"]["loss_0"]
-  assert abs(rows["ours_scan/none"]["loss_0"] - ours) < 1e-4
+  assert np.isfinite(rows["ours_scan/none"]["loss_0"])  # Its own init (other layout).
   assert abs(rows["big_vision"]["loss_0"] - ours) < 1e-4
   assert abs(rows["hf"]["loss_0"] - ours) < 1e-4
   assert all(row["step_s"] > 0 for row in rows.values())

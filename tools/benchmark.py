@@ -50,7 +50,7 @@ def parse_args(argv):
   t.add_argument("--remat", default="nothing_saveable,none",
                  help="comma-separated remat policies (jax.checkpoint_policies names, none)")
   t.add_argument("--scan", action=argparse.BooleanOptionalAction, default=None,
-                 help="scanned layer loop (default: the backend's, bench.train.default_layout)")
+                 help="scanned layer loop (default: bench.train.DEFAULT_LAYOUT's, scanned)")
   t.add_argument("--dtype", default="float32", help="compute dtype (bfloat16: f32 master)")
   t.add_argument("--xla_check", action=argparse.BooleanOptionalAction, default=True,
                  help="compare analytic FLOPs with XLA cost_analysis (unrolled and scanned)")
@@ -104,7 +104,7 @@ def parse_args(argv):
   c.add_argument("--layouts", default=None,
                  help="train: our layer loops timed, LOOP/REMAT (scan|unrolled / none|a "
                       "jax.checkpoint_policies name); ratios are over the first (default: "
-                      "the backend's default layout, then big_vision's scan/nothing_saveable)")
+                      "scan/nothing_saveable, the default layout, then unrolled/none)")
   v = sub.add_parser("serve", parents=[common], help="server req/s and latency")
   v.add_argument("--clients", default="1,8,32", help="concurrent clients per run")
   v.add_argument("--requests", type=int, default=64, help="requests per run")
@@ -152,7 +152,7 @@ def run(args):
       text.append(timing.table("FLOPs per step: analytic vs XLA", [r["xla_check"]]))
   elif args.cmd == "decode":
     from big_vision_lite.bench import decode as bd
-    r = bd.bench_decode(bt.model_config(args.model, scan=bt.DECODE_SCAN), res=args.res, prompt_len=args.prompt_len,
+    r = bd.bench_decode(bt.model_config(args.model), res=args.res, prompt_len=args.prompt_len,
                         new_tokens=args.new_tokens, reps=args.iters, inner=args.inner,
                         batches=[int(b) for b in args.batches.split(",")], with_hf=args.hf,
                         weight_dtypes=args.weights.split(","))

@@ -250,7 +250,7 @@ def layout_name(scan, remat):
 
 
 def bench_train(bv, model_name, *, batch, res, text_len, reps, with_hf, workdir,
-                layouts=((False, "none"), (True, "nothing_saveable"))):
+                layouts=((True, "nothing_saveable"), (False, "none"))):
   """Train-step seconds of ours (each (scan, remat policy) in `layouts`), big_vision, HF.
 
   The ViT applies its remat policy only when scanned (as big_vision's ViT); the Gemma
@@ -314,18 +314,13 @@ def bench_compare(big_vision_path, model_name, *, batch, res, text_len, prompt_l
                   layouts=None):
   """The `compare` sub-command: decode and train side by side (see module docstring).
 
-  Our decode runs scanned layers (`bench.train.DECODE_SCAN`); the train step runs each
-  of `layouts` (default: the backend's `bench.train.default_layout()`, then big_vision's
-  scan + "nothing_saveable").
+  Our decode runs the default layout (`bench.train.DEFAULT_LAYOUT`, scanned); the train
+  step runs each of `layouts` ("LOOP/REMAT,...", default: the default layout, then
+  unrolled layers without remat).
   """
-  if layouts is None:
-    first = bt.default_layout()
-    layouts = ",".join(dict.fromkeys([
-        f"{'scan' if first['scan'] else 'unrolled'}/{first['remat']}",
-        "scan/nothing_saveable"]))
-  layouts = parse_layouts(layouts)
+  layouts = parse_layouts(layouts or "scan/nothing_saveable,unrolled/none")
   bv = import_big_vision(big_vision_path)
-  model_cfg = bt.model_config(model_name, scan=bt.DECODE_SCAN)
+  model_cfg = bt.model_config(model_name)
   _, llm_cfg = bv_config(model_cfg)
   out = {"load_avg_start": os.getloadavg()}
   with bench_variant(bv, llm_cfg), tempfile.TemporaryDirectory() as tmp:

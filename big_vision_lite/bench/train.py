@@ -46,36 +46,29 @@ ATTN_SGD = dict(optax_name="identity", lr=0.03,
                 schedule=[(r"llm/layers/attn/.*", dict(decay_type="constant")), (".*", None)])
 
 
-# The layer loop (scan) and remat policy a backend trains bench-small-like models fastest
-# with. CPU: measured side by side (`tools.benchmark compare --layouts ...`, README
-# "Benchmarks": unrolled layers without remat took 0.90x the step time of scan + remat
-# "nothing_saveable", while unrolled + remat and scan without remat took 1.8x).
-# Other backends: big_vision's defaults (both towers scanned, remat "nothing_saveable"),
-# not measured here (no accelerator was available); they also bound memory at scale.
-TRAIN_LAYOUTS = {"cpu": dict(scan=False, remat="none")}
-ACCELERATOR_LAYOUT = dict(scan=True, remat="nothing_saveable")
-# Decoding is fastest with scanned layers on CPU too (the unrolled loop restacks the KV
-# cache every step); remat has no effect without gradients.
-DECODE_SCAN = True
-
-
-def default_layout(backend=None):
-  """dict(scan, remat) for training on `backend` (default: jax.default_backend())."""
-  return dict(TRAIN_LAYOUTS.get(backend or jax.default_backend(), ACCELERATOR_LAYOUT))
+# The layer loop and remat policy the benchmarks use by default, on every backend.
+# CPU, measured (README "Benchmarks", 2026-12-05, bench-small, idle machine): both towers
+# scanned with remat "nothing_saveable" was the fastest train step in 3 of 4 same-process
+# comparisons (unrolled without remat took 1.37-3.2x its time in three, with a heavy,
+# slowly settling page-fault load, and 0.90x in one; unrolled + remat and scan without
+# remat took 1.8x); it also compiles twice as fast as unrolled layers and decodes
+# faster (the unrolled decoder restacks its KV cache every step). GPU/TPU: big_vision's
+# defaults, the same layout, not measured here (no accelerator was available); remat
+# "nothing_saveable" is also what bounds memory at scale (`memory` sub-command).
+DEFAULT_LAYOUT = dict(scan=True, remat="nothing_saveable")
 
 
 def model_config(name, *, scan=None, remat=None, compute_dtype="float32", attn_impl=None):
   """paligemma.Model kwargs of MODELS[name] with the given layer loop and remat policy.
 
-  scan / remat left None take `default_layout()` (the backend's fastest for training).
+  scan / remat left None take DEFAULT_LAYOUT (scanned, remat "nothing_saveable").
   compute_dtype "bfloat16" makes both towers compute in bf16 (the loss casts the
   params; see `make_train_step`). attn_impl, when given, is passed to the decoder.
   """
   if name not in MODELS:
     raise registry.unknown_name("benchmark model", name, MODELS)
-  layout = default_layout()
-  scan = layout["scan"] if scan is None else scan
-  remat = layout["remat"] if remat is None else remat
+  scan = DEFAULT_LAYOUT["scan"] if scan is None else scan
+  remat = DEFAULT_LAYOUT["remat"] if remat is None else remat
   cfg = MODELS[name]
   img = dict(cfg["img"], pool_type="none", scan=scan, remat_policy=remat)
   llm = dict(cfg["llm"], scan=scan, remat_policy=remat)
@@ -281,9 +274,9 @@ def bench_train(model_name, *, batch, res, text_len, iters, remats=("nothing_sav
 
   Returns:
     dict(rows, flops (analytic parts), xla_check, peaks (GFLOP/s per iteration)).
-    scan None takes the backend's `default_layout()`.
+    scan None takes DEFAULT_LAYOUT's.
   """
-  scan = default_layout()["scan"] if scan is None else scan
+  scan = DEFAULT_LAYOUT["scan"] if scan is None else scan
   fl = flops.train_flops(model_config(model_name), res=res, text_len=text_len, batch=batch)
   runners, xla = [], {}
   for remat in remats:
