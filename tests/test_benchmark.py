@@ -135,6 +135,16 @@ def test_decode_bytes_halve_with_bf16_weights():
   assert abs(f32["weights"] / 4 - (6 * 3_735_552 + 32768 * 512)) < 10_000
 
 
+def test_model_config_default_layout():
+  # Unset scan / remat take DEFAULT_LAYOUT (both towers); explicit values win.
+  cfg = bt.model_config("micro")
+  for tower in ("img", "llm"):
+    assert (cfg[tower]["scan"], cfg[tower]["remat_policy"]) == (
+        bt.DEFAULT_LAYOUT["scan"], bt.DEFAULT_LAYOUT["remat"])
+  cfg = bt.model_config("micro", scan=False, remat="none")
+  assert (cfg["img"]["scan"], cfg["llm"]["remat_policy"]) == (False, "none")
+
+
 # A google-research/big_vision checkout (its root folder), when the runner has one.
 _BIG_VISION = os.environ.get("BIG_VISION_SRC", "")
 
@@ -145,12 +155,22 @@ def test_compare_rejects_a_folder_without_big_vision(tmp_path):
                     "--json", str(tmp_path / "c.json")])
 
 
+@pytest.mark.parametrize("layouts, match", [
+    ("scan", "is not LOOP/REMAT"), ("loop/none", "is not LOOP/REMAT"),
+    ("scan/nothing_savable", "is not LOOP/REMAT"), ("scan/none,scan/none", "twice")])
+def test_compare_rejects_bad_layouts(tmp_path, layouts, match):
+  with pytest.raises(ValueError, match=match):
+    benchmark.main(["compare", *SMALL, "--big_vision", str(tmp_path), "--layouts", layouts,
+                    "--json", str(tmp_path / "c.json")])
+
+
 @pytest.mark.slow  # Compiles ours, big_vision's and HF's micro models (~1 min).
 @pytest.mark.skipif(not os.path.isdir(os.path.join(_BIG_VISION, "big_vision")),
                     reason="set BIG_VISION_SRC to a big_vision checkout to run big_vision beside ours")
 def test_compare_same_weights_as_big_vision_and_hf(tmp_path):
   r = _run(tmp_path, "compare", "--big_vision", _BIG_VISION, "--prompt_len", "4",
-           "--new_tokens", "3", "--batches", "1")
+           "--new_tokens", "3", "--batches", "1", "--layouts",
+           "unrolled/nothing_saveable,scan/none")
   dec = r["decode"]
   assert dec["max_abs_logit_diff_vs_big_vision"] < 1e-5
   assert {row["impl"] for row in dec["rows"]} == {"ours", "big_vision", "hf"}
@@ -158,7 +178,10 @@ def test_compare_same_weights_as_big_vision_and_hf(tmp_path):
   assert set(dec["ratios"]["1"]) == {"ours_over_big_vision", "ours_over_hf"}
   rows = {row["impl"]: row for row in r["train"]["rows"]}
   # Same init and batch: the first-step losses of ours (default layout), big_vision, HF.
-  ours = rows["ours_scan=False"]["loss_0"]
+  assert set(rows) == {"ours_unrolled/nothing_saveable", "ours_scan/none", "big_vision", "hf"}
+  assert rows["ours_unrolled/nothing_saveable"]["over_first"] == 1.0
+  ours = rows["ours_unrolled/nothing_saveable"]["loss_0"]
+  assert np.isfinite(rows["ours_scan/none"]["loss_0"])  # Its own init (other layout).
   assert abs(rows["big_vision"]["loss_0"] - ours) < 1e-4
   assert abs(rows["hf"]["loss_0"] - ours) < 1e-4
   assert all(row["step_s"] > 0 for row in rows.values())

@@ -49,7 +49,8 @@ def parse_args(argv):
   t = sub.add_parser("train", parents=[common], help="train step speed and MFU")
   t.add_argument("--remat", default="nothing_saveable,none",
                  help="comma-separated remat policies (jax.checkpoint_policies names, none)")
-  t.add_argument("--scan", action=argparse.BooleanOptionalAction, default=False)
+  t.add_argument("--scan", action=argparse.BooleanOptionalAction, default=None,
+                 help="scanned layer loop (default: bench.train.DEFAULT_LAYOUT's, scanned)")
   t.add_argument("--dtype", default="float32", help="compute dtype (bfloat16: f32 master)")
   t.add_argument("--xla_check", action=argparse.BooleanOptionalAction, default=True,
                  help="compare analytic FLOPs with XLA cost_analysis (unrolled and scanned)")
@@ -100,6 +101,10 @@ def parse_args(argv):
   c.add_argument("--new_tokens", type=int, default=16)
   c.add_argument("--batches", default="1,8")
   c.add_argument("--hf", action=argparse.BooleanOptionalAction, default=True)
+  c.add_argument("--layouts", default=None,
+                 help="train: our layer loops timed, LOOP/REMAT (scan|unrolled / none|a "
+                      "jax.checkpoint_policies name); ratios are over the first (default: "
+                      "scan/nothing_saveable, the default layout, then unrolled/none)")
   v = sub.add_parser("serve", parents=[common], help="server req/s and latency")
   v.add_argument("--clients", default="1,8,32", help="concurrent clients per run")
   v.add_argument("--requests", type=int, default=64, help="requests per run")
@@ -176,7 +181,7 @@ def run(args):
         args.big_vision, args.model, batch=args.batch, res=args.res, text_len=args.text_len,
         prompt_len=args.prompt_len, new_tokens=args.new_tokens,
         batches=[int(b) for b in args.batches.split(",")], reps=args.iters, with_hf=args.hf,
-        parts=args.parts.split(","))
+        parts=args.parts.split(","), layouts=args.layouts)
     text = []
     if "decode" in r:
       text.append(timing.table(f"decode side by side ({args.model})", r["decode"]["rows"]))

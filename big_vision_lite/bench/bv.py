@@ -229,27 +229,51 @@ def _hf_runner(hf_model, batch, n_img, lr):
   return one, box
 
 
+def parse_layouts(text):
+  """"scan/nothing_saveable,unrolled/none" -> [(scan bool, remat policy str), ...]."""
+  layouts = []
+  for item in text.split(","):
+    loop_name, _, remat = item.strip().partition("/")
+    if loop_name not in ("scan", "unrolled") or not remat or (
+        remat != "none" and not hasattr(jax.checkpoint_policies, remat)):
+      raise ValueError(f"--layouts item {item!r} is not LOOP/REMAT: LOOP is scan or unrolled, "
+                       "REMAT is none or a jax.checkpoint_policies name (e.g. "
+                       "scan/nothing_saveable).")
+    layouts.append((loop_name == "scan", remat))
+  if len(set(layouts)) != len(layouts):
+    raise ValueError(f"--layouts {text!r} names a layout twice.")
+  return layouts
+
+
+def layout_name(scan, remat):
+  return f"ours_{'scan' if scan else 'unrolled'}/{remat}"
+
+
 def bench_train(bv, model_name, *, batch, res, text_len, reps, with_hf, workdir,
-                scans=(False, True)):
-  """Train-step seconds of ours (each layer loop in `scans`), big_vision and HF.
+                layouts=((True, "nothing_saveable"), (False, "none"))):
+  """Train-step seconds of ours (each (scan, remat policy) in `layouts`), big_vision, HF.
+
+  The ViT applies its remat policy only when scanned (as big_vision's ViT); the Gemma
+  decoder applies it either way.
 
   Returns:
-    dict(rows (per side: step_s median, first_step_s incl. compile, first-step loss),
-    ratios {other: median per-repetition step-time ratio other / ours-default}).
+    dict(rows (per side: step_s median, over_first: median per-repetition step-time
+    ratio side / the first layout, first_step_s incl. compile, first-step loss),
+    host_peak_rss_mb of the process).
   """
   runners, rows = {}, {}
-  for scan in scans:
-    name = f"ours_scan={scan}"
-    step = bt.make_train_step(bt.model_config(model_name, scan=scan), batch=batch, res=res,
-                              text_len=text_len)
+  for scan, remat in layouts:
+    name = layout_name(scan, remat)
+    step = bt.make_train_step(bt.model_config(model_name, scan=scan, remat=remat),
+                              batch=batch, res=res, text_len=text_len)
     one, finish = bt.make_runner(step, res=res, text_len=text_len)
     t0 = time.perf_counter()
     one()
     rows[name] = dict(first_step_s=time.perf_counter() - t0, loss_0=finish(False)["loss"])
     runners[name] = one
-    if scan == scans[0]:  # Same init as the runner's, in the first layout.
+    if (scan, remat) == layouts[0]:  # Same init as the runner's, in the first layout.
       params = bt.init_state(step, res, text_len)["params"]
-  model_cfg = bt.model_config(model_name, scan=scans[0])
+  model_cfg = bt.model_config(model_name, scan=layouts[0][0])
   bv_cfg, _ = bv_config(model_cfg)
   bv_model, bv_params = load_bv(bv, bv_cfg, params, res=res, text_len=text_len - 1,
                                 workdir=workdir)
@@ -278,16 +302,23 @@ def bench_train(bv, model_name, *, batch, res, text_len, reps, with_hf, workdir,
   for _ in range(reps):
     for name, one in runners.items():
       times[name].append(timing.time_calls(one, iters=1, warmup=0)["min"])
-  base = np.asarray(times[f"ours_scan={scans[0]}"])
+  base = np.asarray(times[layout_name(*layouts[0])])
   out_rows = [dict(impl=name, step_s=float(np.median(ts)),
-                   over_ours_default=float(np.median(np.asarray(ts) / base)), **rows[name])
+                   over_first=float(np.median(np.asarray(ts) / base)), **rows[name])
               for name, ts in times.items()]
   return dict(rows=out_rows, host_peak_rss_mb=timing.host_rss()["peak_rss_bytes"] / 2**20)
 
 
 def bench_compare(big_vision_path, model_name, *, batch, res, text_len, prompt_len,
-                  new_tokens, batches, reps, with_hf=True, parts=("decode", "train")):
-  """The `compare` sub-command: decode and train side by side (see module docstring)."""
+                  new_tokens, batches, reps, with_hf=True, parts=("decode", "train"),
+                  layouts=None):
+  """The `compare` sub-command: decode and train side by side (see module docstring).
+
+  Our decode runs the default layout (`bench.train.DEFAULT_LAYOUT`, scanned); the train
+  step runs each of `layouts` ("LOOP/REMAT,...", default: the default layout, then
+  unrolled layers without remat).
+  """
+  layouts = parse_layouts(layouts or "scan/nothing_saveable,unrolled/none")
   bv = import_big_vision(big_vision_path)
   model_cfg = bt.model_config(model_name)
   _, llm_cfg = bv_config(model_cfg)
@@ -299,6 +330,6 @@ def bench_compare(big_vision_path, model_name, *, batch, res, text_len, prompt_l
                                    with_hf=with_hf, workdir=tmp)
     if "train" in parts:
       out["train"] = bench_train(bv, model_name, batch=batch, res=res, text_len=text_len,
-                                 reps=reps, with_hf=with_hf, workdir=tmp)
+                                 reps=reps, with_hf=with_hf, workdir=tmp, layouts=layouts)
   out["load_avg_end"] = os.getloadavg()
   return out

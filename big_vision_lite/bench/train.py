@@ -46,15 +46,29 @@ ATTN_SGD = dict(optax_name="identity", lr=0.03,
                 schedule=[(r"llm/layers/attn/.*", dict(decay_type="constant")), (".*", None)])
 
 
-def model_config(name, *, scan=False, remat="nothing_saveable", compute_dtype="float32",
-                 attn_impl=None):
+# The layer loop and remat policy the benchmarks use by default, on every backend.
+# CPU, measured (README "Benchmarks", 2026-12-05, bench-small, idle machine): both towers
+# scanned with remat "nothing_saveable" was the fastest train step in 3 of 4 same-process
+# comparisons (unrolled without remat took 1.37-3.2x its time in three, with a heavy,
+# slowly settling page-fault load, and 0.90x in one; unrolled + remat and scan without
+# remat took 1.8x); it also compiles twice as fast as unrolled layers and decodes
+# faster (the unrolled decoder restacks its KV cache every step). GPU/TPU: big_vision's
+# defaults, the same layout, not measured here (no accelerator was available); remat
+# "nothing_saveable" is also what bounds memory at scale (`memory` sub-command).
+DEFAULT_LAYOUT = dict(scan=True, remat="nothing_saveable")
+
+
+def model_config(name, *, scan=None, remat=None, compute_dtype="float32", attn_impl=None):
   """paligemma.Model kwargs of MODELS[name] with the given layer loop and remat policy.
 
+  scan / remat left None take DEFAULT_LAYOUT (scanned, remat "nothing_saveable").
   compute_dtype "bfloat16" makes both towers compute in bf16 (the loss casts the
   params; see `make_train_step`). attn_impl, when given, is passed to the decoder.
   """
   if name not in MODELS:
     raise registry.unknown_name("benchmark model", name, MODELS)
+  scan = DEFAULT_LAYOUT["scan"] if scan is None else scan
+  remat = DEFAULT_LAYOUT["remat"] if remat is None else remat
   cfg = MODELS[name]
   img = dict(cfg["img"], pool_type="none", scan=scan, remat_policy=remat)
   llm = dict(cfg["llm"], scan=scan, remat_policy=remat)
@@ -250,7 +264,7 @@ def xla_flops(model_name, *, batch, res, text_len, scan):
 
 
 def bench_train(model_name, *, batch, res, text_len, iters, remats=("nothing_saveable", "none"),
-                scan=False, compute_dtype="float32", xla_check=True, peak_n=2048,
+                scan=None, compute_dtype="float32", xla_check=True, peak_n=2048,
                 jit_check=True):
   """The `train` sub-command: one row per remat policy, plus the FLOPs cross-check.
 
@@ -260,7 +274,9 @@ def bench_train(model_name, *, batch, res, text_len, iters, remats=("nothing_sav
 
   Returns:
     dict(rows, flops (analytic parts), xla_check, peaks (GFLOP/s per iteration)).
+    scan None takes DEFAULT_LAYOUT's.
   """
+  scan = DEFAULT_LAYOUT["scan"] if scan is None else scan
   fl = flops.train_flops(model_config(model_name), res=res, text_len=text_len, batch=batch)
   runners, xla = [], {}
   for remat in remats:
