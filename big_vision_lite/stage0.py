@@ -1,7 +1,7 @@
 r"""Stage 0 inside a run: pre-training of the image tower (`config.stage0`).
 
 PaliGemma starts from a pre-trained image tower. When `config.stage0` is set,
-`train.train` first trains it on image-text data with one of two objectives
+`train.train` first trains it on image-text data with one of three objectives
 (`objective`), saves it to `workdir/stage0/siglip.npz` (+ `stage0/metrics.jsonl`), and
 initialises the main model's image tower from its `img` subtree (the pre-training head
 is not loaded; the rest of the model starts from scratch). Re-running in the same workdir
@@ -15,6 +15,17 @@ reuses the saved stage-0 checkpoint.
   `text_tags(inkey='captions', tags=[...])` phrases found in the image's captions;
   `model=dict(image=dict(...ViT kwargs))` (the head is sized C). Logged `acc` is
   precision@1 (the top class is a positive).
+- "grouped_softmax": the same classifier with a softmax over each group of classes
+  (`groups=((n, k), ...)`: n consecutive k-way groups, in label order), e.g. pp op
+  `label_counts`' one-hot count of each class; logged `acc` is the share of groups right.
+  When `input.pp` also yields `patch_labels` float32[P, K] (one K-way one-hot per image
+  token, e.g. pp op `patch_labels`: which object covers each patch), the ViT runs with
+  `pool_type="none"` and a head of C + K classes on every token: the mean over tokens of
+  the first C logits is the image-level classifier (a linear head commutes with the
+  mean: exactly the GAP classifier), the last K are per-token softmax targets (`patch_acc`).
+  Keep the head's random init (`head_zeroinit=False`): from a zero head, the features
+  get no gradient at first and the ViT barely learns in a few hundred steps (measured,
+  see README).
 
   config.stage0 = dict(
       model=dict(image=dict(...ViT kwargs, pool_type="gap"), text=dict(vocab_size=...,
@@ -47,9 +58,10 @@ from big_vision_lite.models import vit
 
 KEYS = ("model", "input", "total_steps", "lr", "wd", "schedule", "optax_name", "optax",
         "grad_clip_norm", "lr_mults", "wd_mults", "positives", "img_dont_load",
-        "log_training_steps", "seed", "objective")
+        "log_training_steps", "seed", "objective", "groups")
 POSITIVES = ("same_text", "diagonal")
-OBJECTIVES = ("siglip", "sigmoid_xent")
+OBJECTIVES = ("siglip", "sigmoid_xent", "grouped_softmax")
+CLASSIFIERS = ("sigmoid_xent", "grouped_softmax")
 CKPT = "siglip.npz"
 
 
@@ -63,6 +75,15 @@ def _check(cfg):
     raise registry.unknown_name("config.stage0.objective", cfg["objective"], OBJECTIVES)
   if cfg.get("positives", "same_text") not in POSITIVES:
     raise registry.unknown_name("config.stage0.positives", cfg["positives"], POSITIVES)
+  if cfg.get("objective") == "grouped_softmax":
+    groups = cfg.get("groups")
+    if (not isinstance(groups, (list, tuple)) or not groups or not all(
+        isinstance(g, (list, tuple)) and len(g) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in g)
+        for g in groups)):
+      raise ValueError(f"config.stage0.groups={groups!r}: objective 'grouped_softmax' needs "
+                       "a list of (number of groups, classes per group) int pairs >= 1, "
+                       "in label order, e.g. ((4, 4), (24, 2)).")
 
 
 def sigmoid_xent(logits, labels):
@@ -71,13 +92,41 @@ def sigmoid_xent(logits, labels):
                            + (1 - labels) * jax.nn.log_sigmoid(-logits), axis=-1))
 
 
-def make_update_fn(model, tx, positives="same_text", objective="siglip"):
+def group_slices(groups):
+  """((n, k), ...) -> [(start, stop, k)]: the label ranges of each run of n k-way groups."""
+  out, start = [], 0
+  for n, k in groups:
+    out.append((start, start + n * k, k))
+    start += n * k
+  return out
+
+
+def grouped_softmax_xent(logits, labels, groups):
+  """Softmax cross-entropy within each group of classes, summed over groups, batch mean.
+
+  The labels are one-hots laid out as `groups` ((n, k): n consecutive k-way groups, in
+  order), e.g. pp op `label_counts`' per-class count one-hots. Returns (loss, share of
+  groups whose top class is the labelled one).
+  """
+  total, hits, num = 0.0, 0.0, 0
+  for start, stop, k in group_slices(groups):
+    lg = logits[:, start:stop].reshape(logits.shape[0], -1, k)
+    y = labels[:, start:stop].reshape(lg.shape)
+    total = total - jnp.sum(y * jax.nn.log_softmax(lg), axis=(1, 2))
+    top = jnp.take_along_axis(y, jnp.argmax(lg, -1)[..., None], -1)
+    hits, num = hits + jnp.sum(top, axis=(1, 2)), num + lg.shape[1]
+  return jnp.mean(total), jnp.mean(hits / num)
+
+
+def make_update_fn(model, tx, positives="same_text", objective="siglip", groups=None):
   """Returns jitted `update(params, opt, batch, rng) -> (params, opt, metrics)`.
 
   batch: image float32[B, H, W, 3] and labels: int32[B, L] texts ("siglip") or float32[B,
-  C] multi-hot ("sigmoid_xent"). metrics: loss, acc, grad_norm (+ t, b for "siglip"):
-  acc is the share of images whose highest-scoring text of the batch is a positive
-  ("siglip") or whose highest-scoring class is a positive ("sigmoid_xent").
+  C] multi-hot ("sigmoid_xent") or grouped one-hots ("grouped_softmax", `groups`).
+  metrics: loss, acc, grad_norm (+ t, b for "siglip"): acc is the share of images whose
+  highest-scoring text of the batch is a positive ("siglip"), of images whose
+  highest-scoring class is a positive ("sigmoid_xent"), or of groups whose top class is
+  the labelled one ("grouped_softmax").
   """
   def xent_loss_fn(params, batch, rng):
     logits, _ = model.apply({"params": params}, batch["image"], train=True,
@@ -85,6 +134,21 @@ def make_update_fn(model, tx, positives="same_text", objective="siglip"):
     labels = batch["labels"].astype(jnp.float32)
     top = jnp.take_along_axis(labels, jnp.argmax(logits, -1)[:, None], 1)
     return sigmoid_xent(logits, labels), {"acc": jnp.mean(top)}
+
+  def grouped_loss_fn(params, batch, rng):
+    logits, _ = model.apply({"params": params}, batch["image"], train=True,
+                            rngs={"dropout": rng})
+    aux = {}
+    if "patch_labels" in batch:  # logits [B, P, C + K]: per token, last K are dense.
+      dense_y = batch["patch_labels"].astype(jnp.float32)
+      b, p, k = dense_y.shape
+      dense, logits = logits[..., -k:], jnp.mean(logits[..., :-k], axis=1)
+      dense_loss, aux["patch_acc"] = grouped_softmax_xent(
+          dense.reshape(b, p * k), dense_y.reshape(b, p * k), ((p, k),))
+    loss, acc = grouped_softmax_xent(logits, batch["labels"].astype(jnp.float32), groups)
+    if "patch_labels" in batch:
+      loss = loss + dense_loss
+    return loss, dict(aux, acc=acc)
 
   def siglip_loss_fn(params, batch, rng):
     zimg, ztxt, out = model.apply({"params": params}, batch["image"], batch["labels"],
@@ -99,7 +163,8 @@ def make_update_fn(model, tx, positives="same_text", objective="siglip"):
     acc = jnp.mean(jnp.take_along_axis(pos, jnp.argmax(logits, 1)[:, None], 1))
     return loss, {"acc": acc, "t": out["t"][0], "b": out.get("b", jnp.zeros(1))[0]}
 
-  loss_fn = xent_loss_fn if objective == "sigmoid_xent" else siglip_loss_fn
+  loss_fn = {"sigmoid_xent": xent_loss_fn, "grouped_softmax": grouped_loss_fn,
+             "siglip": siglip_loss_fn}[objective]
 
   @jax.jit
   def update(params, opt, batch, rng):
@@ -132,13 +197,26 @@ def train_siglip(cfg, workdir, mesh):
                        "`image` and `labels` (see big_vision_lite/stage0.py).")
   rng = jax.random.key(cfg.get("seed", 0))
   repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  if objective == "sigmoid_xent":
+  if objective in CLASSIFIERS:
     if first["labels"].ndim != 2 or not np.issubdtype(first["labels"].dtype, np.floating):
       raise ValueError(f"config.stage0.input yields labels {first['labels'].dtype}"
-                       f"{list(first['labels'].shape)}; objective 'sigmoid_xent' needs "
-                       "float32[B, C] multi-hot labels (e.g. pp op `text_tags`).")
-    model = vit.Model(**{"num_classes": first["labels"].shape[1],
-                         **dict(cfg.model.get("image") or {})})
+                       f"{list(first['labels'].shape)}; objective {objective!r} needs "
+                       "float32[B, C] multi-hot labels (e.g. pp ops `text_tags`, "
+                       "`label_counts`).")
+    want = sum(n * k for n, k in cfg.get("groups") or ())
+    if objective == "grouped_softmax" and first["labels"].shape[1] != want:
+      raise ValueError(f"config.stage0.groups={cfg.groups!r} cover {want} classes; the "
+                       f"input yields labels with {first['labels'].shape[1]}.")
+    image_kw = dict(cfg.model.get("image") or {})
+    num_classes = first["labels"].shape[1]
+    if "patch_labels" in first:
+      if objective != "grouped_softmax" or image_kw.get("pool_type") != "none":
+        raise ValueError("config.stage0.input yields `patch_labels` (per-token targets): "
+                         "they need objective 'grouped_softmax' and the image tower's "
+                         f"pool_type 'none' (got {objective!r}, "
+                         f"{image_kw.get('pool_type')!r}).")
+      num_classes += first["patch_labels"].shape[-1]
+    model = vit.Model(**{"num_classes": num_classes, **image_kw})
     params = {"img": jax.jit(model.init, out_shardings=repl)(
         rng, first["image"][:1])["params"]}
     net = _Sub(model, "img")
@@ -150,7 +228,8 @@ def train_siglip(cfg, workdir, mesh):
   tx, sched_fns = optim.make(cfg, params, total)
   lr_fn = next(iter(sched_fns.values()))
   opt = jax.jit(tx.init, out_shardings=repl)(params)
-  update = make_update_fn(net, tx, cfg.get("positives", "same_text"), objective)
+  groups = [tuple(g) for g in cfg.get("groups") or ()]
+  update = make_update_fn(net, tx, cfg.get("positives", "same_text"), objective, groups)
   writer = metrics_log.MetricsWriter(workdir, total_steps=total,
                                      batch_size=cfg.input.batch_size,
                                      enabled=jax.process_index() == 0)
@@ -159,7 +238,8 @@ def train_siglip(cfg, workdir, mesh):
   batch = first
   writer.start(0)
   for step in range(1, total + 1):
-    gbatch = sharding.global_batch({k: batch[k] for k in ("image", "labels")}, mesh, rules)
+    gbatch = sharding.global_batch(
+        {k: batch[k] for k in ("image", "labels", "patch_labels") if k in batch}, mesh, rules)
     with jax.set_mesh(mesh):
       params, opt, m = update(params, opt, gbatch, jax.random.fold_in(rng, step))
     if step % log_every == 0 or step == total:

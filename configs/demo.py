@@ -11,7 +11,11 @@ curves (`loss_curves.png`) and a grid of held-out predictions (`predictions.png`
 the workdir. About 10 minutes on an idle 2-core CPU.
 
 Args: data_dir, total_steps, batch_size, num_train, num_val, size_scale, max_objects,
-stage0_steps (0: no stage 0), stage0 (its objective: "sigmoid_xent" or "siglip").
+stage0_steps (0: no stage 0), stage0 (what the image tower learns first: "objects", a
+classifier of each scene's per-shape counts and colour + shape pairs, a softmax per
+attribute; "objects_patches", the same plus which shape covers each patch, per token;
+"tags", a sigmoid-xent classifier of the phrases found in its captions; or
+"siglip", a SigLIP image tower).
 """
 from big_vision_lite.config_args import parse_arg
 from big_vision_lite.datasets import shapes
@@ -20,8 +24,10 @@ import ml_collections
 
 TOKENIZER_BASE_VOCAB = 400
 RES = 64          # Generated and trained image size.
+PATCH = 8         # ViT patch size: 8 x 8 image tokens.
 TEXT_LEN = 40
 TASKS = ("vqa", "caption", "detect", "ocr")
+STAGE0 = ("objects", "objects_patches", "tags", "siglip")
 
 
 def caption_tags():
@@ -32,14 +38,18 @@ def caption_tags():
           + list(shapes.NUMBERS[1:4]) + list(shapes.WORDS))
 
 
+def object_pairs():
+  """Stage 0 "objects" classes besides the per-shape counts: each colour + shape pair."""
+  return [f"{c} {k}" for c in shapes.COLORS for k in shapes.SHAPES]
+
+
 def get_config(arg=None):
   """Returns the demo config."""
   a = parse_arg(arg, data_dir="data/shapes", total_steps=1000, batch_size=64, num_val=200,
-                num_train=6000, size_scale=2.0, max_objects=3, stage0_steps=0,
-                stage0="sigmoid_xent")
-  if a.stage0 not in ("sigmoid_xent", "siglip"):
-    raise ValueError(f"configs/demo.py: stage0={a.stage0!r} must be 'sigmoid_xent' or "
-                     "'siglip'.")
+                num_train=6000, size_scale=2.0, max_objects=3, stage0_steps=300,
+                stage0="objects")
+  if a.stage0 not in STAGE0:
+    raise ValueError(f"configs/demo.py: stage0={a.stage0!r} must be one of {STAGE0}.")
   c = ml_collections.ConfigDict()
   # Data design (measured, see README): shapes 2x the generator's default sizes and at
   # most 3 per image (1.5x: VQA 0.61, AP50 0.006; 2x: VQA 0.72, AP50 0.48 at 1000 steps).
@@ -63,7 +73,7 @@ def get_config(arg=None):
   c.model_name = "paligemma"
   c.model = common.paligemma_model(
       img=dict(variant=None, width=128, depth=3, mlp_dim=256, num_heads=4,
-               patch_size=(8, 8), posemb="learn", pool_type="none", scan=False,
+               patch_size=(PATCH, PATCH), posemb="learn", pool_type="none", scan=False,
                remat_policy="none", dropout=0.0,
                # Non-zero projector init: zero image tokens would enter the decoder's
                # RMSNorm at 0, where its gradient explodes (grad norm ~7e4 at step 0).
@@ -77,17 +87,33 @@ def get_config(arg=None):
   c.seed = 0
 
   # Stage 0 (big_vision_lite/stage0.py), when stage0_steps > 0: the same ViT is first
-  # trained as SigLIP's image tower (sigmoid image-text loss against a tiny text tower)
-  # on the training captions; PaliGemma then starts from that ViT.
-  if a.stage0_steps and a.stage0 == "sigmoid_xent":
+  # trained alone (a multi-label classifier, or SigLIP's image tower against a tiny text
+  # tower) on the training images; PaliGemma then starts from that ViT.
+  if a.stage0_steps and a.stage0 != "siglip":
+    if a.stage0.startswith("objects"):  # Per-shape counts and colour + shape pairs of each scene.
+      objective, groups = "grouped_softmax", ((len(shapes.SHAPES), 4),
+                                              (len(object_pairs()), 2))
+      source, labels = "scenes", (
+          f"label_counts(inkey='objects/label', classes={list(shapes.SHAPES)!r}, "
+          "max_count=3, outkey='counts')|"
+          "label_counts(inkey=('objects/color', 'objects/label'), "
+          f"classes={object_pairs()!r}, max_count=1, outkey='pairs')|"
+          "concat(inkeys=('counts', 'pairs'), outkey='labels')")
+      keep, pool = "keep('image', 'labels')", "gap"
+      if a.stage0 == "objects_patches":  # + which shape covers each patch, per token.
+        labels += f"|patch_labels(grid={RES // PATCH}, classes={list(shapes.SHAPES)!r})"
+        keep, pool = "keep('image', 'labels', 'patch_labels')", "none"
+    else:  # The phrases found in the image's captions.
+      objective, groups = "sigmoid_xent", None
+      source, labels = "caption", f"text_tags(inkey='captions', tags={caption_tags()!r})"
+      keep, pool = "keep('image', 'labels')", "gap"
+    # A random head init: from a zero head the ViT barely learns in 300 steps (measured).
     c.stage0 = dict(
-        objective="sigmoid_xent",
-        model=dict(image=dict(c.model.img, pool_type="gap", head_zeroinit=True)),
-        input=dict(data=common.shapes_source("caption", "train", data), batch_size=64,
+        objective=objective, groups=groups,
+        model=dict(image=dict(c.model.img, pool_type=pool, head_zeroinit=False)),
+        input=dict(data=common.shapes_source(source, "train", data), batch_size=64,
                    shuffle_buffer_size=1000,
-                   pp=(f"decode|resize({RES})|value_range(-1, 1)|"
-                       f"text_tags(inkey='captions', tags={caption_tags()!r})|"
-                       "keep('image', 'labels')")),
+                   pp=f"decode|resize({RES})|value_range(-1, 1)|{labels}|{keep}"),
         total_steps=a.stage0_steps, optax_name="scale_by_adam", optax=dict(b2=0.98),
         lr=1e-3, wd=1e-4, grad_clip_norm=1.0,
         schedule=dict(decay_type="cosine", warmup_percent=0.05),

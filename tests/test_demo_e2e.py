@@ -2,8 +2,9 @@
 
 The README's goal thresholds (VQA >= 0.85 overall, >= 0.75 per question type, detection
 AP50 >= 0.5, caption CIDEr >= 1.5) are for the full demo: 1000 steps of batch 64 on 6000
-images. This test runs the same config (data design, model, optimizer, mixture,
-evaluators, pictures) for BUDGET below, 1/8 of the full run's examples, which is what
+images after a 300-step stage 0 of the image tower. This test runs the same config (data
+design, stage 0, model, optimizer, mixture, evaluators, pictures) for BUDGET below, 1/8 of
+the full run's steps and examples, which is what
 a test can afford (~4 CPU-minutes idle). At that budget the goal thresholds are out of
 reach (measured: VQA 0.53, AP50 0.07), so it asserts what the budget reaches, with a
 margin: every task's held-out loss falls, VQA, CIDEr and AP50 reach the measured floor,
@@ -19,9 +20,10 @@ from PIL import Image
 from big_vision_lite import train
 from configs import demo
 
-BUDGET = "total_steps=250,batch_size=32,num_train=2000,num_val=50"
-# Measured at BUDGET on 8 simulated devices (2026-12-05, size_scale=2.0): VQA 0.53,
-# CIDEr 0.66, AP50 0.074 (with the earlier size_scale=1.5: VQA 0.43, CIDEr 0.40, AP50 0.0).
+BUDGET = "total_steps=250,batch_size=32,num_train=2000,num_val=50,stage0_steps=38"
+# Measured at BUDGET without stage 0 on 8 simulated devices (2026-12-05, size_scale=2.0):
+# VQA 0.53, CIDEr 0.66, AP50 0.074 (with the earlier size_scale=1.5: VQA 0.43, CIDEr 0.40,
+# AP50 0.0); with the 38-step stage 0 the test passes these floors (2026-12-05, session 7).
 VQA_MIN = 0.45
 CIDER_MIN = 0.5
 AP50_MIN = 0.03

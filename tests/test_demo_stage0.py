@@ -1,5 +1,5 @@
-"""big_vision_lite/stage0.py: the demo's stage 0 (SigLIP or a sigmoid-xent tag classifier)
-and PaliGemma's init from it."""
+"""big_vision_lite/stage0.py: the demo's stage 0 (SigLIP, or a classifier of the scenes'
+objects or of the captions' tags) and PaliGemma's init from it."""
 import json
 import os
 
@@ -76,16 +76,26 @@ def test_stage0_config_errors(demo_config, tmp_path):
   c.stage0.steps = 3
   with pytest.raises(ValueError, match=r"Unknown config.stage0 key 'steps'\."):
     stage0.init_from_stage0(c, str(tmp_path), mesh)
-  assert stage0.init_from_stage0(demo.get_config(), str(tmp_path), mesh).get(
+  assert stage0.init_from_stage0(demo.get_config("stage0_steps=0"), str(tmp_path), mesh).get(
       "model_init") is None  # No stage 0: the config as it is.
 
 
 @pytest.mark.slow  # Compiles and trains the ViT classifier for 3 steps.
-def test_stage0_sigmoid_xent_tag_classifier(demo_config, tmp_path):
+@pytest.mark.parametrize("kind,num_classes,first_loss", [
+    # 4 shapes x counts 0-3 and 24 colour + shape pairs x absent/present, a softmax each,
+    # (+ per token of 8 x 8: none or one of the 4 shapes).
+    ("objects", 4 * 4 + 24 * 2, 4 * np.log(4) + 24 * np.log(2)),
+    ("objects_patches", 4 * 4 + 24 * 2 + 5, 4 * np.log(4) + 24 * np.log(2) + 64 * np.log(5)),
+    ("tags", len(demo.caption_tags()), len(demo.caption_tags()) * np.log(2))])
+def test_stage0_classifiers(demo_config, tmp_path, kind, num_classes, first_loss):
   data_dir = demo_config.ensure_shapes.out_dir
   c = demo.get_config(f"data_dir={data_dir},num_train=40,num_val=8,total_steps=1,"
-                      "batch_size=8,stage0_steps=3")
-  assert c.stage0.objective == "sigmoid_xent"
+                      f"batch_size=8,stage0_steps=3,stage0={kind}")
+  objects = kind.startswith("objects")
+  assert c.stage0.objective == ("grouped_softmax" if objects else "sigmoid_xent")
+  assert c.stage0.input.data.task == ("scenes" if objects else "caption")
+  assert not c.stage0.model.image.head_zeroinit
+  c.stage0.model.image.head_zeroinit = True  # Pins the first loss (below).
   c.stage0.input.batch_size = 8
   c.stage0.log_training_steps = 1
   mesh = train.make_mesh(c)
@@ -94,11 +104,12 @@ def test_stage0_sigmoid_xent_tag_classifier(demo_config, tmp_path):
     rows = [json.loads(l) for l in f]
   assert [r["step"] for r in rows] == [1, 2, 3]
   assert all(np.isfinite(r["loss"]) and 0 <= r["acc"] <= 1 for r in rows)
-  # A zero head predicts 0.5 for each class: the first loss is C * log 2.
-  assert rows[0]["loss"] == pytest.approx(len(demo.caption_tags()) * np.log(2), rel=1e-4)
+  assert ("patch_acc" in rows[0]) == (kind == "objects_patches")
+  # A zero head predicts each class of a k-way group with 1/k (sigmoid: 1/2).
+  assert rows[0]["loss"] == pytest.approx(first_loss, rel=1e-4)
   saved = checkpoint.load_params(out.model_init.img.rsplit(":", 1)[0])
   assert set(saved) == {"img"}
-  assert saved["img"]["head"]["kernel"].shape == (128, len(demo.caption_tags()))
+  assert saved["img"]["head"]["kernel"].shape == (128, num_classes)
   model = paligemma.Model(**c.model)
   image = np.zeros((1, 64, 64, 3), np.float32)
   text = np.zeros((1, 4), np.int32)
@@ -119,7 +130,29 @@ def test_stage0_sigmoid_xent_loss_and_bad_objective(demo_config, tmp_path):
   c = demo_config.copy_and_resolve_references()
   c.stage0.objective = "xent"
   with pytest.raises(ValueError, match=r"Unknown config.stage0.objective 'xent'\..* Valid: "
-                     r"\['siglip', 'sigmoid_xent'\]"):
+                     r"\['grouped_softmax', 'siglip', 'sigmoid_xent'\]"):
+    stage0.init_from_stage0(c, str(tmp_path), train.make_mesh(c))
+  c.stage0.objective, c.stage0.groups = "grouped_softmax", ((4, 0),)
+  with pytest.raises(ValueError, match=r"groups=\(\(4, 0\),\): .* needs a list of "
+                     r"\(number of groups, classes per group\)"):
     stage0.init_from_stage0(c, str(tmp_path), train.make_mesh(c))
   with pytest.raises(ValueError, match="stage0='clip' must be"):
     demo.get_config("stage0=clip")
+
+
+def test_grouped_softmax_xent_against_numpy():
+  rng = np.random.default_rng(0)
+  groups = ((2, 3), (1, 2))  # Two 3-way groups, then one 2-way group: 8 classes.
+  logits = rng.normal(size=(5, 8)).astype(np.float32)
+  idx = [rng.integers(0, 3, 5), rng.integers(0, 3, 5), rng.integers(0, 2, 5)]
+  labels = np.concatenate([np.eye(3)[idx[0]], np.eye(3)[idx[1]], np.eye(2)[idx[2]]], 1)
+  want, right = 0.0, 0.0
+  for (a, b), i in zip(((0, 3), (3, 6), (6, 8)), idx):
+    lg = logits[:, a:b].astype(np.float64)
+    logp = lg - np.log(np.sum(np.exp(lg), 1, keepdims=True))
+    want -= logp[np.arange(5), i]
+    right += lg.argmax(1) == i
+  loss, acc = stage0.grouped_softmax_xent(logits, labels.astype(np.float32), groups)
+  assert float(loss) == pytest.approx(np.mean(want), rel=1e-5)
+  assert float(acc) == pytest.approx(np.mean(right / 3), rel=1e-6)
+  assert stage0.group_slices(groups) == [(0, 6, 3), (6, 8, 2)]

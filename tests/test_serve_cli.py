@@ -84,7 +84,7 @@ def test_cli_flag_errors():
 def test_serves_a_training_runs_latest_checkpoint(tmp_path):
   from big_vision_lite import train  # pylint: disable=import-outside-toplevel
   c = demo.get_config(f"data_dir={tmp_path / 'shapes'},num_train=64,num_val=8,"
-                      "total_steps=2,batch_size=8")
+                      "total_steps=2,batch_size=8,stage0_steps=0")
   c.evals = {}
   workdir = str(tmp_path / "work")
   trained = train.train(c, workdir)["params"]

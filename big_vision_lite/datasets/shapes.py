@@ -337,7 +337,9 @@ class DataSource(jsonl.DataSource):
   """One task of one split of the shapes dataset, generated on first use.
 
   Args:
-    task: one of TASKS (the video tasks are the `shapes_video` source).
+    task: one of TASKS (the video tasks are the `shapes_video` source), or "scenes": each
+      image's full ground truth (`objects/bbox`, `objects/label`, `objects/color`,
+      `objects/size`, `word`, `word_box`), e.g. the targets of stage 0's classifier.
     split: "train" or "validation".
     data_dir: where the dataset lives (or is generated).
     num_train, num_val, res, seed, size_scale, max_objects: generation arguments (see
@@ -347,9 +349,10 @@ class DataSource(jsonl.DataSource):
 
   def __init__(self, task, split="train", *, data_dir, num_train=2000, num_val=200,
                res=224, seed=0, size_scale=1.0, max_objects=4, start=0, stop=None):
-    if task not in TASKS or split not in SPLITS:
+    if task not in TASKS + ("scenes",) or split not in SPLITS:
       raise ValueError(f"shapes: task {task!r} / split {split!r} invalid; tasks are "
-                       f"{TASKS} (video tasks: the 'shapes_video' source), splits {SPLITS}.")
+                       f"{TASKS + ('scenes',)} (video tasks: the 'shapes_video' source), "
+                       f"splits {SPLITS}.")
     ensure_shapes(data_dir, num_train, num_val, res, seed, size_scale, max_objects)
     self.task = task
     keys = ("image", "mask") if task == "segment" else ("image",)

@@ -1,4 +1,4 @@
-"""General pp ops: copy, keep, drop, strfmt, choice, const.
+"""General pp ops: copy, keep, drop, concat, strfmt, choice, const.
 
 Each op is a factory (called when the pp string is built) returning
 `fn(data: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]`.
@@ -62,6 +62,24 @@ def get_drop(*keys):
   def _drop(data):
     return {k: v for k, v in data.items() if k not in keys}
   return _drop
+
+
+@PP_OPS.register("concat")
+def get_concat(inkeys, outkey, axis=-1):
+  """`data[outkey]` = the tensors `data[inkeys]` concatenated along `axis` (same dtype)."""
+  inkeys = _as_keys("concat", "inkeys", inkeys)
+  _as_keys("concat", "outkey", outkey)
+
+  def _concat(data):
+    data = dict(data)
+    values = [_need(data, "concat", k) for k in inkeys]
+    dtypes = {k: v.dtype.name for k, v in zip(inkeys, values)}
+    if len(set(dtypes.values())) > 1:
+      raise TypeError(f"pp op 'concat': the inputs have different dtypes {dtypes}; cast "
+                      "them to one dtype first.")
+    data[outkey] = tf.concat(values, axis=axis)
+    return data
+  return _concat
 
 
 @PP_OPS.register("const")

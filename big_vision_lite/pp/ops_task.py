@@ -1,4 +1,6 @@
-"""Task pp ops: boxes -> `<loc>` strings, masks -> `<loc><seg>` strings, `flip_lr`.
+"""Task pp ops: boxes -> `<loc>` strings, masks -> `<loc><seg>` strings, `flip_lr`,
+`label_counts` and `patch_labels` (object counts and per-patch classes as classifier
+targets).
 
 Boxes are float32[n, 4] (ymin, xmin, ymax, xmax) normalized to [0, 1]. A coordinate v
 becomes bin k = round-half-to-even(v * 1023) clipped to [0, 1023] (the reference bins;
@@ -147,3 +149,109 @@ def get_flip_lr(key="image", boxes_key=None, prob=0.5, seed=None):
       data[boxes_key] = tf.cond(flip, lambda: flipped, lambda: b)
     return data
   return _flip_lr
+
+
+@PP_OPS.register("label_counts")
+def get_label_counts(inkey, classes, max_count, outkey="labels"):
+  """How many objects of each class: float32[len(classes) * (max_count + 1)] one-hots.
+
+  Entry `c * (max_count + 1) + k` is 1 when class `classes[c]` occurs k times among the
+  objects (counts above `max_count` count as `max_count`), so each class holds exactly one
+  positive: the labels of a multi-label image classifier that has to count and tell the
+  classes apart (stage 0's "objects" targets). With several keys (e.g.
+  `('objects/color', 'objects/label')`), each object's values are joined with a space
+  ("red circle") before matching. A label that is not in `classes` is an error.
+
+  Args:
+    inkey: key, or list of keys, of tf.string[n] per-object values.
+    classes: non-empty list of distinct class names.
+    max_count: int >= 1.
+    outkey: key of the float32 labels.
+  """
+  keys = _check_classes("label_counts", inkey, classes)
+  if isinstance(max_count, bool) or not isinstance(max_count, int) or max_count < 1:
+    raise ValueError(f"pp op 'label_counts': max_count={max_count!r} must be an int >= 1.")
+
+  def _label_counts(data):
+    data = dict(data)
+    names = _object_names(data, "label_counts", keys)
+    match = _class_match(names, classes, "label_counts", keys)  # [n, C]
+    counts = tf.minimum(tf.reduce_sum(tf.cast(match, tf.int32), axis=0), max_count)
+    data[outkey] = tf.reshape(tf.one_hot(counts, max_count + 1, dtype=tf.float32), [-1])
+    return data
+  return _label_counts
+
+
+def _object_names(data, op, keys):
+  """tf.string[n]: each object's values of `keys` joined with a space."""
+  parts = []
+  for k in keys:
+    v = tf.reshape(_get(data, op, k), [-1])
+    if v.dtype != tf.string:
+      raise TypeError(f"pp op '{op}': {k!r} is {v.dtype.name}; it must hold strings "
+                      "(class names).")
+    parts.append(v)
+  return tf.strings.join(parts, separator=" ") if len(parts) > 1 else parts[0]
+
+
+def _class_match(names, classes, op, keys):
+  """bool[n, C] of names == classes; a name outside `classes` is an error."""
+  match = tf.equal(names[:, None], tf.constant(list(classes))[None, :])
+  tf.debugging.Assert(
+      tf.reduce_all(tf.reduce_any(match, axis=1)),
+      [f"pp op '{op}': a label of {'+'.join(keys)} is not one of {list(classes)}:", names],
+      summarize=20)
+  return match
+
+
+def _check_classes(op, inkey, classes):
+  keys = (inkey,) if isinstance(inkey, str) else tuple(inkey)
+  if not keys or not all(isinstance(k, str) for k in keys):
+    raise ValueError(f"pp op '{op}': {inkey!r} must be a key or a list of keys.")
+  if (not isinstance(classes, (list, tuple)) or not classes
+      or not all(isinstance(c, str) and c for c in classes)
+      or len(set(classes)) != len(classes)):
+    raise ValueError(f"pp op '{op}': classes={classes!r} must be a non-empty list "
+                     "of distinct non-empty strings.")
+  return keys
+
+
+@PP_OPS.register("patch_labels")
+def get_patch_labels(grid, classes, boxes_key="objects/bbox", labels_key="objects/label",
+                     outkey="patch_labels"):
+  """Which object covers each patch: float32[grid * grid, 1 + len(classes)] one-hots.
+
+  Row `i * grid + j` (the ViT's token order: rows top to bottom, then columns) is the
+  one-hot of the class of the first box that holds the centre of patch (i, j) of a
+  `grid` x `grid` split of the image, or of 0 ("none") when no box does: dense targets
+  that make an image tower's tokens know what lies under them (stage 0's "objects").
+  Several `labels_key` keys are joined per object with a space, as in `label_counts`.
+
+  Args:
+    grid: int >= 1, patches per side (e.g. res // patch size).
+    classes: non-empty list of distinct class names.
+    boxes_key: float32[n, 4] normalized (ymin, xmin, ymax, xmax) boxes.
+    labels_key: key, or list of keys, of tf.string[n] per-object values.
+    outkey: key of the float32 labels.
+  """
+  keys = _check_classes("patch_labels", labels_key, classes)
+  if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
+    raise ValueError(f"pp op 'patch_labels': grid={grid!r} must be an int >= 1.")
+  centres = (np.arange(grid, dtype=np.float32) + 0.5) / grid
+  cy, cx = [tf.constant(v.reshape(-1)) for v in np.meshgrid(centres, centres, indexing="ij")]
+
+  def _patch_labels(data):
+    data = dict(data)
+    boxes = tf.reshape(tf.cast(_get(data, "patch_labels", boxes_key), tf.float32), [-1, 4])
+    names = _object_names(data, "patch_labels", keys)
+    cls = tf.argmax(tf.cast(_class_match(names, classes, "patch_labels", keys), tf.int32),
+                    axis=1, output_type=tf.int32) + 1  # [n]
+    inside = ((boxes[None, :, 0] <= cy[:, None]) & (cy[:, None] <= boxes[None, :, 2])
+              & (boxes[None, :, 1] <= cx[:, None]) & (cx[:, None] <= boxes[None, :, 3]))
+    # A last column that always holds: patches outside every box pick it, class 0.
+    inside = tf.concat([tf.cast(inside, tf.int32), tf.ones_like(cy[:, None], tf.int32)], 1)
+    first = tf.argmax(inside, axis=1, output_type=tf.int32)  # [P]
+    label = tf.gather(tf.concat([cls, [0]], 0), first)
+    data[outkey] = tf.one_hot(label, len(classes) + 1, dtype=tf.float32)
+    return data
+  return _patch_labels

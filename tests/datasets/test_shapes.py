@@ -119,6 +119,23 @@ def test_source_serves_tasks(shapes_dir):
     datasets.get("shapes", task="captions", **kw)
 
 
+def test_scenes_source_and_label_counts(shapes_dir):
+  """The `scenes` task serves each image's full ground truth; `label_counts` counts it."""
+  kw = dict(ARGS, data_dir=shapes_dir, split="validation")
+  rows = _read(shapes_dir, "validation", "scenes")
+  pp = builder.get_preprocess_fn(
+      f"label_counts(inkey='objects/label', classes={list(shapes.SHAPES)!r}, max_count=3)")
+  got = list(datasets.get("shapes", task="scenes", **kw).get_tfdata().map(pp)
+             .as_numpy_iterator())
+  assert len(got) == len(rows) == ARGS["num_val"]
+  for ex, row in zip(got, rows):
+    assert ex["image"][:4] == b"\x89PNG"
+    assert [c.decode() for c in ex["objects/color"]] == row["objects"]["color"]
+    assert ex["objects/bbox"].shape == (len(row["objects"]["label"]), 4)
+    want = [min(row["objects"]["label"].count(k), 3) for k in shapes.SHAPES]
+    np.testing.assert_array_equal(ex["labels"].reshape(4, 4).argmax(1), want)
+
+
 def test_cli(tmp_path, capsys):
   shapes.main(["--out", str(tmp_path / "cli"), "--num_train", "2", "--num_val", "1",
                "--res", "32"])

@@ -1,4 +1,4 @@
-"""Tests of copy, keep, drop, const, strfmt and choice."""
+"""Tests of copy, keep, drop, concat, const, strfmt and choice."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -70,3 +70,12 @@ def test_choice_errors():
     run("choice('q')", q="x")
   with pytest.raises(tf.errors.InvalidArgumentError, match="is empty"):
     run("choice('caps')", caps=np.zeros([0], np.bytes_))
+
+
+def test_concat_and_dtype_error():
+  out = run("concat(inkeys=('a', 'b'), outkey='c')", a=[1.0, 2.0], b=[3.0])
+  np.testing.assert_array_equal(out["c"].numpy(), [1, 2, 3])
+  with pytest.raises(TypeError, match=r"different dtypes \{'a': 'float32', 'b': 'int32'\}"):
+    run("concat(inkeys=['a', 'b'], outkey='c')", a=[1.0], b=[3])
+  with pytest.raises(KeyError, match="'concat' needs key 'z'"):
+    run("concat(inkeys=['a', 'z'], outkey='c')", a=[1.0])

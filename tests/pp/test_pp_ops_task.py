@@ -1,4 +1,4 @@
-"""Tests of box_to_loc, mask_to_seg and flip_lr."""
+"""Tests of box_to_loc, mask_to_seg, flip_lr, label_counts and patch_labels."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -105,3 +105,63 @@ def test_mask_to_seg_with_tiny_vqvae(tmp_path):
   np.testing.assert_array_equal(objs[1].bins, tokenizer_lib.coords_to_bins(boxes[1]))
   with pytest.raises(ValueError, match="vqvae_checkpoint=3 must be"):
     builder.get_preprocess_fn("mask_to_seg(3)")
+
+
+def test_label_counts_one_hot_per_class():
+  ex = {"objects/label": ["circle", "square", "circle", "circle", "circle"],
+        "objects/color": ["red", "red", "blue", "red", "green"]}
+  out = run("label_counts(inkey='objects/label', classes=['circle', 'square', 'star'], "
+            "max_count=3)", **ex)
+  # circle x4 -> clipped to 3, square x1, star x0: one positive per class.
+  np.testing.assert_array_equal(out["labels"].numpy().reshape(3, 4),
+                                [[0, 0, 0, 1], [0, 1, 0, 0], [1, 0, 0, 0]])
+  out = run("label_counts(inkey=('objects/color', 'objects/label'), max_count=1, "
+            "classes=['red circle', 'red square', 'blue square', 'green circle', "
+            "'blue circle'], outkey='p')", **ex)
+  np.testing.assert_array_equal(out["p"].numpy(), [0, 1, 0, 1, 1, 0, 0, 1, 0, 1])
+  out = run("label_counts(inkey='l', classes=['a'], max_count=2)",
+            l=np.zeros([0], np.bytes_))
+  np.testing.assert_array_equal(out["labels"].numpy(), [1, 0, 0])  # No objects: count 0.
+
+
+def test_label_counts_errors():
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r"(?s)a label of l is not one of \['a', 'b'\].*'c'"):
+    run("label_counts(inkey='l', classes=['a', 'b'], max_count=1)", l=["a", "c"])
+  with pytest.raises(ValueError, match="classes=.*distinct"):
+    run("label_counts(inkey='l', classes=['a', 'a'], max_count=1)", l=["a"])
+  with pytest.raises(ValueError, match="max_count=0 must be an int >= 1"):
+    run("label_counts(inkey='l', classes=['a'], max_count=0)", l=["a"])
+  with pytest.raises(TypeError, match="'l' is int32; it must hold strings"):
+    run("label_counts(inkey='l', classes=['a'], max_count=1)", l=[1])
+  with pytest.raises(KeyError, match="'label_counts' needs key 'l'"):
+    run("label_counts(inkey='l', classes=['a'], max_count=1)", x=1)
+
+
+def test_patch_labels_token_order_and_first_box():
+  ex = {"objects/bbox": [[0.0, 0.0, 0.5, 0.5], [0.5, 0.6, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]],
+        "objects/label": ["square", "circle", "circle"], "c": ["red", "red", "blue"]}
+  # The third box covers everything: patches held by an earlier box keep its class.
+  out = run("patch_labels(grid=4, classes=['circle', 'square'], outkey='p')", **ex)
+  np.testing.assert_array_equal(out["p"].numpy().argmax(-1).reshape(4, 4),
+                                [[2, 2, 1, 1], [2, 2, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]])
+  assert out["p"].shape == (16, 3) and np.all(out["p"].numpy().sum(-1) == 1)
+  # Patch centres at 1/4, 3/4; a box [0.5, 0.6, 1, 1] holds only the bottom-right one.
+  ex = dict(ex, **{"objects/bbox": ex["objects/bbox"][:2]},
+            **{"objects/label": ["square", "circle"], "c": ["red", "blue"]})
+  out = run("patch_labels(grid=2, classes=['red square', 'blue circle'], "
+            "labels_key=('c', 'objects/label'))", **ex)
+  np.testing.assert_array_equal(out["patch_labels"].numpy().argmax(-1), [1, 0, 0, 2])
+  out = run("patch_labels(grid=2, classes=['a'])", **{
+      "objects/bbox": np.zeros([0, 4], np.float32), "objects/label": np.zeros([0], np.bytes_)})
+  np.testing.assert_array_equal(out["patch_labels"].numpy().argmax(-1), [0, 0, 0, 0])
+
+
+def test_patch_labels_errors():
+  ex = {"objects/bbox": [[0.0, 0.0, 1.0, 1.0]], "objects/label": ["star"]}
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r"(?s)not one of \['a'\].*star"):
+    run("patch_labels(grid=2, classes=['a'])", **ex)
+  with pytest.raises(ValueError, match="grid=0 must be an int >= 1"):
+    run("patch_labels(grid=0, classes=['a'])", **ex)
+  with pytest.raises(ValueError, match="classes=.*distinct"):
+    run("patch_labels(grid=2, classes=[])", **ex)
