@@ -138,7 +138,7 @@ def make_update_fn(model, tx, positives="same_text", objective="siglip", groups=
   def grouped_loss_fn(params, batch, rng):
     logits, _ = model.apply({"params": params}, batch["image"], train=True,
                             rngs={"dropout": rng})
-    aux = {}
+    aux, dense_loss = {}, 0.0
     if "patch_labels" in batch:  # logits [B, P, C + K]: per token, last K are dense.
       dense_y = batch["patch_labels"].astype(jnp.float32)
       b, p, k = dense_y.shape
@@ -146,9 +146,7 @@ def make_update_fn(model, tx, positives="same_text", objective="siglip", groups=
       dense_loss, aux["patch_acc"] = grouped_softmax_xent(
           dense.reshape(b, p * k), dense_y.reshape(b, p * k), ((p, k),))
     loss, acc = grouped_softmax_xent(logits, batch["labels"].astype(jnp.float32), groups)
-    if "patch_labels" in batch:
-      loss = loss + dense_loss
-    return loss, dict(aux, acc=acc)
+    return loss + dense_loss, dict(aux, acc=acc)
 
   def siglip_loss_fn(params, batch, rng):
     zimg, ztxt, out = model.apply({"params": params}, batch["image"], batch["labels"],

@@ -151,6 +151,40 @@ def get_flip_lr(key="image", boxes_key=None, prob=0.5, seed=None):
   return _flip_lr
 
 
+def _object_names(data, op, keys):
+  """tf.string[n]: each object's values of `keys` joined with a space."""
+  parts = []
+  for k in keys:
+    v = tf.reshape(_get(data, op, k), [-1])
+    if v.dtype != tf.string:
+      raise TypeError(f"pp op '{op}': {k!r} is {v.dtype.name}; it must hold strings "
+                      "(class names).")
+    parts.append(v)
+  return tf.strings.join(parts, separator=" ") if len(parts) > 1 else parts[0]
+
+
+def _class_match(names, classes, op, keys):
+  """bool[n, C] of names == classes; a name outside `classes` is an error."""
+  match = tf.equal(names[:, None], tf.constant(list(classes))[None, :])
+  tf.debugging.Assert(
+      tf.reduce_all(tf.reduce_any(match, axis=1)),
+      [f"pp op '{op}': a label of {'+'.join(keys)} is not one of {list(classes)}:", names],
+      summarize=20)
+  return match
+
+
+def _check_classes(op, inkey, classes):
+  keys = (inkey,) if isinstance(inkey, str) else tuple(inkey)
+  if not keys or not all(isinstance(k, str) for k in keys):
+    raise ValueError(f"pp op '{op}': key(s) {inkey!r} must be a key or a list of keys.")
+  if (not isinstance(classes, (list, tuple)) or not classes
+      or not all(isinstance(c, str) and c for c in classes)
+      or len(set(classes)) != len(classes)):
+    raise ValueError(f"pp op '{op}': classes={classes!r} must be a non-empty list "
+                     "of distinct non-empty strings.")
+  return keys
+
+
 @PP_OPS.register("label_counts")
 def get_label_counts(inkey, classes, max_count, outkey="labels"):
   """How many objects of each class: float32[len(classes) * (max_count + 1)] one-hots.
@@ -180,40 +214,6 @@ def get_label_counts(inkey, classes, max_count, outkey="labels"):
     data[outkey] = tf.reshape(tf.one_hot(counts, max_count + 1, dtype=tf.float32), [-1])
     return data
   return _label_counts
-
-
-def _object_names(data, op, keys):
-  """tf.string[n]: each object's values of `keys` joined with a space."""
-  parts = []
-  for k in keys:
-    v = tf.reshape(_get(data, op, k), [-1])
-    if v.dtype != tf.string:
-      raise TypeError(f"pp op '{op}': {k!r} is {v.dtype.name}; it must hold strings "
-                      "(class names).")
-    parts.append(v)
-  return tf.strings.join(parts, separator=" ") if len(parts) > 1 else parts[0]
-
-
-def _class_match(names, classes, op, keys):
-  """bool[n, C] of names == classes; a name outside `classes` is an error."""
-  match = tf.equal(names[:, None], tf.constant(list(classes))[None, :])
-  tf.debugging.Assert(
-      tf.reduce_all(tf.reduce_any(match, axis=1)),
-      [f"pp op '{op}': a label of {'+'.join(keys)} is not one of {list(classes)}:", names],
-      summarize=20)
-  return match
-
-
-def _check_classes(op, inkey, classes):
-  keys = (inkey,) if isinstance(inkey, str) else tuple(inkey)
-  if not keys or not all(isinstance(k, str) for k in keys):
-    raise ValueError(f"pp op '{op}': {inkey!r} must be a key or a list of keys.")
-  if (not isinstance(classes, (list, tuple)) or not classes
-      or not all(isinstance(c, str) and c for c in classes)
-      or len(set(classes)) != len(classes)):
-    raise ValueError(f"pp op '{op}': classes={classes!r} must be a non-empty list "
-                     "of distinct non-empty strings.")
-  return keys
 
 
 @PP_OPS.register("patch_labels")
