@@ -22,7 +22,8 @@ reuses the saved stage-0 checkpoint.
   token, e.g. pp op `patch_labels`: which object covers each patch), the ViT runs with
   `pool_type="none"` and a head of C + K classes on every token: the mean over tokens of
   the first C logits is the image-level classifier (a linear head commutes with the
-  mean: exactly the GAP classifier), the last K are per-token softmax targets (`patch_acc`).
+  mean: exactly the GAP classifier), the last K are per-token softmax targets (`patch_acc`),
+  whose loss (summed over tokens) is weighted by `patch_weight` (default 1.0).
   Keep the head's random init (`head_zeroinit=False`): from a zero head, the features
   get no gradient at first and the ViT barely learns in a few hundred steps (measured,
   see README).
@@ -58,7 +59,7 @@ from big_vision_lite.models import vit
 
 KEYS = ("model", "input", "total_steps", "lr", "wd", "schedule", "optax_name", "optax",
         "grad_clip_norm", "lr_mults", "wd_mults", "positives", "img_dont_load",
-        "log_training_steps", "seed", "objective", "groups")
+        "log_training_steps", "seed", "objective", "groups", "patch_weight")
 POSITIVES = ("same_text", "diagonal")
 OBJECTIVES = ("siglip", "sigmoid_xent", "grouped_softmax")
 CLASSIFIERS = ("sigmoid_xent", "grouped_softmax")
@@ -75,6 +76,10 @@ def _check(cfg):
     raise registry.unknown_name("config.stage0.objective", cfg["objective"], OBJECTIVES)
   if cfg.get("positives", "same_text") not in POSITIVES:
     raise registry.unknown_name("config.stage0.positives", cfg["positives"], POSITIVES)
+  weight = cfg.get("patch_weight", 1.0)
+  if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+    raise ValueError(f"config.stage0.patch_weight={weight!r} must be a number >= 0 (the "
+                     "weight of the per-token loss).")
   if cfg.get("objective") == "grouped_softmax":
     groups = cfg.get("groups")
     if (not isinstance(groups, (list, tuple)) or not groups or not all(
@@ -118,7 +123,8 @@ def grouped_softmax_xent(logits, labels, groups):
   return jnp.mean(total), jnp.mean(hits / num)
 
 
-def make_update_fn(model, tx, positives="same_text", objective="siglip", groups=None):
+def make_update_fn(model, tx, positives="same_text", objective="siglip", groups=None,
+                   patch_weight=1.0):
   """Returns jitted `update(params, opt, batch, rng) -> (params, opt, metrics)`.
 
   batch: image float32[B, H, W, 3] and labels: int32[B, L] texts ("siglip") or float32[B,
@@ -145,6 +151,7 @@ def make_update_fn(model, tx, positives="same_text", objective="siglip", groups=
       dense, logits = logits[..., -k:], jnp.mean(logits[..., :-k], axis=1)
       dense_loss, aux["patch_acc"] = grouped_softmax_xent(
           dense.reshape(b, p * k), dense_y.reshape(b, p * k), ((p, k),))
+      dense_loss = patch_weight * dense_loss
     loss, acc = grouped_softmax_xent(logits, batch["labels"].astype(jnp.float32), groups)
     return loss + dense_loss, dict(aux, acc=acc)
 
@@ -227,7 +234,8 @@ def train_siglip(cfg, workdir, mesh):
   lr_fn = next(iter(sched_fns.values()))
   opt = jax.jit(tx.init, out_shardings=repl)(params)
   groups = [tuple(g) for g in cfg.get("groups") or ()]
-  update = make_update_fn(net, tx, cfg.get("positives", "same_text"), objective, groups)
+  update = make_update_fn(net, tx, cfg.get("positives", "same_text"), objective, groups,
+                          float(cfg.get("patch_weight", 1.0)))
   writer = metrics_log.MetricsWriter(workdir, total_steps=total,
                                      batch_size=cfg.input.batch_size,
                                      enabled=jax.process_index() == 0)

@@ -11,11 +11,14 @@ curves (`loss_curves.png`) and a grid of held-out predictions (`predictions.png`
 the workdir. About 10 minutes on an idle 2-core CPU.
 
 Args: data_dir, total_steps, batch_size, num_train, num_val, size_scale, max_objects,
-stage0_steps (0: no stage 0), stage0 (what the image tower learns first: "objects", a
-classifier of each scene's per-shape counts and colour + shape pairs, a softmax per
-attribute; "objects_patches", the same plus which shape covers each patch, per token;
-"tags", a sigmoid-xent classifier of the phrases found in its captions; or
-"siglip", a SigLIP image tower).
+img_lr (the ViT's learning rate in the main phase), stage0_steps (0: no stage 0), stage0
+(what the image tower learns first: "objects", a classifier of each scene's per-shape
+counts and colour + shape pairs, a softmax per attribute; "objects_where", the same plus
+how many of each shape lie in each quarter of the image; "objects_tokens", "objects" plus
+which colour + shape covers each patch, per token; "scene", all of these; "objects_patches",
+"objects" plus which shape covers each patch; "tags", a sigmoid-xent classifier of the
+phrases found in its captions; or "siglip", a SigLIP image tower), patch_weight (the
+weight of the per-token targets of "objects_tokens" and "scene").
 """
 from big_vision_lite.config_args import parse_arg
 from big_vision_lite.datasets import shapes
@@ -27,7 +30,9 @@ RES = 64          # Generated and trained image size.
 PATCH = 8         # ViT patch size: 8 x 8 image tokens.
 TEXT_LEN = 40
 TASKS = ("vqa", "caption", "detect", "ocr")
-STAGE0 = ("objects", "objects_patches", "tags", "siglip")
+STAGE0 = ("scene", "objects", "objects_where", "objects_tokens", "objects_patches", "tags",
+          "siglip")
+QUADRANTS = ("top left", "top right", "bottom left", "bottom right")
 
 
 def caption_tags():
@@ -43,11 +48,16 @@ def object_pairs():
   return [f"{c} {k}" for c in shapes.COLORS for k in shapes.SHAPES]
 
 
+def object_quadrants():
+  """Stage 0 "objects_where" classes: each shape in each quarter of the image."""
+  return [f"{k} {q}" for k in shapes.SHAPES for q in QUADRANTS]
+
+
 def get_config(arg=None):
   """Returns the demo config."""
   a = parse_arg(arg, data_dir="data/shapes", total_steps=1000, batch_size=64, num_val=200,
                 num_train=6000, size_scale=2.0, max_objects=3, stage0_steps=300,
-                stage0="objects")
+                stage0="objects_tokens", img_lr=1e-3, patch_weight=0.25)
   if a.stage0 not in STAGE0:
     raise ValueError(f"configs/demo.py: stage0={a.stage0!r} must be one of {STAGE0}.")
   c = ml_collections.ConfigDict()
@@ -90,7 +100,9 @@ def get_config(arg=None):
   # trained alone (a multi-label classifier, or SigLIP's image tower against a tiny text
   # tower) on the training images; PaliGemma then starts from that ViT.
   if a.stage0_steps and a.stage0 != "siglip":
-    if a.stage0.startswith("objects"):  # Per-shape counts and colour + shape pairs of each scene.
+    patch_weight = 1.0
+    if a.stage0 == "scene" or a.stage0.startswith("objects"):
+      # Per-shape counts and colour + shape pairs of each scene.
       objective, groups = "grouped_softmax", ((len(shapes.SHAPES), 4),
                                               (len(object_pairs()), 2))
       source, labels = "scenes", (
@@ -100,16 +112,29 @@ def get_config(arg=None):
           f"classes={object_pairs()!r}, max_count=1, outkey='pairs')|"
           "concat(inkeys=('counts', 'pairs'), outkey='labels')")
       keep, pool = "keep('image', 'labels')", "gap"
+      if a.stage0 in ("objects_where", "scene"):  # + how many of each shape in each quarter.
+        groups += ((len(object_quadrants()), 3),)
+        labels = labels.replace("|concat(inkeys=('counts', 'pairs')", (
+            "|box_bins(names=('left', 'right'), outkey='objects/x')"
+            "|box_bins(names=('top', 'bottom'), axis='y', outkey='objects/y')"
+            "|label_counts(inkey=('objects/label', 'objects/y', 'objects/x'), "
+            f"classes={object_quadrants()!r}, max_count=2, outkey='where')"
+            "|concat(inkeys=('counts', 'pairs', 'where')"))
       if a.stage0 == "objects_patches":  # + which shape covers each patch, per token.
         labels += f"|patch_labels(grid={RES // PATCH}, classes={list(shapes.SHAPES)!r})"
         keep, pool = "keep('image', 'labels', 'patch_labels')", "none"
+      if a.stage0 in ("objects_tokens", "scene"):  # + which colour + shape covers each patch.
+        labels += (f"|patch_labels(grid={RES // PATCH}, classes={object_pairs()!r}, "
+                   "labels_key=('objects/color', 'objects/label'))")
+        keep, pool, patch_weight = ("keep('image', 'labels', 'patch_labels')", "none",
+                                    a.patch_weight)
     else:  # The phrases found in the image's captions.
       objective, groups = "sigmoid_xent", None
       source, labels = "caption", f"text_tags(inkey='captions', tags={caption_tags()!r})"
       keep, pool = "keep('image', 'labels')", "gap"
     # A random head init: from a zero head the ViT barely learns in 300 steps (measured).
     c.stage0 = dict(
-        objective=objective, groups=groups,
+        objective=objective, groups=groups, patch_weight=patch_weight,
         model=dict(image=dict(c.model.img, pool_type=pool, head_zeroinit=False)),
         input=dict(data=common.shapes_source(source, "train", data), batch_size=64,
                    shuffle_buffer_size=1000,
@@ -140,7 +165,7 @@ def get_config(arg=None):
   c.optax_name = "scale_by_adam"
   c.optax = dict(b2=0.98)
   c.lr = 3e-3
-  c.lr_mults = [("img/.*", 1 / 3)]  # The ViT learns faster at 1e-3 (measured).
+  c.lr_mults = [("img/.*", a.img_lr / c.lr)]  # The ViT learns faster at 1e-3 (measured).
   c.wd = 1e-4
   c.grad_clip_norm = 1.0
   c.schedule = dict(decay_type="cosine", warmup_percent=0.05)

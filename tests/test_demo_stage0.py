@@ -76,6 +76,10 @@ def test_stage0_config_errors(demo_config, tmp_path):
   c.stage0.steps = 3
   with pytest.raises(ValueError, match=r"Unknown config.stage0 key 'steps'\."):
     stage0.init_from_stage0(c, str(tmp_path), mesh)
+  del c.stage0["steps"]
+  c.stage0.patch_weight = -0.5
+  with pytest.raises(ValueError, match=r"patch_weight=-0.5 must be a number >= 0"):
+    stage0.init_from_stage0(c, str(tmp_path), mesh)
   assert stage0.init_from_stage0(demo.get_config("stage0_steps=0"), str(tmp_path), mesh).get(
       "model_init") is None  # No stage 0: the config as it is.
 
@@ -86,12 +90,20 @@ def test_stage0_config_errors(demo_config, tmp_path):
     # (+ per token of 8 x 8: none or one of the 4 shapes).
     ("objects", 4 * 4 + 24 * 2, 4 * np.log(4) + 24 * np.log(2)),
     ("objects_patches", 4 * 4 + 24 * 2 + 5, 4 * np.log(4) + 24 * np.log(2) + 64 * np.log(5)),
+    # (+ 16 shape x quarter counts 0-2.)
+    ("objects_where", 4 * 4 + 24 * 2 + 16 * 3,
+     4 * np.log(4) + 24 * np.log(2) + 16 * np.log(3)),
+    # (+ per token: none or one of the 24 pairs, weighted by patch_weight=0.125.)
+    ("objects_tokens", 4 * 4 + 24 * 2 + 25,
+     4 * np.log(4) + 24 * np.log(2) + 0.125 * 64 * np.log(25)),
+    ("scene", 4 * 4 + 24 * 2 + 16 * 3 + 25,
+     4 * np.log(4) + 24 * np.log(2) + 16 * np.log(3) + 0.125 * 64 * np.log(25)),
     ("tags", len(demo.caption_tags()), len(demo.caption_tags()) * np.log(2))])
 def test_stage0_classifiers(demo_config, tmp_path, kind, num_classes, first_loss):
   data_dir = demo_config.ensure_shapes.out_dir
   c = demo.get_config(f"data_dir={data_dir},num_train=40,num_val=8,total_steps=1,"
-                      f"batch_size=8,stage0_steps=3,stage0={kind}")
-  objects = kind.startswith("objects")
+                      f"batch_size=8,stage0_steps=3,stage0={kind},patch_weight=0.125")
+  objects = kind != "tags"
   assert c.stage0.objective == ("grouped_softmax" if objects else "sigmoid_xent")
   assert c.stage0.input.data.task == ("scenes" if objects else "caption")
   assert not c.stage0.model.image.head_zeroinit
@@ -104,7 +116,8 @@ def test_stage0_classifiers(demo_config, tmp_path, kind, num_classes, first_loss
     rows = [json.loads(l) for l in f]
   assert [r["step"] for r in rows] == [1, 2, 3]
   assert all(np.isfinite(r["loss"]) and 0 <= r["acc"] <= 1 for r in rows)
-  assert ("patch_acc" in rows[0]) == (kind == "objects_patches")
+  assert ("patch_acc" in rows[0]) == (kind in ("objects_patches", "objects_tokens",
+                                                   "scene"))
   # A zero head predicts each class of a k-way group with 1/k (sigmoid: 1/2).
   assert rows[0]["loss"] == pytest.approx(first_loss, rel=1e-4)
   saved = checkpoint.load_params(out.model_init.img.rsplit(":", 1)[0])

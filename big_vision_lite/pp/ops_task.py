@@ -1,6 +1,6 @@
 """Task pp ops: boxes -> `<loc>` strings, masks -> `<loc><seg>` strings, `flip_lr`,
-`label_counts` and `patch_labels` (object counts and per-patch classes as classifier
-targets).
+`box_bins`, `label_counts` and `patch_labels` (where objects lie, object counts and
+per-patch classes as classifier targets).
 
 Boxes are float32[n, 4] (ymin, xmin, ymax, xmax) normalized to [0, 1]. A coordinate v
 becomes bin k = round-half-to-even(v * 1023) clipped to [0, 1023] (the reference bins;
@@ -214,6 +214,40 @@ def get_label_counts(inkey, classes, max_count, outkey="labels"):
     data[outkey] = tf.reshape(tf.one_hot(counts, max_count + 1, dtype=tf.float32), [-1])
     return data
   return _label_counts
+
+
+@PP_OPS.register("box_bins")
+def get_box_bins(names, axis="x", inkey="objects/bbox", outkey="objects/bin"):
+  """Where each box's centre lies along `axis`: tf.string[n], one of `names`.
+
+  The [0, 1] range of the axis is cut into len(names) equal bins (a centre on a border
+  goes to the upper bin); e.g. `box_bins(names=('left', 'right'))` then
+  `label_counts(inkey=('objects/label', 'objects/bin'), ...)` counts "circle left":
+  image-level classifier targets that keep where the objects are (stage 0's "objects").
+
+  Args:
+    names: two or more distinct non-empty bin names, from the low end (left / top).
+    axis: "x" (columns) or "y" (rows).
+    inkey: float32[n, 4] normalized (ymin, xmin, ymax, xmax) boxes.
+    outkey: key of the tf.string[n] bin names.
+  """
+  if (not isinstance(names, (list, tuple)) or len(names) < 2
+      or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names)):
+    raise ValueError(f"pp op 'box_bins': names={names!r} must be two or more distinct "
+                     "non-empty strings.")
+  if axis not in ("x", "y"):
+    raise ValueError(f"pp op 'box_bins': axis={axis!r} must be 'x' or 'y'.")
+  lo = 1 if axis == "x" else 0
+
+  def _box_bins(data):
+    data = dict(data)
+    boxes = tf.reshape(tf.cast(_get(data, "box_bins", inkey), tf.float32), [-1, 4])
+    centre = (boxes[:, lo] + boxes[:, lo + 2]) / 2
+    k = tf.clip_by_value(tf.cast(tf.floor(centre * len(names)), tf.int32), 0,
+                         len(names) - 1)
+    data[outkey] = tf.gather(tf.constant(list(names)), k)
+    return data
+  return _box_bins
 
 
 @PP_OPS.register("patch_labels")

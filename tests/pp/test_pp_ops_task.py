@@ -1,4 +1,4 @@
-"""Tests of box_to_loc, mask_to_seg, flip_lr, label_counts and patch_labels."""
+"""Tests of box_to_loc, mask_to_seg, flip_lr, box_bins, label_counts and patch_labels."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -105,6 +105,35 @@ def test_mask_to_seg_with_tiny_vqvae(tmp_path):
   np.testing.assert_array_equal(objs[1].bins, tokenizer_lib.coords_to_bins(boxes[1]))
   with pytest.raises(ValueError, match="vqvae_checkpoint=3 must be"):
     builder.get_preprocess_fn("mask_to_seg(3)")
+
+
+def test_box_bins_by_centre():
+  boxes = np.array([[0.0, 0.0, 0.2, 0.2],      # centre x 0.1, y 0.1
+                    [0.5, 0.4, 0.9, 0.6],      # centre x 0.5 (border: upper bin), y 0.7
+                    [0.1, 0.6, 0.3, 1.0],      # centre x 0.8, y 0.2
+                    [0.2, 0.2, 0.4, 0.2]], np.float32)  # x 0.2 -> first of 3 bins
+  out = run("box_bins(names=('left', 'right'))", **{"objects/bbox": boxes})
+  assert [v.decode() for v in out["objects/bin"].numpy()] == ["left", "right", "right",
+                                                              "left"]
+  out = run("box_bins(names=('t', 'm', 'b'), axis='y', outkey='row')",
+            **{"objects/bbox": boxes})
+  assert [v.decode() for v in out["row"].numpy()] == ["t", "b", "t", "t"]
+  out = run("box_bins(names=('left', 'right'))|label_counts(inkey=('objects/label', "
+            "'objects/bin'), classes=['a left', 'a right', 'b left', 'b right'], "
+            "max_count=2)", **{"objects/bbox": boxes, "objects/label": ["a", "a", "b", "a"]})
+  np.testing.assert_array_equal(out["labels"].numpy().reshape(4, 3),
+                                [[0, 0, 1], [0, 1, 0], [1, 0, 0], [0, 1, 0]])
+  out = run("box_bins(names=('l', 'r'))", **{"objects/bbox": np.zeros([0, 4], np.float32)})
+  assert out["objects/bin"].shape == (0,)
+
+
+def test_box_bins_errors():
+  with pytest.raises(ValueError, match="names=\\('l',\\) must be two or more"):
+    run("box_bins(names=('l',))", x=1)
+  with pytest.raises(ValueError, match="axis='z' must be 'x' or 'y'"):
+    run("box_bins(names=('l', 'r'), axis='z')", x=1)
+  with pytest.raises(KeyError, match="'box_bins' needs key 'objects/bbox'"):
+    run("box_bins(names=('l', 'r'))", x=1)
 
 
 def test_label_counts_one_hot_per_class():
