@@ -23,7 +23,8 @@ from configs import demo
 BUDGET = "total_steps=250,batch_size=32,num_train=2000,num_val=50,stage0_steps=38"
 # Measured at BUDGET without stage 0 on 8 simulated devices (2026-12-05, size_scale=2.0):
 # VQA 0.53, CIDEr 0.66, AP50 0.074 (with the earlier size_scale=1.5: VQA 0.43, CIDEr 0.40,
-# AP50 0.0); with the 38-step stage 0 the test passes these floors (2026-12-05, session 7).
+# AP50 0.0); with the 38-step stage 0 (`objects`, session 7; `objects_tokens`, session 8)
+# the test passes these floors.
 VQA_MIN = 0.45
 CIDER_MIN = 0.5
 AP50_MIN = 0.03
