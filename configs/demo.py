@@ -103,31 +103,30 @@ def get_config(arg=None):
     patch_weight = 1.0
     if a.stage0 == "scene" or a.stage0.startswith("objects"):
       # Per-shape counts and colour + shape pairs of each scene.
-      objective, groups = "grouped_softmax", ((len(shapes.SHAPES), 4),
-                                              (len(object_pairs()), 2))
-      source, labels = "scenes", (
-          f"label_counts(inkey='objects/label', classes={list(shapes.SHAPES)!r}, "
-          "max_count=3, outkey='counts')|"
-          "label_counts(inkey=('objects/color', 'objects/label'), "
-          f"classes={object_pairs()!r}, max_count=1, outkey='pairs')|"
-          "concat(inkeys=('counts', 'pairs'), outkey='labels')")
-      keep, pool = "keep('image', 'labels')", "gap"
+      objective, source, pool = "grouped_softmax", "scenes", "gap"
+      groups = ((len(shapes.SHAPES), 4), (len(object_pairs()), 2))
+      ops = [f"label_counts(inkey='objects/label', classes={list(shapes.SHAPES)!r}, "
+             "max_count=3, outkey='counts')",
+             "label_counts(inkey=('objects/color', 'objects/label'), "
+             f"classes={object_pairs()!r}, max_count=1, outkey='pairs')"]
+      keys = ("counts", "pairs")
       if a.stage0 in ("objects_where", "scene"):  # + how many of each shape in each quarter.
         groups += ((len(object_quadrants()), 3),)
-        labels = labels.replace("|concat(inkeys=('counts', 'pairs')", (
-            "|box_bins(names=('left', 'right'), outkey='objects/x')"
-            "|box_bins(names=('top', 'bottom'), axis='y', outkey='objects/y')"
-            "|label_counts(inkey=('objects/label', 'objects/y', 'objects/x'), "
-            f"classes={object_quadrants()!r}, max_count=2, outkey='where')"
-            "|concat(inkeys=('counts', 'pairs', 'where')"))
+        ops += ["box_bins(names=('left', 'right'), outkey='objects/x')",
+                "box_bins(names=('top', 'bottom'), axis='y', outkey='objects/y')",
+                "label_counts(inkey=('objects/label', 'objects/y', 'objects/x'), "
+                f"classes={object_quadrants()!r}, max_count=2, outkey='where')"]
+        keys += ("where",)
+      ops.append(f"concat(inkeys={keys!r}, outkey='labels')")
       if a.stage0 == "objects_patches":  # + which shape covers each patch, per token.
-        labels += f"|patch_labels(grid={RES // PATCH}, classes={list(shapes.SHAPES)!r})"
-        keep, pool = "keep('image', 'labels', 'patch_labels')", "none"
+        ops.append(f"patch_labels(grid={RES // PATCH}, classes={list(shapes.SHAPES)!r})")
       if a.stage0 in ("objects_tokens", "scene"):  # + which colour + shape covers each patch.
-        labels += (f"|patch_labels(grid={RES // PATCH}, classes={object_pairs()!r}, "
+        ops.append(f"patch_labels(grid={RES // PATCH}, classes={object_pairs()!r}, "
                    "labels_key=('objects/color', 'objects/label'))")
-        keep, pool, patch_weight = ("keep('image', 'labels', 'patch_labels')", "none",
-                                    a.patch_weight)
+        patch_weight = a.patch_weight
+      labels, keep = "|".join(ops), "keep('image', 'labels')"
+      if "patch_labels(" in labels:
+        keep, pool = "keep('image', 'labels', 'patch_labels')", "none"
     else:  # The phrases found in the image's captions.
       objective, groups = "sigmoid_xent", None
       source, labels = "caption", f"text_tags(inkey='captions', tags={caption_tags()!r})"
