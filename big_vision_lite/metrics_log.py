@@ -108,8 +108,10 @@ class MetricsWriter:
       items = ", ".join(f"{k.split('/', 1)[1]}={v:.4g}" for k, v in out.items()
                         if k != "step")
       return f"[{prefix}] step {out['step']}: {items}"
+    # One lr, or one per schedule group (`lr/sched_0`, ...: config.schedule is a list).
+    lrs = [f"{v:.3g}" for k, v in out.items() if k == "lr" or k.startswith("lr/")] or ["0"]
     line = (f"step {out['step']}/{self.total_steps} loss {out.get('loss', float('nan')):.4f}"
-            f" lr {out.get('lr', 0.0):.3g} |g| {out.get('grad_norm', 0.0):.3g}")
+            f" lr {' '.join(lrs)} |g| {out.get('grad_norm', 0.0):.3g}")
     if "steps_per_sec" in out:
       eta = int(out["eta_sec"])
       line += (f" {out['steps_per_sec']:.2f} steps/s {out['examples_per_sec']:.1f} ex/s"

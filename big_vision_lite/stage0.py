@@ -23,7 +23,11 @@ reuses the saved stage-0 checkpoint.
   `pool_type="none"` and a head of C + K classes on every token: the mean over tokens of
   the first C logits is the image-level classifier (a linear head commutes with the
   mean: exactly the GAP classifier), the last K are per-token softmax targets (`patch_acc`),
-  whose loss (summed over tokens) is weighted by `patch_weight` (default 1.0).
+  whose loss (summed over tokens) is weighted by `patch_weight` (default 1.0). When it
+  also yields `patch_boxes` float32[P, 5] (pp op `patch_boxes`: per token, whether a box
+  holds it and the distances to that box's 4 edges), 4 more outputs per token regress
+  those distances (L1, summed over the 4 edges and the tokens a box holds, weighted by
+  `box_weight`, default 1.0; logged `box_l1`, the mean error per edge).
   Keep the head's random init (`head_zeroinit=False`): from a zero head, the features
   get no gradient at first and the ViT barely learns in a few hundred steps (measured,
   see README).
@@ -57,9 +61,10 @@ from big_vision_lite import sharding
 from big_vision_lite.models import siglip
 from big_vision_lite.models import vit
 
+DENSE = ("patch_labels", "patch_boxes")  # Optional per-token targets, in head order.
 KEYS = ("model", "input", "total_steps", "lr", "wd", "schedule", "optax_name", "optax",
         "grad_clip_norm", "lr_mults", "wd_mults", "positives", "img_dont_load",
-        "log_training_steps", "seed", "objective", "groups", "patch_weight")
+        "log_training_steps", "seed", "objective", "groups", "patch_weight", "box_weight")
 POSITIVES = ("same_text", "diagonal")
 OBJECTIVES = ("siglip", "sigmoid_xent", "grouped_softmax")
 CLASSIFIERS = ("sigmoid_xent", "grouped_softmax")
@@ -76,10 +81,11 @@ def _check(cfg):
     raise registry.unknown_name("config.stage0.objective", cfg["objective"], OBJECTIVES)
   if cfg.get("positives", "same_text") not in POSITIVES:
     raise registry.unknown_name("config.stage0.positives", cfg["positives"], POSITIVES)
-  weight = cfg.get("patch_weight", 1.0)
-  if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
-    raise ValueError(f"config.stage0.patch_weight={weight!r} must be a number >= 0 (the "
-                     "weight of the per-token loss).")
+  for key, what in (("patch_weight", "per-token class"), ("box_weight", "per-token box")):
+    weight = cfg.get(key, 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+      raise ValueError(f"config.stage0.{key}={weight!r} must be a number >= 0 (the "
+                       f"weight of the {what} loss).")
   if cfg.get("objective") == "grouped_softmax":
     groups = cfg.get("groups")
     if (not isinstance(groups, (list, tuple)) or not groups or not all(
@@ -124,7 +130,7 @@ def grouped_softmax_xent(logits, labels, groups):
 
 
 def make_update_fn(model, tx, positives="same_text", objective="siglip", groups=None,
-                   patch_weight=1.0):
+                   patch_weight=1.0, box_weight=1.0):
   """Returns jitted `update(params, opt, batch, rng) -> (params, opt, metrics)`.
 
   batch: image float32[B, H, W, 3] and labels: int32[B, L] texts ("siglip") or float32[B,
@@ -145,13 +151,21 @@ def make_update_fn(model, tx, positives="same_text", objective="siglip", groups=
     logits, _ = model.apply({"params": params}, batch["image"], train=True,
                             rngs={"dropout": rng})
     aux, dense_loss = {}, 0.0
+    if "patch_boxes" in batch:  # The last 4 outputs per token: distances to box edges.
+      target = batch["patch_boxes"].astype(jnp.float32)
+      hit, err = target[..., :1], jnp.abs(logits[..., -4:] - target[..., 1:])
+      dense_loss = box_weight * jnp.mean(jnp.sum(hit * err, axis=(1, 2)))
+      aux["box_l1"] = jnp.sum(hit * err) / jnp.maximum(4 * jnp.sum(hit), 1.0)
+      logits = logits[..., :-4]
     if "patch_labels" in batch:  # logits [B, P, C + K]: per token, last K are dense.
       dense_y = batch["patch_labels"].astype(jnp.float32)
       b, p, k = dense_y.shape
-      dense, logits = logits[..., -k:], jnp.mean(logits[..., :-k], axis=1)
-      dense_loss, aux["patch_acc"] = grouped_softmax_xent(
+      dense, logits = logits[..., -k:], logits[..., :-k]
+      patch_loss, aux["patch_acc"] = grouped_softmax_xent(
           dense.reshape(b, p * k), dense_y.reshape(b, p * k), ((p, k),))
-      dense_loss = patch_weight * dense_loss
+      dense_loss = dense_loss + patch_weight * patch_loss
+    if logits.ndim == 3:  # Per-token outputs: the image-level classifier is their mean.
+      logits = jnp.mean(logits, axis=1)
     loss, acc = grouped_softmax_xent(logits, batch["labels"].astype(jnp.float32), groups)
     return loss + dense_loss, dict(aux, acc=acc)
 
@@ -214,13 +228,15 @@ def train_siglip(cfg, workdir, mesh):
                        f"input yields labels with {first['labels'].shape[1]}.")
     image_kw = dict(cfg.model.get("image") or {})
     num_classes = first["labels"].shape[1]
-    if "patch_labels" in first:
+    for key in DENSE:
+      if key not in first:
+        continue
       if objective != "grouped_softmax" or image_kw.get("pool_type") != "none":
-        raise ValueError("config.stage0.input yields `patch_labels` (per-token targets): "
+        raise ValueError(f"config.stage0.input yields `{key}` (per-token targets): "
                          "they need objective 'grouped_softmax' and the image tower's "
                          f"pool_type 'none' (got {objective!r}, "
                          f"{image_kw.get('pool_type')!r}).")
-      num_classes += first["patch_labels"].shape[-1]
+      num_classes += first[key].shape[-1] - (key == "patch_boxes")  # Not the hit flag.
     model = vit.Model(**{"num_classes": num_classes, **image_kw})
     params = {"img": jax.jit(model.init, out_shardings=repl)(
         rng, first["image"][:1])["params"]}
@@ -235,7 +251,8 @@ def train_siglip(cfg, workdir, mesh):
   opt = jax.jit(tx.init, out_shardings=repl)(params)
   groups = [tuple(g) for g in cfg.get("groups") or ()]
   update = make_update_fn(net, tx, cfg.get("positives", "same_text"), objective, groups,
-                          float(cfg.get("patch_weight", 1.0)))
+                          float(cfg.get("patch_weight", 1.0)),
+                          float(cfg.get("box_weight", 1.0)))
   writer = metrics_log.MetricsWriter(workdir, total_steps=total,
                                      batch_size=cfg.input.batch_size,
                                      enabled=jax.process_index() == 0)
@@ -245,7 +262,7 @@ def train_siglip(cfg, workdir, mesh):
   writer.start(0)
   for step in range(1, total + 1):
     gbatch = sharding.global_batch(
-        {k: batch[k] for k in ("image", "labels", "patch_labels") if k in batch}, mesh, rules)
+        {k: batch[k] for k in ("image", "labels") + DENSE if k in batch}, mesh, rules)
     with jax.set_mesh(mesh):
       params, opt, m = update(params, opt, gbatch, jax.random.fold_in(rng, step))
     if step % log_every == 0 or step == total:

@@ -20,7 +20,7 @@ def shapes_pp(res, text_len, tokenizer, train=True, keep=()):
 
 def shapes_source(task, split, data):
   """Data source config of one shapes task (`data`: ensure_shapes kwargs)."""
-  design = {k: data[k] for k in ("size_scale", "max_objects") if k in data}
+  design = {k: data[k] for k in ("size_scale", "max_objects", "font_scale") if k in data}
   return dict(name="shapes", task=task, split=split, data_dir=data["out_dir"],
               num_train=data["num_train"], num_val=data["num_val"], res=data["res"],
               seed=data["seed"], **design)

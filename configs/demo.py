@@ -11,14 +11,20 @@ curves (`loss_curves.png`) and a grid of held-out predictions (`predictions.png`
 the workdir. About 10 minutes on an idle 2-core CPU.
 
 Args: data_dir, total_steps, batch_size, num_train, num_val, size_scale, max_objects,
-img_lr (the ViT's learning rate in the main phase), stage0_steps (0: no stage 0), stage0
+font_scale (the data design: see big_vision_lite/datasets/shapes.py), img_lr (the ViT's
+learning rate in the main phase), img_warmup (the share of the main phase over which the
+ViT's learning rate warms up; the rest warm up over 5%), posemb (the ViT's position
+embedding, "learn" or "sincos2d"), stage0_steps (0: no stage 0), stage0
 (what the image tower learns first: "objects", a classifier of each scene's per-shape
 counts and colour + shape pairs, a softmax per attribute; "objects_where", the same plus
 how many of each shape lie in each quarter of the image; "objects_tokens", "objects" plus
-which colour + shape covers each patch, per token; "scene", all of these; "objects_patches",
-"objects" plus which shape covers each patch; "tags", a sigmoid-xent classifier of the
-phrases found in its captions; or "siglip", a SigLIP image tower), patch_weight (the
-weight of the per-token targets of "objects_tokens" and "scene").
+which colour + shape covers each patch, per token; "objects_words", "objects_tokens" plus
+which word is drawn, per image and per token; "scene", "objects_where" and
+"objects_tokens"; "objects_patches", "objects" plus which shape covers each patch; "tags",
+a sigmoid-xent classifier of the phrases found in its captions; or "siglip", a SigLIP
+image tower), patch_weight (the weight of the per-token targets of "objects_tokens",
+"objects_words" and "scene"), box_weight (> 0: the "objects*" and "scene" stage 0 also
+regresses, per token, the distances to the edges of the box over it, with this weight).
 """
 from big_vision_lite.config_args import parse_arg
 from big_vision_lite.datasets import shapes
@@ -30,8 +36,8 @@ RES = 64          # Generated and trained image size.
 PATCH = 8         # ViT patch size: 8 x 8 image tokens.
 TEXT_LEN = 40
 TASKS = ("vqa", "caption", "detect", "ocr")
-STAGE0 = ("scene", "objects", "objects_where", "objects_tokens", "objects_patches", "tags",
-          "siglip")
+STAGE0 = ("scene", "objects", "objects_where", "objects_tokens", "objects_words",
+          "objects_patches", "tags", "siglip")
 QUADRANTS = ("top left", "top right", "bottom left", "bottom right")
 
 
@@ -57,14 +63,15 @@ def get_config(arg=None):
   """Returns the demo config."""
   a = parse_arg(arg, data_dir="data/shapes", total_steps=1000, batch_size=64, num_val=200,
                 num_train=6000, size_scale=2.0, max_objects=3, stage0_steps=300,
-                stage0="objects_tokens", img_lr=1e-3, patch_weight=0.25)
+                stage0="objects_tokens", img_lr=1e-3, patch_weight=0.25,
+                posemb="learn", img_warmup=0.05, font_scale=1.0, box_weight=0.0)
   if a.stage0 not in STAGE0:
     raise ValueError(f"configs/demo.py: stage0={a.stage0!r} must be one of {STAGE0}.")
   c = ml_collections.ConfigDict()
   # Data design (measured, see README): shapes 2x the generator's default sizes and at
   # most 3 per image (1.5x: VQA 0.61, AP50 0.006; 2x: VQA 0.72, AP50 0.48 at 1000 steps).
   data = dict(out_dir=a.data_dir, num_train=a.num_train, num_val=a.num_val, res=RES, seed=0,
-              size_scale=a.size_scale, max_objects=a.max_objects)
+              size_scale=a.size_scale, max_objects=a.max_objects, font_scale=a.font_scale)
   tok = a.data_dir + "/tokenizer.model"
   c.ensure_shapes = data
   c.train_tokenizer = common.shapes_tokenizer(data, tok, TOKENIZER_BASE_VOCAB)
@@ -83,7 +90,7 @@ def get_config(arg=None):
   c.model_name = "paligemma"
   c.model = common.paligemma_model(
       img=dict(variant=None, width=128, depth=3, mlp_dim=256, num_heads=4,
-               patch_size=(PATCH, PATCH), posemb="learn", pool_type="none", scan=False,
+               patch_size=(PATCH, PATCH), posemb=a.posemb, pool_type="none", scan=False,
                remat_policy="none", dropout=0.0,
                # Non-zero projector init: zero image tokens would enter the decoder's
                # RMSNorm at 0, where its gradient explodes (grad norm ~7e4 at step 0).
@@ -110,6 +117,11 @@ def get_config(arg=None):
              "label_counts(inkey=('objects/color', 'objects/label'), "
              f"classes={object_pairs()!r}, max_count=1, outkey='pairs')"]
       keys = ("counts", "pairs")
+      if a.stage0 == "objects_words":  # + which word is drawn (none: an image without).
+        groups += ((len(shapes.WORDS), 2),)
+        ops.append(f"label_counts(inkey='word', classes={list(shapes.WORDS)!r}, "
+                   "max_count=1, skip=('',), outkey='words')")
+        keys += ("words",)
       if a.stage0 in ("objects_where", "scene"):  # + how many of each shape in each quarter.
         groups += ((len(object_quadrants()), 3),)
         ops += ["box_bins(names=('left', 'right'), outkey='objects/x')",
@@ -120,13 +132,24 @@ def get_config(arg=None):
       ops.append(f"concat(inkeys={keys!r}, outkey='labels')")
       if a.stage0 == "objects_patches":  # + which shape covers each patch, per token.
         ops.append(f"patch_labels(grid={RES // PATCH}, classes={list(shapes.SHAPES)!r})")
-      if a.stage0 in ("objects_tokens", "scene"):  # + which colour + shape covers each patch.
+      if a.stage0 in ("objects_tokens", "objects_words", "scene"):
+        # + which colour + shape (objects_words: or which word) covers each patch.
+        words = a.stage0 == "objects_words"
         ops.append(f"patch_labels(grid={RES // PATCH}, classes={object_pairs()!r}, "
-                   "labels_key=('objects/color', 'objects/label'))")
+                   "labels_key=('objects/color', 'objects/label'), "
+                   f"outkey={'patch_objects' if words else 'patch_labels'!r})")
+        if words:
+          ops += [f"patch_labels(grid={RES // PATCH}, classes={list(shapes.WORDS)!r}, "
+                  "boxes_key='word_box', labels_key='word', skip=('',), "
+                  "outkey='patch_words')",
+                  "patch_merge(inkeys=('patch_objects', 'patch_words'))"]
         patch_weight = a.patch_weight
-      labels, keep = "|".join(ops), "keep('image', 'labels')"
-      if "patch_labels(" in labels:
-        keep, pool = "keep('image', 'labels', 'patch_labels')", "none"
+      if a.box_weight:  # + where the box over each patch ends (distances to its edges).
+        ops.append(f"patch_boxes(grid={RES // PATCH})")
+      dense = tuple(k for k in ("patch_labels", "patch_boxes") if f"{k}(" in "|".join(ops))
+      labels, keep = "|".join(ops), f"keep{('image', 'labels') + dense!r}"
+      if dense:
+        pool = "none"
     else:  # The phrases found in the image's captions.
       objective, groups = "sigmoid_xent", None
       source, labels = "caption", f"text_tags(inkey='captions', tags={caption_tags()!r})"
@@ -134,6 +157,7 @@ def get_config(arg=None):
     # A random head init: from a zero head the ViT barely learns in 300 steps (measured).
     c.stage0 = dict(
         objective=objective, groups=groups, patch_weight=patch_weight,
+        box_weight=float(a.box_weight),
         model=dict(image=dict(c.model.img, pool_type=pool, head_zeroinit=False)),
         input=dict(data=common.shapes_source(source, "train", data), batch_size=64,
                    shuffle_buffer_size=1000,
@@ -168,6 +192,9 @@ def get_config(arg=None):
   c.wd = 1e-4
   c.grad_clip_norm = 1.0
   c.schedule = dict(decay_type="cosine", warmup_percent=0.05)
+  if a.img_warmup != 0.05:  # The ViT's own warm-up (PaliGemma warms its encoder up slowly).
+    c.schedule = [("img/.*", dict(c.schedule, warmup_percent=a.img_warmup)),
+                  (".*", c.schedule)]
   c.label_smoothing = 0.0
 
   # Sharding (one CPU device here; the same config shards over any mesh).

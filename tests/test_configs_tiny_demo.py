@@ -38,7 +38,8 @@ def test_config_builds_without_io(module, arg, tmp_path, monkeypatch):
   models.get_module(c.model_name)
   for _, tactic in c.sharding_strategy:
     sharding.SHARDING_TACTICS.call(tactic)
-  optim.make_schedule(c.schedule, c.total_steps)
+  for _, sched in optim.schedule_rules(c):
+    optim.make_schedule(sched, c.total_steps)
   assert c.model.llm.vocab_size == module.TOKENIZER_BASE_VOCAB + 1152
 
 

@@ -279,6 +279,17 @@ def test_metrics_after_resume_step_are_dropped(tmp_path):
   assert not os.listdir(other)
 
 
+def test_console_line_shows_each_schedule_lr(tmp_path):
+  from big_vision_lite import metrics_log  # pylint: disable=import-outside-toplevel
+  notes = []
+  w = metrics_log.MetricsWriter(str(tmp_path), total_steps=5, batch_size=2,
+                                write_note=notes.append)
+  w.write(1, {"loss": 1.0, "lr": 0.5})
+  w.write(2, {"loss": 1.0, "lr/sched_0": 0.25, "lr/sched_1": 0.125})  # A list schedule.
+  w.close()
+  assert " lr 0.5 |g|" in notes[0] and " lr 0.25 0.125 |g|" in notes[1], notes
+
+
 def test_sigterm_sets_the_stop_event():
   event, restore = train._sigterm_event()  # pylint: disable=protected-access
   try:

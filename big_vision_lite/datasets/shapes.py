@@ -56,7 +56,7 @@ SIZES = {"small": (0.14, 0.18), "medium": (0.22, 0.27), "large": (0.31, 0.36)}
 WORDS = ("cat", "dog", "sun", "tree", "book", "fish", "moon", "bird", "car", "cup",
          "hat", "key", "box", "pen", "map", "egg")
 NUMBERS = ("zero", "one", "two", "three", "four")
-DESIGN_DEFAULTS = {"size_scale": 1.0, "max_objects": 4}
+DESIGN_DEFAULTS = {"size_scale": 1.0, "max_objects": 4, "font_scale": 1.0}
 
 
 def _overlaps(a, b, margin):
@@ -92,17 +92,22 @@ def draw_shape(draw, shape, box, fill):
     draw.polygon([(cx, y0), (x1 - 1, cy), (cx, y1 - 1), (x0, cy)], fill=fill)
 
 
+def font_size(res, font_scale=1.0):
+  """The drawn word's font size in px: res / 10 x font_scale, rounded down, at least 8."""
+  return max(8, int(res * font_scale // 10))
+
+
 def make_scene(seed, split_index, index, res, size_scale=1.0, max_objects=4, kinds=None,
-               sizes=None):
+               sizes=None, font_scale=1.0):
   """Returns the scene of one image: objects (shape, color, size, pixel box) and word.
 
   `size_scale` multiplies the side ranges of SIZES; `max_objects` (1-4) bounds the
-  number of shapes drawn; `kinds` / `sizes` (None: all) restrict the shapes / size names
+  number of shapes drawn; `font_scale` (0.5-4) multiplies the word's font size; `kinds` / `sizes` (None: all) restrict the shapes / size names
   drawn to a subset of SHAPES / SIZES. The defaults give the original scenes, draw for draw.
   """
-  if not 1 <= max_objects <= 4 or not 0 < size_scale <= 2:
-    raise ValueError(f"max_objects={max_objects} must be in 1..4 and size_scale="
-                     f"{size_scale} in (0, 2].")
+  if not 1 <= max_objects <= 4 or not 0 < size_scale <= 2 or not 0.5 <= font_scale <= 4:
+    raise ValueError(f"max_objects={max_objects} must be in 1..4, size_scale="
+                     f"{size_scale} in (0, 2] and font_scale={font_scale} in [0.5, 4].")
   kinds = SHAPES if kinds is None else tuple(kinds)
   sizes = tuple(SIZES) if sizes is None else tuple(sizes)
   if not kinds or set(kinds) - set(SHAPES) or not sizes or set(sizes) - set(SIZES):
@@ -123,11 +128,12 @@ def make_scene(seed, split_index, index, res, size_scale=1.0, max_objects=4, kin
   scene["word"], scene["word_px"] = "", (0, 0, 0, 0)
   if rng.random() < 0.35:
     word = WORDS[rng.integers(len(WORDS))]
-    font = ImageFont.load_default(size=max(8, res // 10))
+    font = ImageFont.load_default(size=font_size(res, font_scale))
     left, top, right, bottom = font.getbbox(word)
     box = place(rng, res, right - left + 2, taken, h=bottom - top + 2)
     if box is not None:
       scene["word"], scene["word_px"] = word, box
+      scene["font_size"] = font_size(res, font_scale)
       scene["word_xy"] = (box[1] + 1 - left, box[0] + 1 - top)
   scene["objects"].sort(key=lambda o: (o["px"][1], o["px"][0]))  # Left to right.
   return scene
@@ -144,7 +150,7 @@ def render(scene, res):
     draw_shape(ImageDraw.Draw(mask), o["shape"], o["px"], 255)
     masks.append(mask)
   if scene["word"]:
-    font = ImageFont.load_default(size=max(8, res // 10))
+    font = ImageFont.load_default(size=scene["font_size"])
     draw.text(scene["word_xy"], scene["word"], fill=(20, 20, 20), font=font)
   return image, masks
 
@@ -288,10 +294,10 @@ def _check_existing(out_dir, info):
 
 
 def ensure_shapes(out_dir, num_train=2000, num_val=200, res=224, seed=0, size_scale=1.0,
-                  max_objects=4):
+                  max_objects=4, font_scale=1.0):
   """Writes the shapes dataset to `out_dir` unless it is there already; returns out_dir.
 
-  `size_scale` and `max_objects` set the data design (see `make_scene`).
+  `size_scale`, `max_objects` and `font_scale` set the data design (see `make_scene`).
 
   Generation goes to a temporary sibling folder that is renamed into place, so readers
   never see a half-written dataset, and concurrent callers (e.g. several hosts) are safe.
@@ -300,7 +306,7 @@ def ensure_shapes(out_dir, num_train=2000, num_val=200, res=224, seed=0, size_sc
     ValueError: `out_dir` holds shapes data generated with other arguments.
   """
   out_dir = os.path.abspath(out_dir)
-  design = dict(size_scale=size_scale, max_objects=max_objects)
+  design = dict(size_scale=size_scale, max_objects=max_objects, font_scale=font_scale)
   info = _info(num_train, num_val, res, seed, design)
   if os.path.exists(os.path.join(out_dir, "info.json")):
     _check_existing(out_dir, info)
@@ -342,18 +348,20 @@ class DataSource(jsonl.DataSource):
       `objects/size`, `word`, `word_box`), e.g. the targets of stage 0's classifier.
     split: "train" or "validation".
     data_dir: where the dataset lives (or is generated).
-    num_train, num_val, res, seed, size_scale, max_objects: generation arguments (see
-      `ensure_shapes`).
+    num_train, num_val, res, seed, size_scale, max_objects, font_scale: generation
+      arguments (see `ensure_shapes`).
     start, stop: keep rows [start, stop).
   """
 
   def __init__(self, task, split="train", *, data_dir, num_train=2000, num_val=200,
-               res=224, seed=0, size_scale=1.0, max_objects=4, start=0, stop=None):
+               res=224, seed=0, size_scale=1.0, max_objects=4, font_scale=1.0, start=0,
+               stop=None):
     if task not in TASKS + ("scenes",) or split not in SPLITS:
       raise ValueError(f"shapes: task {task!r} / split {split!r} invalid; tasks are "
                        f"{TASKS + ('scenes',)} (video tasks: the 'shapes_video' source), "
                        f"splits {SPLITS}.")
-    ensure_shapes(data_dir, num_train, num_val, res, seed, size_scale, max_objects)
+    ensure_shapes(data_dir, num_train, num_val, res, seed, size_scale, max_objects,
+                  font_scale)
     self.task = task
     keys = ("image", "mask") if task == "segment" else ("image",)
     super().__init__(os.path.join(data_dir, split, f"{task}.jsonl"), fopen_keys=keys,
@@ -385,9 +393,10 @@ def main(argv=None):
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--size_scale", type=float, default=1.0)
   parser.add_argument("--max_objects", type=int, default=4)
+  parser.add_argument("--font_scale", type=float, default=1.0)
   args = parser.parse_args(argv)
   print(ensure_shapes(args.out, args.num_train, args.num_val, args.res, args.seed,
-                      args.size_scale, args.max_objects))
+                      args.size_scale, args.max_objects, args.font_scale))
 
 
 if __name__ == "__main__":

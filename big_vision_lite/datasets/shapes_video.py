@@ -207,18 +207,20 @@ class DataSource(jsonl.DataSource):
   Args:
     task: one of TASKS.
     split: "train" or "validation".
-    data_dir, num_train, num_val, res, seed, size_scale, max_objects: as for the `shapes`
-      source (its image data is ensured too; the clips go into `data_dir/videos`, with
+    data_dir, num_train, num_val, res, seed, size_scale, max_objects, font_scale: as for
+      the `shapes` source (its image data is ensured too; the clips go into `data_dir/videos`, with
       `num_videos` clips per split).
     start, stop: keep rows [start, stop).
   """
 
   def __init__(self, task, split="train", *, data_dir, num_train=2000, num_val=200,
-               res=224, seed=0, size_scale=1.0, max_objects=4, start=0, stop=None):
+               res=224, seed=0, size_scale=1.0, max_objects=4, font_scale=1.0, start=0,
+               stop=None):
     if task not in TASKS or split not in shapes.SPLITS:
       raise ValueError(f"shapes_video: task {task!r} / split {split!r} invalid; tasks are "
                        f"{TASKS}, splits {shapes.SPLITS}.")
-    shapes.ensure_shapes(data_dir, num_train, num_val, res, seed, size_scale, max_objects)
+    shapes.ensure_shapes(data_dir, num_train, num_val, res, seed, size_scale, max_objects,
+                         font_scale)
     videos = ensure_videos(os.path.join(data_dir, "videos"), num_train, num_val, res, seed)
     self.task = task
     self._frames_dir = os.path.join(videos, split)

@@ -1,6 +1,6 @@
 """Task pp ops: boxes -> `<loc>` strings, masks -> `<loc><seg>` strings, `flip_lr`,
-`box_bins`, `label_counts` and `patch_labels` (where objects lie, object counts and
-per-patch classes as classifier targets).
+`box_bins`, `label_counts`, `patch_labels`, `patch_merge` and `patch_boxes` (where objects
+lie, object counts, per-patch classes and boxes as classifier targets).
 
 Boxes are float32[n, 4] (ymin, xmin, ymax, xmax) normalized to [0, 1]. A coordinate v
 becomes bin k = round-half-to-even(v * 1023) clipped to [0, 1023] (the reference bins;
@@ -163,17 +163,28 @@ def _object_names(data, op, keys):
   return tf.strings.join(parts, separator=" ") if len(parts) > 1 else parts[0]
 
 
-def _class_match(names, classes, op, keys):
-  """bool[n, C] of names == classes; a name outside `classes` is an error."""
+def _class_match(names, classes, op, keys, skip=()):
+  """bool[n, C] of names == classes; a name outside `classes` and `skip` is an error.
+
+  The rows of names in `skip` (objects to leave out, e.g. "" for "no word") are all False.
+  """
   match = tf.equal(names[:, None], tf.constant(list(classes))[None, :])
+  known = tf.reduce_any(match, axis=1)
+  if skip:
+    known |= tf.reduce_any(tf.equal(names[:, None], tf.constant(list(skip))[None, :]), 1)
+  valid = f" (or one of skip={list(skip)})" if skip else ""
   tf.debugging.Assert(
-      tf.reduce_all(tf.reduce_any(match, axis=1)),
-      [f"pp op '{op}': a label of {'+'.join(keys)} is not one of {list(classes)}:", names],
-      summarize=20)
+      tf.reduce_all(known),
+      [f"pp op '{op}': a label of {'+'.join(keys)} is not one of {list(classes)}{valid}:",
+       names], summarize=20)
   return match
 
 
-def _check_classes(op, inkey, classes):
+def _check_classes(op, inkey, classes, skip=()):
+  if (not isinstance(skip, (list, tuple)) or not all(isinstance(v, str) for v in skip)
+      or set(skip) & set(classes if isinstance(classes, (list, tuple)) else ())):
+    raise ValueError(f"pp op '{op}': skip={skip!r} must be a list of strings that are "
+                     "not classes.")
   keys = (inkey,) if isinstance(inkey, str) else tuple(inkey)
   if not keys or not all(isinstance(k, str) for k in keys):
     raise ValueError(f"pp op '{op}': key(s) {inkey!r} must be a key or a list of keys.")
@@ -186,7 +197,7 @@ def _check_classes(op, inkey, classes):
 
 
 @PP_OPS.register("label_counts")
-def get_label_counts(inkey, classes, max_count, outkey="labels"):
+def get_label_counts(inkey, classes, max_count, outkey="labels", skip=()):
   """How many objects of each class: float32[len(classes) * (max_count + 1)] one-hots.
 
   Entry `c * (max_count + 1) + k` is 1 when class `classes[c]` occurs k times among the
@@ -194,22 +205,24 @@ def get_label_counts(inkey, classes, max_count, outkey="labels"):
   positive: the labels of a multi-label image classifier that has to count and tell the
   classes apart (stage 0's "objects" targets). With several keys (e.g.
   `('objects/color', 'objects/label')`), each object's values are joined with a space
-  ("red circle") before matching. A label that is not in `classes` is an error.
+  ("red circle") before matching. A label that is not in `classes` or `skip` is an error.
 
   Args:
-    inkey: key, or list of keys, of tf.string[n] per-object values.
+    inkey: key, or list of keys, of tf.string[n] (or scalar) per-object values.
     classes: non-empty list of distinct class names.
     max_count: int >= 1.
     outkey: key of the float32 labels.
+    skip: labels of objects left out (e.g. `skip=('',)` with `inkey='word'`: an image
+      without a word counts no word).
   """
-  keys = _check_classes("label_counts", inkey, classes)
+  keys = _check_classes("label_counts", inkey, classes, skip)
   if isinstance(max_count, bool) or not isinstance(max_count, int) or max_count < 1:
     raise ValueError(f"pp op 'label_counts': max_count={max_count!r} must be an int >= 1.")
 
   def _label_counts(data):
     data = dict(data)
     names = _object_names(data, "label_counts", keys)
-    match = _class_match(names, classes, "label_counts", keys)  # [n, C]
+    match = _class_match(names, classes, "label_counts", keys, skip)  # [n, C]
     counts = tf.minimum(tf.reduce_sum(tf.cast(match, tf.int32), axis=0), max_count)
     data[outkey] = tf.reshape(tf.one_hot(counts, max_count + 1, dtype=tf.float32), [-1])
     return data
@@ -250,9 +263,28 @@ def get_box_bins(names, axis="x", inkey="objects/bbox", outkey="objects/bin"):
   return _box_bins
 
 
+def _patch_centres(op, grid):
+  """(cy, cx) float32[grid * grid]: patch centres in token order (rows, then columns)."""
+  if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
+    raise ValueError(f"pp op '{op}': grid={grid!r} must be an int >= 1.")
+  centres = (np.arange(grid, dtype=np.float32) + 0.5) / grid
+  return [tf.constant(v.reshape(-1)) for v in np.meshgrid(centres, centres, indexing="ij")]
+
+
+def _first_box(boxes, cy, cx, valid=None):
+  """int32[P]: per patch, the index of the first box holding its centre; n when none."""
+  inside = ((boxes[None, :, 0] <= cy[:, None]) & (cy[:, None] <= boxes[None, :, 2])
+            & (boxes[None, :, 1] <= cx[:, None]) & (cx[:, None] <= boxes[None, :, 3]))
+  if valid is not None:
+    inside &= valid[None, :]
+  # A last column that always holds: patches outside every box pick it.
+  inside = tf.concat([tf.cast(inside, tf.int32), tf.ones_like(cy[:, None], tf.int32)], 1)
+  return tf.argmax(inside, axis=1, output_type=tf.int32)
+
+
 @PP_OPS.register("patch_labels")
 def get_patch_labels(grid, classes, boxes_key="objects/bbox", labels_key="objects/label",
-                     outkey="patch_labels"):
+                     outkey="patch_labels", skip=()):
   """Which object covers each patch: float32[grid * grid, 1 + len(classes)] one-hots.
 
   Row `i * grid + j` (the ViT's token order: rows top to bottom, then columns) is the
@@ -264,28 +296,85 @@ def get_patch_labels(grid, classes, boxes_key="objects/bbox", labels_key="object
   Args:
     grid: int >= 1, patches per side (e.g. res // patch size).
     classes: non-empty list of distinct class names.
-    boxes_key: float32[n, 4] normalized (ymin, xmin, ymax, xmax) boxes.
-    labels_key: key, or list of keys, of tf.string[n] per-object values.
+    boxes_key: float32[n, 4] (or [4]: one object) normalized (ymin, xmin, ymax, xmax).
+    labels_key: key, or list of keys, of tf.string[n] (or scalar) per-object values.
     outkey: key of the float32 labels.
+    skip: labels of objects that cover nothing (e.g. `('',)` for `labels_key='word'`).
   """
-  keys = _check_classes("patch_labels", labels_key, classes)
-  if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
-    raise ValueError(f"pp op 'patch_labels': grid={grid!r} must be an int >= 1.")
-  centres = (np.arange(grid, dtype=np.float32) + 0.5) / grid
-  cy, cx = [tf.constant(v.reshape(-1)) for v in np.meshgrid(centres, centres, indexing="ij")]
+  keys = _check_classes("patch_labels", labels_key, classes, skip)
+  cy, cx = _patch_centres("patch_labels", grid)
 
   def _patch_labels(data):
     data = dict(data)
     boxes = tf.reshape(tf.cast(_get(data, "patch_labels", boxes_key), tf.float32), [-1, 4])
     names = _object_names(data, "patch_labels", keys)
-    cls = tf.argmax(tf.cast(_class_match(names, classes, "patch_labels", keys), tf.int32),
-                    axis=1, output_type=tf.int32) + 1  # [n]
-    inside = ((boxes[None, :, 0] <= cy[:, None]) & (cy[:, None] <= boxes[None, :, 2])
-              & (boxes[None, :, 1] <= cx[:, None]) & (cx[:, None] <= boxes[None, :, 3]))
-    # A last column that always holds: patches outside every box pick it, class 0.
-    inside = tf.concat([tf.cast(inside, tf.int32), tf.ones_like(cy[:, None], tf.int32)], 1)
-    first = tf.argmax(inside, axis=1, output_type=tf.int32)  # [P]
+    match = tf.cast(_class_match(names, classes, "patch_labels", keys, skip), tf.int32)
+    cls = tf.argmax(match, axis=1, output_type=tf.int32) + 1  # [n]
+    # Skipped objects cover nothing; patches outside every box get class 0.
+    first = _first_box(boxes, cy, cx, valid=tf.reduce_max(match, axis=1) > 0)
     label = tf.gather(tf.concat([cls, [0]], 0), first)
     data[outkey] = tf.one_hot(label, len(classes) + 1, dtype=tf.float32)
     return data
   return _patch_labels
+
+
+@PP_OPS.register("patch_merge")
+def get_patch_merge(inkeys, outkey="patch_labels"):
+  """Merges per-patch one-hots float32[P, 1 + K_i] into float32[P, 1 + sum(K_i)].
+
+  Each patch takes the class of the first input (in `inkeys` order) that puts it in a
+  class other than 0 ("none"), numbered after the classes of the inputs before it; 0
+  when none does. E.g. `patch_labels` of the shapes and `patch_labels` of the drawn word
+  (outkeys 'p_obj', 'p_word'), then `patch_merge(inkeys=('p_obj', 'p_word'))`: per token,
+  which shape or which word lies under it.
+  """
+  if (isinstance(inkeys, str) or not isinstance(inkeys, (list, tuple)) or len(inkeys) < 2
+      or not all(isinstance(k, str) for k in inkeys)):
+    raise ValueError(f"pp op 'patch_merge': inkeys={inkeys!r} must be a list of two or "
+                     "more keys.")
+
+  def _patch_merge(data):
+    data = dict(data)
+    label, offset = None, 0
+    for k in inkeys:
+      onehot = _get(data, "patch_merge", k)
+      if onehot.shape.rank != 2 or onehot.shape[-1] is None or onehot.shape[-1] < 2:
+        raise ValueError(f"pp op 'patch_merge': {k!r} has shape {onehot.shape}; it must "
+                         "be float32[P, 1 + K] one-hots (pp op `patch_labels`).")
+      idx = tf.argmax(onehot, axis=-1, output_type=tf.int32)
+      idx = tf.where(idx > 0, idx + offset, 0)
+      label = idx if label is None else tf.where(label > 0, label, idx)
+      offset += int(onehot.shape[-1]) - 1
+    data[outkey] = tf.one_hot(label, offset + 1, dtype=tf.float32)
+    return data
+  return _patch_merge
+
+
+@PP_OPS.register("patch_boxes")
+def get_patch_boxes(grid, boxes_key="objects/bbox", outkey="patch_boxes"):
+  """Where the box over each patch ends: float32[grid * grid, 5] per-token box targets.
+
+  Row `i * grid + j` (the ViT's token order) is (1, top, left, bottom, right) for the
+  first box that holds the centre of patch (i, j) (the box `patch_labels` picks): the
+  distances from that centre up, left, down and right to the box's edges, in image
+  units; (0, 0, 0, 0, 0) when no box does. Dense regression targets (as in FCOS) that
+  make an image tower's tokens know the extent of the object under them, not only its
+  class: what a detector reads boxes from.
+
+  Args:
+    grid: int >= 1, patches per side (e.g. res // patch size).
+    boxes_key: float32[n, 4] (or [4]) normalized (ymin, xmin, ymax, xmax) boxes.
+    outkey: key of the float32 targets.
+  """
+  cy, cx = _patch_centres("patch_boxes", grid)
+
+  def _patch_boxes(data):
+    data = dict(data)
+    boxes = tf.reshape(tf.cast(_get(data, "patch_boxes", boxes_key), tf.float32), [-1, 4])
+    first = _first_box(boxes, cy, cx)  # [P]; n: no box.
+    box = tf.gather(tf.concat([boxes, tf.zeros([1, 4])], 0), first)  # [P, 4]
+    hit = tf.cast(first < tf.shape(boxes)[0], tf.float32)
+    dist = tf.stack([cy - box[:, 0], cx - box[:, 1], box[:, 2] - cy, box[:, 3] - cx], 1)
+    data[outkey] = tf.concat([hit[:, None], dist * hit[:, None]], 1)
+    return data
+  return _patch_boxes

@@ -162,6 +162,24 @@ def test_design_args(shapes_dir, tmp_path):
     shapes.ensure_shapes(big, **ARGS)  # Same folder, default design.
   with pytest.raises(ValueError, match=r"max_objects=5 must be in 1..4"):
     shapes.make_scene(0, 0, 0, 64, max_objects=5)
+  with pytest.raises(ValueError, match=r"font_scale=8 in \[0.5, 4\]"):
+    shapes.make_scene(0, 0, 0, 64, font_scale=8)
+
+
+def test_font_scale_draws_larger_words(tmp_path):
+  assert shapes.font_size(64) == 8 and shapes.font_size(224) == 22  # The original sizes.
+  assert shapes.font_size(64, 2.0) == 12 and shapes.font_size(64, 0.5) == 8
+  worded = [i for i in range(40) if shapes.make_scene(0, 0, i, 64)["word"]]
+  for i in worded:
+    a, b = shapes.make_scene(0, 0, i, 64), shapes.make_scene(0, 0, i, 64, font_scale=2.0)
+    assert a["objects"] == b["objects"]  # Only the word changes.
+    assert a["font_size"] == 8 and (not b["word"] or b["font_size"] == 12)
+    if b["word"]:
+      h = lambda s: s["word_px"][2] - s["word_px"][0]
+      assert h(b) > h(a)
+  big = shapes.ensure_shapes(str(tmp_path / "w"), **ARGS, font_scale=2.0)
+  with open(os.path.join(big, "info.json")) as f:
+    assert json.load(f)["font_scale"] == 2.0
 
 
 def test_scene_kinds_and_sizes_subsets():

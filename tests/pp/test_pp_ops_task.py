@@ -1,4 +1,5 @@
-"""Tests of box_to_loc, mask_to_seg, flip_lr, box_bins, label_counts and patch_labels."""
+"""Tests of box_to_loc, mask_to_seg, flip_lr, box_bins, label_counts, patch_labels,
+patch_merge and patch_boxes."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -194,3 +195,71 @@ def test_patch_labels_errors():
     run("patch_labels(grid=0, classes=['a'])", **ex)
   with pytest.raises(ValueError, match="classes=.*distinct"):
     run("patch_labels(grid=2, classes=[])", **ex)
+
+
+def test_label_counts_and_patch_labels_skip_scalar_objects():
+  # The shapes scenes' word: one scalar label and box per image, "" when none is drawn.
+  word = {"word": "cat", "word_box": [0.0, 0.5, 0.4, 1.0]}
+  pp = "label_counts(inkey='word', classes=['cat', 'dog'], max_count=1, skip=('',))"
+  np.testing.assert_array_equal(run(pp, **word)["labels"].numpy(), [0, 1, 1, 0])
+  no_word = {"word": "", "word_box": [0.0, 0.0, 0.0, 0.0]}
+  np.testing.assert_array_equal(run(pp, **no_word)["labels"].numpy(), [1, 0, 1, 0])
+  pp = ("patch_labels(grid=2, classes=['cat', 'dog'], boxes_key='word_box', "
+        "labels_key='word', skip=('',))")
+  np.testing.assert_array_equal(run(pp, **word)["patch_labels"].numpy().argmax(-1),
+                                [0, 1, 0, 0])
+  # A skipped object covers nothing, even where its box would hold patch centres.
+  skipped = {"word": "", "word_box": [0.0, 0.0, 1.0, 1.0]}
+  np.testing.assert_array_equal(run(pp, **skipped)["patch_labels"].numpy().argmax(-1),
+                                [0, 0, 0, 0])
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r"(?s)not one of \['cat', 'dog'\] \(or one of skip=\[''\]\).*emu"):
+    run(pp, word="emu", word_box=[0.0, 0.0, 1.0, 1.0])
+  with pytest.raises(ValueError, match="skip=.*not classes"):
+    run("label_counts(inkey='word', classes=['cat'], max_count=1, skip=('cat',))", **word)
+  with pytest.raises(ValueError, match="skip=.*list of strings"):
+    run("patch_labels(grid=2, classes=['cat'], labels_key='word', skip='')", **word)
+
+
+def test_patch_merge_first_input_wins_and_classes_are_offset():
+  ex = {"objects/bbox": [[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 1.0, 0.4]],
+        "objects/label": ["square", "circle"], "word": "dog", "word_box": [0.0, 0.0, 1.0, 1.0]}
+  pp = ("patch_labels(grid=2, classes=['circle', 'square'], outkey='p_obj')|"
+        "patch_labels(grid=2, classes=['cat', 'dog'], boxes_key='word_box', "
+        "labels_key='word', outkey='p_word')|patch_merge(inkeys=('p_obj', 'p_word'))")
+  out = run(pp, **ex)["patch_labels"].numpy()
+  # Square (2) top left, circle (1) bottom left; the word box covers all: dog = 2 + 2.
+  assert out.shape == (4, 5) and np.all(out.sum(-1) == 1)
+  np.testing.assert_array_equal(out.argmax(-1), [2, 4, 1, 4])
+  with pytest.raises(tf.errors.InvalidArgumentError, match="not one of"):
+    run(pp, **dict(ex, word=""))  # "" is not a class, and the word op has no skip.
+
+
+def test_patch_merge_errors():
+  with pytest.raises(ValueError, match="inkeys='p' must be a list of two or more keys"):
+    run("patch_merge(inkeys='p')", p=np.eye(3, dtype=np.float32))
+  with pytest.raises(ValueError, match=r"'q' has shape \(3,\); it must be float32\[P, 1 \+ K\]"):
+    run("patch_merge(inkeys=('p', 'q'))", p=np.eye(3, dtype=np.float32),
+        q=np.ones(3, np.float32))
+  with pytest.raises(KeyError, match="'patch_merge' needs key 'q'"):
+    run("patch_merge(inkeys=('p', 'q'))", p=np.eye(3, dtype=np.float32))
+
+
+def test_patch_boxes_distances_to_the_first_box():
+  ex = {"objects/bbox": [[0.0, 0.0, 0.5, 0.6], [0.0, 0.0, 1.0, 1.0]]}
+  out = run("patch_boxes(grid=2)", **ex)["patch_boxes"].numpy()
+  # Patch centres (0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75) in token order;
+  # the first box holds only the top-left one, the second (whole image) the rest.
+  np.testing.assert_allclose(out, [[1, 0.25, 0.25, 0.25, 0.35],
+                                   [1, 0.25, 0.75, 0.75, 0.25],
+                                   [1, 0.75, 0.25, 0.25, 0.75],
+                                   [1, 0.75, 0.75, 0.25, 0.25]], atol=1e-6)
+  out = run("patch_boxes(grid=2, boxes_key='b', outkey='t')", b=[0.6, 0.6, 1.0, 1.0])["t"]
+  np.testing.assert_allclose(out.numpy(), [[0] * 5, [0] * 5, [0] * 5,
+                                           [1, 0.15, 0.15, 0.25, 0.25]], atol=1e-6)
+  out = run("patch_boxes(grid=3)", **{"objects/bbox": np.zeros([0, 4], np.float32)})
+  np.testing.assert_array_equal(out["patch_boxes"].numpy(), np.zeros([9, 5]))
+  with pytest.raises(ValueError, match="grid=2.5 must be an int >= 1"):
+    run("patch_boxes(grid=2.5)", **ex)
+  with pytest.raises(KeyError, match="'patch_boxes' needs key 'objects/bbox'"):
+    run("patch_boxes(grid=2)", x=1)
