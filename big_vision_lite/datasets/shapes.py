@@ -102,8 +102,9 @@ def make_scene(seed, split_index, index, res, size_scale=1.0, max_objects=4, kin
   """Returns the scene of one image: objects (shape, color, size, pixel box) and word.
 
   `size_scale` multiplies the side ranges of SIZES; `max_objects` (1-4) bounds the
-  number of shapes drawn; `font_scale` (0.5-4) multiplies the word's font size; `kinds` / `sizes` (None: all) restrict the shapes / size names
-  drawn to a subset of SHAPES / SIZES. The defaults give the original scenes, draw for draw.
+  number of shapes drawn; `font_scale` (0.5-4) multiplies the word's font size; `kinds` /
+  `sizes` (None: all) restrict the shapes / size names drawn to a subset of SHAPES /
+  SIZES. The defaults give the original scenes, draw for draw.
   """
   if not 1 <= max_objects <= 4 or not 0 < size_scale <= 2 or not 0.5 <= font_scale <= 4:
     raise ValueError(f"max_objects={max_objects} must be in 1..4, size_scale="
